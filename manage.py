@@ -1,0 +1,17 @@
+"""Prism's command line: `python manage.py --help`. Thin on purpose; commands live in webapp/commands.py."""
+import click
+from flask.cli import FlaskGroup
+
+from webapp import create_app
+from webapp.commands import init_db_command
+
+
+@click.group(cls=FlaskGroup, create_app=create_app)
+def cli() -> None:
+    """Manage Prism: init-db, create-admin, set-role, create-token, models, run."""
+
+
+cli.add_command(init_db_command)
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,101 @@
+"""Fixtures: an app on a temp SQLite file with the fake model backend, clients with CSRF kept on."""
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from flask_migrate import upgrade
+from PIL import Image
+
+from webapp import create_app
+from webapp.extensions import db
+from webapp.models import User
+
+TEST_PASSWORD = "correct horse battery"
+_CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+
+
+def png_bytes(size=(64, 48), color=(200, 30, 30), fmt="PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def app(tmp_path):
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "test-secret",
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'test.sqlite'}",
+            "UPLOAD_FOLDER": str(tmp_path / "uploads"),
+            "PRISM_MODEL_BACKEND": "fake",
+            "PRISM_MODEL_DIR": str(tmp_path / "models"),
+            # Cheap hashes keep the suite fast; production uses PBKDF2 at 1,000,000 iterations.
+            "PRISM_PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
+        },
+        instance_path=str(tmp_path),
+    )
+    with app.app_context():
+        upgrade(directory=app.extensions["migrate"].directory)
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+def csrf_token(client, url: str) -> str:
+    """The CSRF token of the form served at ``url`` (tests keep CSRF protection on)."""
+    match = _CSRF.search(client.get(url).get_data(as_text=True))
+    assert match, f"no CSRF token on {url}"
+    return match.group(1)
+
+
+def make_user(app, username: str, role: str = "user", password: str = TEST_PASSWORD) -> int:
+    with app.app_context():
+        user = User(username=username, role=role)
+        user.set_password(password, app.config["PRISM_PASSWORD_HASH_METHOD"])
+        db.session.add(user)
+        db.session.commit()
+        return user.id
+
+
+def login(client, username: str, password: str = TEST_PASSWORD):
+    token = csrf_token(client, "/login")
+    return client.post("/login", data={"username": username, "password": password, "csrf_token": token})
+
+
+def submit(client, scenario: str = "service", text: str | None = "Thanks, great service!", image: bytes | None = None, filename="shot.png"):
+    """Post the scenario form like a browser would; returns the response (not followed)."""
+    data = {"csrf_token": csrf_token(client, f"/{scenario}/")}
+    if text is not None:
+        data["text"] = text
+    if image is not None:
+        data["image"] = (io.BytesIO(image), filename)
+    return client.post(f"/{scenario}/", data=data, content_type="multipart/form-data")
+
+
+@pytest.fixture
+def alice(app, client):
+    """A signed-in ordinary user."""
+    make_user(app, "alice")
+    login(client, "alice")
+    return client
+
+
+@pytest.fixture
+def admin_client(app):
+    make_user(app, "root", role="admin")
+    other = app.test_client()
+    login(other, "root")
+    return other

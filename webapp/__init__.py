@@ -1,0 +1,75 @@
+"""Prism: a multimodal AI workbench (customer service, medical imaging, education).
+
+``create_app`` only wires things together: config, extensions, blueprints, error handlers and CLI
+commands. It creates no tables, loads no model and writes no file; ``manage.py init-db`` does those.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_INSTANCE_PATH = PROJECT_ROOT / "instance"
+__version__ = "1.0.0"
+
+
+def create_app(test_config: dict[str, Any] | None = None, instance_path: str | None = None) -> Flask:
+    app = Flask(
+        __name__,
+        instance_path=str(instance_path or DEFAULT_INSTANCE_PATH),
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+    )
+    from . import config
+
+    config.load(app, test_config)
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_commands(app)
+    return app
+
+
+def register_extensions(app: Flask) -> None:
+    from . import database, inference
+    from .auth import login_manager_setup
+    from .extensions import csrf, db, migrate
+
+    db.init_app(app)
+    database.init_app(app)
+    migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"), render_as_batch=True)
+    csrf.init_app(app)
+    login_manager_setup(app)
+    inference.init_app(app)
+
+
+def register_blueprints(app: Flask) -> None:
+    from .admin.views import bp as admin_bp
+    from .api.views import bp as api_bp
+    from .auth.views import bp as auth_bp
+    from .history.views import bp as history_bp
+    from .main.views import bp as main_bp
+    from .scenarios.views import bp as scenarios_bp
+
+    app.register_blueprint(main_bp)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(scenarios_bp)
+    app.register_blueprint(history_bp)
+    app.register_blueprint(admin_bp)
+    app.register_blueprint(api_bp)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    from .errors import register
+    from .security import add_security_headers
+
+    register(app)
+    app.after_request(add_security_headers)
+
+
+def register_commands(app: Flask) -> None:
+    from .commands import register
+
+    register(app)

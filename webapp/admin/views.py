@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy import func, select
+
+from .. import audit
+from ..analyses import HistoryFilters, select_history
+from ..extensions import db, login_manager
+from ..history.views import export_response
+from ..models import SCENARIOS, SENTIMENT_LABELS, Analysis, AuditEvent, User
+from ..scenarios import SCENARIO_PAGES
+from .forms import RoleForm
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+@bp.before_request
+def require_admin():
+    """The single guard for every admin route, so no route can forget it."""
+    if not current_user.is_authenticated:
+        return login_manager.unauthorized()
+    if not current_user.is_admin:
+        abort(403)
+    return None
+
+
+@bp.route("/")
+def index():
+    by_scenario = dict(db.session.execute(select(Analysis.scenario, func.count()).group_by(Analysis.scenario)).all())
+    by_sentiment = dict(
+        db.session.execute(
+            select(Analysis.sentiment_label, func.count())
+            .where(Analysis.sentiment_label.is_not(None))
+            .group_by(Analysis.sentiment_label)
+        ).all()
+    )
+    recent = db.session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(10)).all()
+    return render_template(
+        "admin/index.html",
+        user_count=db.session.scalar(select(func.count(User.id))),
+        analysis_count=db.session.scalar(select(func.count(Analysis.id))),
+        by_scenario=by_scenario,
+        by_sentiment=by_sentiment,
+        recent=recent,
+        scenario_pages=SCENARIO_PAGES,
+    )
+
+
+@bp.route("/users")
+def users():
+    page = db.paginate(select(User).order_by(User.username), per_page=50, error_out=False)
+    counts = dict(
+        db.session.execute(
+            select(Analysis.user_id, func.count())
+            .where(Analysis.user_id.in_([user.id for user in page.items]))
+            .group_by(Analysis.user_id)
+        ).all()
+    )
+    forms = {user.id: RoleForm(formdata=None, role=user.role, prefix=f"u{user.id}") for user in page.items}
+    return render_template("admin/users.html", page=page, counts=counts, forms=forms)
+
+
+@bp.route("/users/<int:user_id>/role", methods=["POST"])
+def set_role(user_id: int):
+    user = db.get_or_404(User, user_id)
+    form = RoleForm(prefix=f"u{user.id}")
+    if not form.validate_on_submit():
+        flash("Choose one of the listed roles.", "error")
+    elif user.id == current_user.id:
+        flash("You cannot change your own role; ask another admin.", "error")
+    elif form.role.data != user.role:
+        previous = user.role
+        user.role = form.role.data
+        audit.record(audit.ROLE_CHANGED, target=user, details={"from": previous, "to": user.role, "username": user.username})
+        db.session.commit()
+        flash(f"{user.username} is now {user.role}.", "success")
+    return redirect(url_for("admin.users", page=request.args.get("page", type=int)))
+
+
+@bp.route("/analyses")
+def analyses():
+    filters = HistoryFilters.from_args(request.args, allow_owner=True)
+    page = db.paginate(
+        select_history(filters, owner=None),
+        per_page=current_app.config["PRISM_PAGE_SIZE"],
+        max_per_page=100,
+        error_out=False,
+    )
+    return render_template(
+        "admin/analyses.html",
+        page=page,
+        filters=filters,
+        scenarios=SCENARIOS,
+        sentiments=SENTIMENT_LABELS,
+        scenario_pages=SCENARIO_PAGES,
+        endpoint="admin.analyses",
+    )
+
+
+@bp.route("/analyses/export.<any(csv, json):fmt>")
+def export(fmt: str):
+    filters = HistoryFilters.from_args(request.args, allow_owner=True)
+    return export_response(filters, owner=None, fmt=fmt, basename="prism-all-history")
+
+
+@bp.route("/audit")
+def audit_log():
+    action = request.args.get("action") or None
+    actor = (request.args.get("actor") or "").strip()[:64] or None
+    statement = select(AuditEvent).order_by(AuditEvent.id.desc())
+    if action in audit.ACTIONS:
+        statement = statement.where(AuditEvent.action == action)
+    if actor:
+        statement = statement.where(AuditEvent.actor_name == actor)
+    page = db.paginate(statement, per_page=50, max_per_page=200, error_out=False)
+    return render_template(
+        "admin/audit.html", page=page, actions=audit.ACTIONS, action=action, actor=actor
+    )

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+from sqlalchemy import select
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .. import audit
+from ..extensions import db
+from ..forms import EmptyForm
+from ..models import ApiToken, User, utcnow
+from ..security import is_safe_redirect
+from .forms import LoginForm, RegisterForm, TokenForm
+
+bp = Blueprint("auth", __name__)
+
+_dummy_hashes: dict[str, str] = {}
+
+
+def _spend_hash_time(password: str) -> None:
+    """Verify against a dummy hash so an unknown username costs as much as a wrong password (ASVS 6.3.8)."""
+    method = current_app.config["PRISM_PASSWORD_HASH_METHOD"]
+    if method not in _dummy_hashes:
+        _dummy_hashes[method] = generate_password_hash("prism-dummy-password", method=method)
+    check_password_hash(_dummy_hashes[method], password)
+
+
+def _start_session(user: User, remember: bool) -> None:
+    session.clear()  # a fresh session on login: nothing set before authentication survives it
+    login_user(user, remember=remember)
+
+
+@bp.route("/register", methods=["GET", "POST"])
+def register():
+    if current_user.is_authenticated:
+        return redirect(url_for("main.index"))
+    form = RegisterForm()
+    if form.validate_on_submit():
+        username = form.username.data.strip()
+        if db.session.scalar(select(User.id).where(User.username == username)) is not None:
+            form.username.errors.append("That username is taken.")
+        else:
+            user = User(username=username, role="user")
+            user.set_password(form.password.data, current_app.config["PRISM_PASSWORD_HASH_METHOD"])
+            db.session.add(user)
+            db.session.flush()
+            audit.record(audit.REGISTER, actor=user, target=user)
+            db.session.commit()
+            _start_session(user, remember=False)
+            flash("Welcome to Prism. Pick a scenario to analyse your first image or text.", "success")
+            return redirect(url_for("main.index"))
+    return render_template("auth/register.html", form=form)
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    if current_user.is_authenticated:
+        return redirect(url_for("main.index"))
+    form = LoginForm()
+    if form.validate_on_submit():
+        username = form.username.data.strip()
+        user = db.session.scalar(select(User).where(User.username == username))
+        if user is None:
+            _spend_hash_time(form.password.data)
+        if user is not None and user.active and user.check_password(form.password.data):
+            audit.record(audit.LOGIN, actor=user, target=user)
+            db.session.commit()
+            _start_session(user, remember=form.remember.data)
+            next_url = request.args.get("next")
+            return redirect(next_url if is_safe_redirect(next_url) else url_for("main.index"))
+        audit.record(audit.LOGIN_FAILED, details={"username": username[:64]})
+        db.session.commit()
+        flash("Invalid username or password.", "error")
+    return render_template("auth/login.html", form=form)
+
+
+@bp.route("/logout", methods=["POST"])
+@login_required
+def logout():
+    if EmptyForm().validate_on_submit():
+        user = current_user._get_current_object()
+        user.rotate_session_token()  # revokes every copy of this user's session and remember cookies
+        audit.record(audit.LOGOUT, actor=user, target=user)
+        db.session.commit()
+        logout_user()
+        session.clear()
+        flash("You are signed out.", "info")
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/account/", methods=["GET", "POST"])
+@login_required
+def account():
+    form = TokenForm()
+    new_secret = None
+    if form.validate_on_submit():
+        token, new_secret = ApiToken.issue(current_user, form.name.data.strip())
+        db.session.add(token)
+        db.session.flush()
+        audit.record(audit.TOKEN_CREATED, target=token, details={"name": token.name})
+        db.session.commit()
+        form = TokenForm(formdata=None)
+    tokens = db.session.scalars(
+        select(ApiToken).where(ApiToken.user_id == current_user.id).order_by(ApiToken.created_at.desc())
+    ).all()
+    return render_template(
+        "auth/account.html", form=form, tokens=tokens, new_secret=new_secret, revoke_form=EmptyForm()
+    )
+
+
+@bp.route("/account/tokens/<int:token_id>/revoke", methods=["POST"])
+@login_required
+def revoke_token(token_id: int):
+    token = db.first_or_404(
+        select(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == current_user.id)
+    )
+    if EmptyForm().validate_on_submit() and token.revoked_at is None:
+        token.revoked_at = utcnow()
+        audit.record(audit.TOKEN_REVOKED, target=token, details={"name": token.name})
+        db.session.commit()
+        flash(f"Token “{token.name}” revoked.", "info")
+    return redirect(url_for("auth.account"))

@@ -1,0 +1,122 @@
+"""Configuration: defaults in code, then ``instance/config.py``, then ``PRISM_*`` env vars, then test_config.
+
+The defaults run the Quickstart on SQLite in ``instance/`` with no setup beyond ``manage.py init-db``,
+which also writes a random ``instance/secret_key``. Without a secret key the app refuses to start
+rather than sign sessions with a known value.
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+SECRET_KEY_FILE = "secret_key"
+
+
+def _env_flag(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def defaults(instance_path: str) -> dict[str, Any]:
+    instance = Path(instance_path)
+    hub_offline = _env_flag("HF_HUB_OFFLINE") or _env_flag("TRANSFORMERS_OFFLINE")
+    return {
+        "SECRET_KEY": None,
+        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{instance / 'prism.sqlite'}",
+        "UPLOAD_FOLDER": str(instance / "uploads"),
+        # Whole-request cap (Werkzeug answers 413); images are also pixel-capped in storage.py.
+        "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
+        "PRISM_MAX_IMAGE_BYTES": 10 * 1024 * 1024,
+        "PRISM_MAX_IMAGE_PIXELS": 40_000_000,
+        "PRISM_MAX_TEXT_CHARS": 5000,
+        "PRISM_PAGE_SIZE": 20,
+        # Passwords: PBKDF2-SHA256 at 1,000,000 iterations meets ASVS 5 / OWASP (>= 600,000) without
+        # scrypt-2^17's 128 MiB per concurrent login. Tests lower it (see tests/conftest.py).
+        "PRISM_PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000000",
+        # Sessions and cookies: defaults of Flask (31 days) and Flask-Login (365-day remember cookie
+        # with no SameSite) are too long-lived for clinical data.
+        "PERMANENT_SESSION_LIFETIME": timedelta(hours=12),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": False,
+        "REMEMBER_COOKIE_DURATION": timedelta(days=14),
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        "REMEMBER_COOKIE_SECURE": False,
+        "WTF_CSRF_TIME_LIMIT": 3600,
+        # Model service (see webapp/inference/settings.py).
+        "PRISM_MODEL_BACKEND": "transformers",
+        "PRISM_CAPTION_MODEL": "nlpconnect/vit-gpt2-image-captioning",
+        "PRISM_SENTIMENT_MODEL": "lxyuan/distilbert-base-multilingual-cased-sentiments-student",
+        "PRISM_MODEL_DIR": str(instance / "models"),
+        "PRISM_MODEL_OFFLINE": hub_offline,
+        "PRISM_CAPTION_NUM_BEAMS": 4,
+        "PRISM_CAPTION_MAX_NEW_TOKENS": 24,
+        "PRISM_SENTIMENT_NEUTRAL_RANGE": "0.35,0.65",
+        "PRISM_TORCH_THREADS": 0,
+        "PRISM_MODEL_LOAD_WAIT": 20,
+        "PRISM_MODEL_RETRY_AFTER": 60,
+    }
+
+
+# Env vars whose values are not plain strings.
+_INT_KEYS = {
+    "MAX_CONTENT_LENGTH",
+    "PRISM_MAX_IMAGE_BYTES",
+    "PRISM_MAX_IMAGE_PIXELS",
+    "PRISM_MAX_TEXT_CHARS",
+    "PRISM_PAGE_SIZE",
+    "PRISM_CAPTION_NUM_BEAMS",
+    "PRISM_CAPTION_MAX_NEW_TOKENS",
+    "PRISM_TORCH_THREADS",
+}
+_FLOAT_KEYS = {"PRISM_MODEL_LOAD_WAIT", "PRISM_MODEL_RETRY_AFTER"}
+_BOOL_KEYS = {"PRISM_MODEL_OFFLINE", "PRISM_SECURE_COOKIES"}
+
+
+def _from_environment() -> dict[str, Any]:
+    """``PRISM_*`` variables; ``PRISM_SECRET_KEY``/``PRISM_DATABASE_URL`` map to Flask's names."""
+    found: dict[str, Any] = {}
+    for name, raw in os.environ.items():
+        if not name.startswith("PRISM_"):
+            continue
+        if name in _INT_KEYS:
+            found[name] = int(raw)
+        elif name in _FLOAT_KEYS:
+            found[name] = float(raw)
+        elif name in _BOOL_KEYS:
+            found[name] = _env_flag(name)
+        else:
+            found[name] = raw
+    if "PRISM_SECRET_KEY" in found:
+        found["SECRET_KEY"] = found.pop("PRISM_SECRET_KEY")
+    if "PRISM_DATABASE_URL" in found:
+        found["SQLALCHEMY_DATABASE_URI"] = found.pop("PRISM_DATABASE_URL")
+    if "PRISM_MAX_REQUEST_BYTES" in found:
+        found["MAX_CONTENT_LENGTH"] = int(found.pop("PRISM_MAX_REQUEST_BYTES"))
+    if found.pop("PRISM_SECURE_COOKIES", False):
+        found["SESSION_COOKIE_SECURE"] = found["REMEMBER_COOKIE_SECURE"] = True
+    return found
+
+
+def load(app: Flask, test_config: dict[str, Any] | None) -> None:
+    app.config.from_mapping(defaults(app.instance_path))
+    app.config.from_pyfile("config.py", silent=True)
+    app.config.update(_from_environment())
+    if test_config:
+        app.config.update(test_config)
+    if not app.config["SECRET_KEY"]:
+        key_file = Path(app.instance_path) / SECRET_KEY_FILE
+        if key_file.is_file():
+            app.config["SECRET_KEY"] = key_file.read_text().strip()
+    if not app.config["SECRET_KEY"]:
+        raise RuntimeError(
+            "No SECRET_KEY: run `python manage.py init-db` (it writes instance/secret_key) "
+            "or set PRISM_SECRET_KEY."
+        )

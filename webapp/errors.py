@@ -1,0 +1,67 @@
+"""Error pages and JSON errors. Nothing here shows a traceback; 500s roll the session back."""
+from __future__ import annotations
+
+from flask import Flask, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from . import audit
+from .extensions import db
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/") or request.path == "/healthz"
+
+
+def api_error(status: int, message: str, *, retry_after: int | None = None, **extra):
+    response = jsonify({"error": {"status": status, "message": message, **extra}})
+    response.status_code = status
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="prism"'
+    return response
+
+
+_MESSAGES = {
+    400: "The request could not be understood.",
+    401: "Please sign in.",
+    403: "You do not have access to this page.",
+    404: "There is nothing here, or it is not yours to see.",
+    405: "That method is not allowed here.",
+    413: "The upload is too large.",
+    429: "Too many requests; slow down and try again.",
+    500: "Something went wrong on our side. Nothing you submitted was saved half-way.",
+    503: "Prism is busy or a model is not ready. Please try again shortly.",
+}
+
+
+def _render(status: int, message: str | None = None):
+    message = message or _MESSAGES.get(status, "Error")
+    if wants_json():
+        return api_error(status, message)
+    return render_template("errors/error.html", status=status, message=message), status
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(CSRFError)
+    def csrf_error(error: CSRFError):
+        db.session.rollback()
+        audit.record(audit.CSRF_FAILED, details={"path": request.path[:200], "reason": error.description})
+        db.session.commit()
+        return _render(400, "The form expired or was sent from elsewhere. Reload the page and try again.")
+
+    @app.errorhandler(413)
+    def too_large(error):
+        limit = app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
+        return _render(413, f"The upload is larger than the {limit} MB limit.")
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        return _render(error.code or 500, _MESSAGES.get(error.code or 500, error.description))
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error: Exception):
+        db.session.rollback()
+        app.logger.exception("unhandled error on %s %s", request.method, request.path)
+        return _render(500)

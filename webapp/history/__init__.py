@@ -1,0 +1,1 @@
+"""Each user's own history of analyses: list, filters, detail, image, delete, export."""

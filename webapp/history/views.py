@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    stream_with_context,
+    url_for,
+)
+from flask_login import current_user, login_required
+
+from .. import audit
+from ..analyses import HistoryFilters, delete_analysis, get_visible_analysis, image_store, select_history
+from ..exports import iter_csv, iter_json
+from ..extensions import db
+from ..forms import EmptyForm
+from ..models import SCENARIOS, SENTIMENT_LABELS, Analysis
+from ..scenarios import SCENARIO_PAGES
+from ..storage import MIME_TYPES
+
+bp = Blueprint("history", __name__, url_prefix="/history")
+
+
+@bp.before_request
+@login_required
+def require_login() -> None:
+    """Every history route needs a signed-in user."""
+
+
+def _visible_or_404(analysis_id: int, *, part: str) -> Analysis:
+    """The record if the current user may see it; audits reads by anyone but the owner (ASVS 16.3.2)."""
+    analysis = get_visible_analysis(analysis_id, current_user)
+    if analysis is None:
+        abort(404)
+    if analysis.user_id != current_user.id:
+        audit.record(audit.ANALYSIS_VIEWED_BY_OTHER, target=analysis, details={"owner_id": analysis.user_id, "part": part})
+        db.session.commit()
+    return analysis
+
+
+@bp.route("/")
+def index():
+    filters = HistoryFilters.from_args(request.args)
+    page = db.paginate(
+        select_history(filters, owner=current_user),
+        per_page=current_app.config["PRISM_PAGE_SIZE"],
+        max_per_page=100,
+        error_out=False,
+    )
+    return render_template(
+        "history/index.html",
+        page=page,
+        filters=filters,
+        scenarios=SCENARIOS,
+        sentiments=SENTIMENT_LABELS,
+        scenario_pages=SCENARIO_PAGES,
+        endpoint="history.index",
+    )
+
+
+@bp.route("/<int:analysis_id>")
+def detail(analysis_id: int):
+    analysis = _visible_or_404(analysis_id, part="record")
+    return render_template(
+        "history/detail.html", analysis=analysis, scenario_pages=SCENARIO_PAGES, delete_form=EmptyForm()
+    )
+
+
+@bp.route("/<int:analysis_id>/image")
+def image(analysis_id: int):
+    analysis = _visible_or_404(analysis_id, part="image")
+    if analysis.image_sha256 is None:
+        abort(404)
+    path = image_store().path_for(analysis.image_sha256, analysis.image_format)
+    if not path.is_file():
+        abort(404)
+    response = send_file(path, mimetype=MIME_TYPES[analysis.image_format], max_age=0, conditional=True)
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+@bp.route("/<int:analysis_id>/delete", methods=["POST"])
+def delete(analysis_id: int):
+    # Only the owner deletes: admins audit records, they do not remove them.
+    analysis = db.first_or_404(db.select(Analysis).where(Analysis.id == analysis_id, Analysis.user_id == current_user.id))
+    if EmptyForm().validate_on_submit():
+        delete_analysis(analysis)
+        db.session.commit()
+        flash("The record and its image were deleted.", "info")
+    return redirect(url_for("history.index"))
+
+
+def export_response(filters: HistoryFilters, *, owner, fmt: str, basename: str) -> Response:
+    """Stream the filtered records as CSV or JSON, after auditing the export."""
+    audit.record(audit.HISTORY_EXPORTED, details={"format": fmt, "filters": filters.as_args(), "scope": basename})
+    db.session.commit()
+    statement = select_history(filters, owner=owner)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    if fmt == "csv":
+        body, mimetype = iter_csv(statement), "text/csv; charset=utf-8"
+    else:
+        body, mimetype = iter_json(statement), "application/json"
+    response = Response(stream_with_context(body), mimetype=mimetype)
+    response.headers["Content-Disposition"] = f'attachment; filename="{basename}-{stamp}.{fmt}"'
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+@bp.route("/export.<any(csv, json):fmt>")
+def export(fmt: str):
+    return export_response(HistoryFilters.from_args(request.args), owner=current_user, fmt=fmt, basename="prism-history")

@@ -1,0 +1,34 @@
+"""The model service: the only package in Prism that imports torch or transformers (lazily).
+
+Views call ``get_model_service()`` and receive plain dataclasses; see ``service.py`` for the loading
+and thread-safety contract.
+"""
+from __future__ import annotations
+
+from flask import Flask, current_app
+
+from .service import ModelService
+from .settings import InferenceSettings
+from .types import CaptionResult, ModelState, ModelStatus, ModelUnavailable, SentimentResult
+
+EXTENSION_KEY = "prism_models"
+
+__all__ = [
+    "CaptionResult",
+    "ModelService",
+    "ModelState",
+    "ModelStatus",
+    "ModelUnavailable",
+    "SentimentResult",
+    "get_model_service",
+    "init_app",
+]
+
+
+def init_app(app: Flask) -> None:
+    """Attach an (unloaded) model service to the app; nothing is loaded here."""
+    app.extensions[EXTENSION_KEY] = ModelService(InferenceSettings.from_config(app.config))
+
+
+def get_model_service() -> ModelService:
+    return current_app.extensions[EXTENSION_KEY]

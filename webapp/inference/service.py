@@ -1,0 +1,216 @@
+"""The model service: lazy, once-per-process loading and serialised inference.
+
+Nothing loads at import or in ``create_app``. The first call (or ``manage.py models warm``) starts a
+background thread that resolves the model (local directory, ``instance/models/``, hub cache, then a
+download when online) and loads it, once, whatever the number of concurrent first callers. Callers
+wait at most ``load_wait_seconds`` and otherwise get ``ModelUnavailable`` with a Retry-After hint, so
+no request hangs on a 1 GB download. Tokenizers and models are not thread-safe
+(huggingface/transformers#47085), so each model runs one call at a time behind its own lock.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Generic, Protocol, TypeVar
+
+from PIL import Image
+
+from . import labels
+from .settings import InferenceSettings
+from .types import CaptionResult, ModelState, ModelStatus, ModelUnavailable, SentimentResult
+
+# A loader reports progress as (state, fraction or None, human-readable detail).
+ProgressCallback = Callable[[ModelState, "float | None", str], None]
+
+
+class CaptionModel(Protocol):
+    model_id: str
+    revision: str | None
+
+    def caption(self, images: list[Image.Image]) -> list[str]: ...
+
+
+class SentimentModel(Protocol):
+    model_id: str
+    revision: str | None
+
+    def classify(self, texts: list[str]) -> list[dict[str, float]]:
+        """Probabilities per raw class label, in the checkpoint's id order."""
+        ...
+
+
+M = TypeVar("M", CaptionModel, SentimentModel)
+Loader = Callable[[ProgressCallback], M]
+
+
+class ModelSlot(Generic[M]):
+    """One model: its load state, the single loading thread, and the inference lock."""
+
+    def __init__(self, kind: str, source: str, loader: Loader, settings: InferenceSettings):
+        self.kind = kind
+        self.source = source
+        self._loader = loader
+        self._settings = settings
+        self._state_lock = threading.Lock()
+        self._inference_lock = threading.Lock()
+        self._settled = threading.Event()  # set when a load attempt ends, ready or failed
+        self._model: M | None = None
+        self._state = ModelState.NOT_LOADED
+        self._detail = ""
+        self._progress: float | None = None
+        self._failed_at = 0.0
+        self._load_count = 0  # how many times the loader ran; tests check it stays 1
+
+    @property
+    def load_count(self) -> int:
+        return self._load_count
+
+    def status(self) -> ModelStatus:
+        with self._state_lock:
+            model = self._model
+            return ModelStatus(
+                kind=self.kind,
+                source=self.source,
+                state=self._state,
+                detail=self._detail,
+                progress=self._progress,
+                model_id=getattr(model, "model_id", None),
+                revision=getattr(model, "revision", None),
+            )
+
+    def start_loading(self) -> None:
+        """Start the background load unless it is running, done, or failed too recently."""
+        with self._state_lock:
+            if self._state in (ModelState.READY, ModelState.DOWNLOADING, ModelState.LOADING):
+                return
+            if self._state is ModelState.FAILED and (
+                time.monotonic() - self._failed_at < self._settings.retry_failed_after_seconds
+            ):
+                return
+            self._state, self._detail, self._progress = ModelState.LOADING, "starting", None
+            self._settled.clear()
+            thread = threading.Thread(target=self._load, name=f"prism-load-{self.kind}", daemon=True)
+        thread.start()
+
+    def _report(self, state: ModelState, progress: float | None, detail: str) -> None:
+        with self._state_lock:
+            self._state, self._progress, self._detail = state, progress, detail
+
+    def _load(self) -> None:
+        self._load_count += 1
+        try:
+            model = self._loader(self._report)
+        except Exception as exc:  # any loader failure becomes a visible state, never a crash
+            with self._state_lock:
+                self._state, self._progress = ModelState.FAILED, None
+                self._detail = f"{type(exc).__name__}: {exc}"[:500]
+                self._failed_at = time.monotonic()
+        else:
+            with self._state_lock:
+                self._model = model
+                self._state, self._progress, self._detail = ModelState.READY, None, ""
+        finally:
+            self._settled.set()
+
+    def get(self, wait: float | None = None) -> M:
+        """Return the loaded model, waiting up to ``wait`` seconds for a load in progress."""
+        self.start_loading()
+        self._settled.wait(self._settings.load_wait_seconds if wait is None else wait)
+        status = self.status()
+        if status.state is ModelState.READY:
+            return self._model  # type: ignore[return-value]
+        if status.state is ModelState.FAILED:
+            raise ModelUnavailable(
+                self.kind,
+                status.state,
+                f"The {self.kind} model could not be loaded: {status.detail}",
+                retry_after=int(self._settings.retry_failed_after_seconds),
+            )
+        percent = f" ({status.progress:.0%})" if status.progress is not None else ""
+        raise ModelUnavailable(
+            self.kind,
+            status.state,
+            f"The {self.kind} model is not ready yet: {status.state.value}{percent}. Try again shortly.",
+            retry_after=10,
+        )
+
+    def run(self, call: Callable[[M], object]) -> object:
+        model = self.get()
+        with self._inference_lock:
+            return call(model)
+
+
+class ModelService:
+    """The one interface views and the API call; returns frozen dataclasses of plain values."""
+
+    def __init__(self, settings: InferenceSettings):
+        self.settings = settings
+        caption_loader, sentiment_loader = _loaders(settings)
+        self.caption_slot: ModelSlot[CaptionModel] = ModelSlot(
+            "caption", settings.caption_model, caption_loader, settings
+        )
+        self.sentiment_slot: ModelSlot[SentimentModel] = ModelSlot(
+            "sentiment", settings.sentiment_model, sentiment_loader, settings
+        )
+
+    @property
+    def slots(self) -> tuple[ModelSlot, ModelSlot]:
+        return (self.caption_slot, self.sentiment_slot)
+
+    def statuses(self) -> list[ModelStatus]:
+        return [slot.status() for slot in self.slots]
+
+    def warm(self, wait: float | None = None) -> list[ModelStatus]:
+        """Start loading every model and wait for each (used by ``manage.py models warm/check``)."""
+        for slot in self.slots:
+            slot.start_loading()
+        for slot in self.slots:
+            try:
+                slot.get(wait)
+            except ModelUnavailable:
+                pass
+        return self.statuses()
+
+    def caption(self, image: Image.Image) -> CaptionResult:
+        started = time.perf_counter()
+        slot = self.caption_slot
+        text = slot.run(lambda model: model.caption([image])[0])
+        model = slot.get(0)
+        return CaptionResult(
+            text=str(text).strip(),
+            model_id=model.model_id,
+            revision=model.revision,
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+        )
+
+    def sentiment(self, text: str) -> SentimentResult:
+        started = time.perf_counter()
+        slot = self.sentiment_slot
+        raw = slot.run(lambda model: model.classify([text])[0])
+        model = slot.get(0)
+        label, score, scores = labels.normalise(raw, self.settings.neutral_range)
+        return SentimentResult(
+            label=label,
+            score=score,
+            scores=scores,
+            raw_scores=dict(raw),
+            model_id=model.model_id,
+            revision=model.revision,
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+        )
+
+
+def _loaders(settings: InferenceSettings) -> tuple[Loader, Loader]:
+    if settings.backend == "fake":
+        from . import fake
+
+        return fake.load_caption_model, fake.load_sentiment_model
+    if settings.backend == "transformers":
+        # Imported here, not at module top, so the app (and the fake backend) start without torch.
+        from . import transformers_backend
+
+        return (
+            lambda progress: transformers_backend.load_caption_model(settings, progress),
+            lambda progress: transformers_backend.load_sentiment_model(settings, progress),
+        )
+    raise ValueError(f"unknown PRISM_MODEL_BACKEND {settings.backend!r} (use 'transformers' or 'fake')")

@@ -1,0 +1,40 @@
+"""Model-service settings, read once from the Flask config so the service never touches ``current_app``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    backend: str  # "transformers" (real models) or "fake" (deterministic, for tests and demos)
+    caption_model: str  # hub id or local directory
+    sentiment_model: str
+    model_dir: Path  # where `manage.py models pull` puts snapshots; searched before the hub
+    offline: bool
+    caption_num_beams: int
+    caption_max_new_tokens: int
+    neutral_range: tuple[float, float]  # two-class models: P(positive) inside this range is "neutral"
+    torch_threads: int  # 0 = leave torch's default
+    load_wait_seconds: float  # how long a request waits for a loading model before "not ready"
+    retry_failed_after_seconds: float
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> "InferenceSettings":
+        low, high = (float(part) for part in str(config["PRISM_SENTIMENT_NEUTRAL_RANGE"]).split(","))
+        if not 0.0 <= low <= high <= 1.0:
+            raise ValueError("PRISM_SENTIMENT_NEUTRAL_RANGE must be 'low,high' with 0 <= low <= high <= 1")
+        return cls(
+            backend=str(config["PRISM_MODEL_BACKEND"]),
+            caption_model=str(config["PRISM_CAPTION_MODEL"]),
+            sentiment_model=str(config["PRISM_SENTIMENT_MODEL"]),
+            model_dir=Path(config["PRISM_MODEL_DIR"]),
+            offline=bool(config["PRISM_MODEL_OFFLINE"]),
+            caption_num_beams=int(config["PRISM_CAPTION_NUM_BEAMS"]),
+            caption_max_new_tokens=int(config["PRISM_CAPTION_MAX_NEW_TOKENS"]),
+            neutral_range=(low, high),
+            torch_threads=int(config["PRISM_TORCH_THREADS"]),
+            load_wait_seconds=float(config["PRISM_MODEL_LOAD_WAIT"]),
+            retry_failed_after_seconds=float(config["PRISM_MODEL_RETRY_AFTER"]),
+        )

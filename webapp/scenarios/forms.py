@@ -1,0 +1,20 @@
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
+from wtforms import SubmitField, TextAreaField
+from wtforms.validators import Length, Optional
+
+
+class AnalysisForm(FlaskForm):
+    """Image and/or text. Image content is validated in storage.py (by decoding, not by extension)."""
+
+    image = FileField("Image")
+    text = TextAreaField("Text", validators=[Optional(), Length(max=5000)])
+    submit = SubmitField("Analyse")
+
+    def validate(self, extra_validators=None) -> bool:
+        if not super().validate(extra_validators):
+            return False
+        if not self.image.data and not (self.text.data or "").strip():
+            self.form_errors.append("Add an image, a text, or both.")
+            return False
+        return True

@@ -1,0 +1,128 @@
+"""Upload validation and content-addressed image storage under ``instance/uploads/``.
+
+Validation follows Pillow's security handbook: only an allow-list of formats is parsed, and images
+over ``PRISM_MAX_IMAGE_PIXELS`` are refused from their header, before decoding (by default Pillow only
+warns between 1x and 2x its ``MAX_IMAGE_PIXELS``, and a 12 KB PNG can decode to 100 Mpx). The file is fully decoded before it is
+accepted, so truncated or fake images are refused up front. Files are named by their SHA-256, so
+the client's filename never reaches the filesystem and identical uploads are stored once.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+MIME_TYPES = {
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+}
+EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
+
+
+class UploadRejected(ValueError):
+    """The upload is not an acceptable image; the message is safe to show to the user."""
+
+
+@dataclass(frozen=True)
+class ValidatedImage:
+    data: bytes
+    sha256: str
+    format: str
+    width: int
+    height: int
+    filename: str | None
+
+    def to_rgb(self) -> Image.Image:
+        """A decoded RGB copy, upright per EXIF orientation, for the model service."""
+        with Image.open(io.BytesIO(self.data), formats=[self.format]) as image:
+            image.seek(0)
+            return ImageOps.exif_transpose(image).convert("RGB")
+
+
+def validate_image(data: bytes, filename: str | None, *, max_bytes: int, max_pixels: int) -> ValidatedImage:
+    if not data:
+        raise UploadRejected("The uploaded file is empty.")
+    if len(data) > max_bytes:
+        raise UploadRejected(f"The image is larger than {max_bytes // (1024 * 1024)} MB.")
+    try:
+        # Image.open reads only the header, so the pixel count is checked before any decoding.
+        # Pillow's global MAX_IMAGE_PIXELS is left alone (mutating it is not thread-safe); our cap
+        # is lower than its warning threshold, so its warning never decides anything here.
+        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
+            image_format = image.format
+            width, height = image.size
+            if width * height > max_pixels:
+                raise UploadRejected("The image has too many pixels (possible decompression bomb).")
+            image.load()  # full decode: catches truncated and malformed files
+    except UploadRejected:
+        raise
+    except Image.DecompressionBombError:
+        raise UploadRejected("The image has too many pixels (possible decompression bomb).") from None
+    except UnidentifiedImageError:
+        raise UploadRejected(
+            "The file is not a supported image (PNG, JPEG, WebP, GIF, BMP or TIFF)."
+        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise UploadRejected(f"The image could not be read ({type(exc).__name__}).") from None
+    if image_format not in ALLOWED_FORMATS:
+        raise UploadRejected("The file is not a supported image.")
+    clean_name = display_filename(filename)
+    return ValidatedImage(
+        data=data,
+        sha256=hashlib.sha256(data).hexdigest(),
+        format=image_format,
+        width=width,
+        height=height,
+        filename=clean_name,
+    )
+
+
+def display_filename(filename: str | None) -> str | None:
+    """The client's file name, kept for display only (it never becomes a path; files are named by
+    hash). Directory parts and control characters are dropped; non-ASCII names such as 作业.png stay."""
+    base = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = "".join(ch for ch in base if ch.isprintable()).strip()
+    return cleaned[:255] or None
+
+
+class ImageStore:
+    """Content-addressed files: ``<root>/<sha[:2]>/<sha>.<ext>``, written atomically."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def path_for(self, sha256: str, image_format: str) -> Path:
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise ValueError("not a sha256 hex digest")
+        return self.root / sha256[:2] / f"{sha256}.{EXTENSIONS[image_format]}"
+
+    def save(self, image: ValidatedImage) -> Path:
+        path = self.path_for(image.sha256, image.format)
+        if path.exists():
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write to a temp file in the same directory, then rename: readers never see a partial file.
+        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(image.data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp_name, path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+        return path
+
+    def delete(self, sha256: str, image_format: str) -> None:
+        self.path_for(sha256, image_format).unlink(missing_ok=True)
