@@ -1,0 +1,143 @@
+"""Builders for tiny, randomly initialised checkpoints that load through Prism's real transformers loader.
+
+Each builder trains its tokenizer on a few sentences with the ``tokenizers`` library, wraps it in the model's
+own tokenizer class and saves tokenizer, processor and model (safetensors) with ``save_pretrained``, the way a
+hub snapshot looks. Nothing is downloaded. A build takes well under a second or two on a laptop CPU.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    BertTokenizer,
+    BlipConfig,
+    BlipForConditionalGeneration,
+    BlipImageProcessorPil,
+    BlipProcessor,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+    DistilBertTokenizer,
+    GPT2Config,
+    GPT2Tokenizer,
+    VisionEncoderDecoderConfig,
+    VisionEncoderDecoderModel,
+    ViTConfig,
+    ViTImageProcessorPil,
+)
+
+SENTENCES = [
+    "a cat sitting on a mat",
+    "a dog running in the park",
+    "a red car parked on the street",
+    "two people walking on a sunny beach",
+    "the food was great and the service excellent",
+    "terrible experience, the product broke after a day",
+    "it was fine, nothing special",
+    "thanks for the quick refund",
+]
+IMAGE_SIZE = 32
+MAX_POSITIONS = 64
+_BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def _wordpiece_vocab(extra_specials: list[str]) -> dict[str, int]:
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=200, special_tokens=_BERT_SPECIALS + extra_specials, show_progress=False
+    )
+    tokenizer.train_from_iterator([sentence.lower() for sentence in SENTENCES], trainer)
+    return tokenizer.get_vocab()
+
+
+def _gpt2_tokenizer() -> GPT2Tokenizer:
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(SENTENCES, trainer)
+    bpe = json.loads(tokenizer.to_str())["model"]
+    # Like GPT-2 itself: one <|endoftext|> token for bos/eos/unk and no pad token.
+    return GPT2Tokenizer(vocab=bpe["vocab"], merges=[tuple(pair) for pair in bpe["merges"]])
+
+
+def build_vit_gpt2(directory: Path) -> Path:
+    """A ViT encoder + GPT-2 decoder saved like nlpconnect/vit-gpt2-image-captioning.
+
+    As in that checkpoint, the special token ids and a max_length live only in config.json (there is no
+    generation_config.json) and nothing defines a pad token, so the loader must fill them in.
+    """
+    torch.manual_seed(0)
+    tokenizer = _gpt2_tokenizer()
+    eos = tokenizer.eos_token_id
+    encoder = ViTConfig(
+        image_size=IMAGE_SIZE, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64,
+    )
+    decoder = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=MAX_POSITIONS, n_embd=32, n_layer=2, n_head=2,
+        add_cross_attention=True, is_decoder=True, bos_token_id=eos, eos_token_id=eos,
+    )
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    model = VisionEncoderDecoderModel(config=config)
+    with torch.no_grad():
+        # A zero eos embedding (tied to the output layer) gives eos a zero logit against ~300 random ones,
+        # so the untrained decoder writes max_new_tokens of text instead of stopping at once.
+        model.decoder.get_output_embeddings().weight[eos] = 0.0
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    ViTImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(directory)
+    (directory / "generation_config.json").unlink(missing_ok=True)
+    config_path = directory / "config.json"
+    saved = json.loads(config_path.read_text())
+    saved.update(decoder_start_token_id=eos, eos_token_id=eos, max_length=16)
+    saved.pop("pad_token_id", None)
+    config_path.write_text(json.dumps(saved, indent=2))
+    return directory
+
+
+def build_blip(directory: Path) -> Path:
+    """A BLIP captioner with a BERT tokenizer whose bos token is ``[DEC]``, as Salesforce/blip-* ship."""
+    torch.manual_seed(0)
+    tokenizer = BertTokenizer(
+        vocab=_wordpiece_vocab(["[DEC]"]), bos_token="[DEC]", model_max_length=MAX_POSITIONS
+    )
+    text = dict(
+        vocab_size=len(tokenizer), hidden_size=32, encoder_hidden_size=32, intermediate_size=64,
+        projection_dim=32, num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=MAX_POSITIONS,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id, sep_token_id=tokenizer.sep_token_id,
+    )
+    vision = dict(
+        hidden_size=32, intermediate_size=64, projection_dim=32, num_hidden_layers=2, num_attention_heads=2,
+        image_size=IMAGE_SIZE, patch_size=8, initializer_range=0.02,
+    )
+    config = BlipConfig(text_config=text, vision_config=vision, projection_dim=32)
+    model = BlipForConditionalGeneration(config)
+    model.save_pretrained(directory)
+    image_processor = BlipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(directory)
+    return directory
+
+
+def build_sentiment(directory: Path, label_names: list[str]) -> Path:
+    """A DistilBERT sequence classifier whose classes are ``label_names`` in id order."""
+    torch.manual_seed(len(label_names))
+    tokenizer = DistilBertTokenizer(vocab=_wordpiece_vocab([]), model_max_length=MAX_POSITIONS)
+    config = DistilBertConfig(
+        vocab_size=len(tokenizer), dim=32, hidden_dim=64, n_layers=2, n_heads=2,
+        max_position_embeddings=MAX_POSITIONS, pad_token_id=tokenizer.pad_token_id,
+        id2label=dict(enumerate(label_names)),
+        label2id={name: index for index, name in enumerate(label_names)},
+    )
+    DistilBertForSequenceClassification(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
