@@ -1,6 +1,12 @@
 """Fixtures: an app on a temp SQLite file with the fake model backend, clients with CSRF kept on."""
 from __future__ import annotations
 
+import os
+
+# Tests never reach a model hub: set before anything imports huggingface_hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 import io
 import re
 
@@ -99,3 +105,68 @@ def admin_client(app):
     other = app.test_client()
     login(other, "root")
     return other
+
+
+# --- Helpers added for the web-level suite (existing fixtures above are unchanged). ---
+
+
+def client_for(app, username: str, role: str = "user"):
+    """A new test client signed in as a freshly created user with ``role``."""
+    make_user(app, username, role=role)
+    other = app.test_client()
+    response = login(other, username)
+    assert response.status_code == 302, f"login of {username} failed"
+    return other
+
+
+def audit_rows(app, action: str | None = None) -> list[dict]:
+    """Audit events (optionally of one action), oldest first, as plain dicts."""
+    from webapp.models import AuditEvent
+
+    with app.app_context():
+        statement = db.select(AuditEvent).order_by(AuditEvent.id)
+        if action is not None:
+            statement = statement.where(AuditEvent.action == action)
+        return [
+            {
+                "id": event.id,
+                "action": event.action,
+                "actor_id": event.actor_id,
+                "actor_name": event.actor_name,
+                "target_type": event.target_type,
+                "target_id": event.target_id,
+                "details": event.details,
+            }
+            for event in db.session.scalars(statement)
+        ]
+
+
+def add_analysis(app, user_id: int, **fields) -> int:
+    """Insert an analysis row directly (no model call), for history/filter tests; returns its id."""
+    from webapp.models import Analysis
+
+    values = {"scenario": "service", "app_version": "test"}
+    values.update(fields)
+    with app.app_context():
+        analysis = Analysis(user_id=user_id, **values)
+        db.session.add(analysis)
+        db.session.commit()
+        return analysis.id
+
+
+def make_token(app, username: str, name: str = "test") -> str:
+    """Issue an API token for ``username`` directly in the DB; returns the plaintext secret."""
+    from webapp.models import ApiToken
+
+    with app.app_context():
+        user = db.session.scalar(db.select(User).where(User.username == username))
+        token, secret = ApiToken.issue(user, name)
+        db.session.add(token)
+        db.session.commit()
+        return secret
+
+
+def user_id(app, username: str) -> int:
+    """The id of the user called ``username``."""
+    with app.app_context():
+        return db.session.scalar(db.select(User.id).where(User.username == username))

@@ -1,15 +1,20 @@
-"""CSV and JSON exports of analyses, streamed so a large history never sits in memory at once."""
+"""CSV and JSON exports of analyses, streamed: only the ids and one batch of rows sit in memory at once."""
 from __future__ import annotations
 
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
-from sqlalchemy import Select
+from sqlalchemy import Select, select
+from sqlalchemy.orm import selectinload
 
 from .extensions import db
 from .models import Analysis
+
+T = TypeVar("T")
+_BATCH_SIZE = 500
 
 CSV_COLUMNS = (
     "id",
@@ -65,8 +70,23 @@ def _csv_row(analysis: Analysis) -> list[str]:
     return [_csv_cell(value) for value in values]
 
 
-def _rows(statement: Select) -> Iterable[Analysis]:
-    return db.session.scalars(statement.execution_options(yield_per=500))
+def _rendered(statement: Select, render: Callable[[Analysis], T]) -> Iterator[T]:
+    """``render`` applied to each row of ``statement``, in order, read in short transactions.
+
+    Every SQLite transaction holds the write lock (BEGIN IMMEDIATE, see database.py), so none may
+    stay open while a slow client downloads: the ids are read first, then each batch is read and
+    rendered, and the transaction ends before the batch is handed to the client.
+    """
+    ids = db.session.scalars(statement.with_only_columns(Analysis.id)).all()
+    db.session.rollback()
+    for start in range(0, len(ids), _BATCH_SIZE):
+        batch = ids[start : start + _BATCH_SIZE]
+        rows = db.session.scalars(
+            select(Analysis).where(Analysis.id.in_(batch)).options(selectinload(Analysis.user))
+        )
+        rendered = {analysis.id: render(analysis) for analysis in rows}
+        db.session.rollback()
+        yield from (rendered[analysis_id] for analysis_id in batch if analysis_id in rendered)
 
 
 def iter_csv(statement: Select) -> Iterator[str]:
@@ -74,8 +94,8 @@ def iter_csv(statement: Select) -> Iterator[str]:
     writer = csv.writer(buffer)
     buffer.write("\ufeff")  # BOM: Excel then opens Chinese text as UTF-8
     writer.writerow(CSV_COLUMNS)
-    for analysis in _rows(statement):
-        writer.writerow(_csv_row(analysis))
+    for row in _rendered(statement, _csv_row):
+        writer.writerow(row)
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
@@ -84,6 +104,6 @@ def iter_csv(statement: Select) -> Iterator[str]:
 
 def iter_json(statement: Select) -> Iterator[str]:
     yield "["
-    for index, analysis in enumerate(_rows(statement)):
-        yield ("," if index else "") + json.dumps(analysis.as_dict(), ensure_ascii=False)
+    for index, data in enumerate(_rendered(statement, Analysis.as_dict)):
+        yield ("," if index else "") + json.dumps(data, ensure_ascii=False)
     yield "]"

@@ -53,9 +53,11 @@ def _read_submission() -> tuple[str, str | None, bytes | None, str | None]:
         payload = request.get_json(silent=True)
         if not isinstance(payload, dict):
             raise AnalysisInputError("The body must be a JSON object.")
-        text, encoded = payload.get("text"), payload.get("image")
+        text, encoded, filename = payload.get("text"), payload.get("image"), payload.get("filename")
         if text is not None and not isinstance(text, str):
             raise AnalysisInputError("'text' must be a string.")
+        if filename is not None and not isinstance(filename, str):
+            raise AnalysisInputError("'filename' must be a string.")
         image_bytes = None
         if encoded is not None:
             if not isinstance(encoded, str):
@@ -66,7 +68,7 @@ def _read_submission() -> tuple[str, str | None, bytes | None, str | None]:
                 image_bytes = base64.b64decode(encoded, validate=True)
             except (binascii.Error, ValueError):
                 raise AnalysisInputError("'image' is not valid base64.") from None
-        return str(payload.get("scenario") or "service"), text, image_bytes, payload.get("filename")
+        return str(payload.get("scenario") or "service"), text, image_bytes, filename
     upload = request.files.get("image")
     image_bytes = upload.read() if upload else None
     return (
