@@ -1,4 +1,5 @@
 """Prism's command line: `python manage.py --help`. Thin on purpose; commands live in webapp/commands.py."""
+
 import click
 from flask.cli import FlaskGroup
 

@@ -1,4 +1,5 @@
 """Fixtures: an app on a temp SQLite file with the fake model backend, clients with CSRF kept on."""
+
 from __future__ import annotations
 
 import os
@@ -81,7 +82,13 @@ def login(client, username: str, password: str = TEST_PASSWORD):
     return client.post("/login", data={"username": username, "password": password, "csrf_token": token})
 
 
-def submit(client, scenario: str = "service", text: str | None = "Thanks, great service!", image: bytes | None = None, filename="shot.png"):
+def submit(
+    client,
+    scenario: str = "service",
+    text: str | None = "Thanks, great service!",
+    image: bytes | None = None,
+    filename="shot.png",
+):
     """Post the scenario form like a browser would; returns the response (not followed)."""
     data = {"csrf_token": csrf_token(client, f"/{scenario}/")}
     if text is not None:

@@ -1,4 +1,5 @@
 """Admin area: one guard for every route, all users' history, role changes, and the append-only audit log."""
+
 from __future__ import annotations
 
 import csv

@@ -1,4 +1,5 @@
 """JSON API v1: personal tokens, bearer authentication, predict, listing, and its error responses."""
+
 from __future__ import annotations
 
 import base64
@@ -177,9 +178,7 @@ def test_predict_json_with_base64_image(app, client, token, prefix):
         ({"image": base64.b64encode(b"plain text").decode()}, "not a supported image"),
         ({"image": base64.b64encode(png_bytes()).decode(), "filename": ["x"]}, "'filename' must be a string."),
     ],
-    ids=[
-        "bad-b64", "image-not-str", "text-not-str", "bad-scenario", "empty", "blank", "fake-gif", "fake", "filename"
-    ],
+    ids=["bad-b64", "image-not-str", "text-not-str", "bad-scenario", "empty", "blank", "fake-gif", "fake", "filename"],
 )
 def test_predict_json_rejects_bad_input(app, client, token, payload, message):
     """Malformed JSON submissions get 400 JSON naming the problem, and store nothing."""
@@ -199,9 +198,7 @@ def test_predict_rejects_non_object_json(client, token):
 
 def test_predict_rejects_malformed_json(client, token):
     """A body declared as JSON that does not parse is 400 JSON, not a 500."""
-    response = client.post(
-        "/api/v1/predict", headers=bearer(token), data="{not json", content_type="application/json"
-    )
+    response = client.post("/api/v1/predict", headers=bearer(token), data="{not json", content_type="application/json")
     assert response.status_code == 400
     assert response.json["error"]["message"] == "The body must be a JSON object."
 

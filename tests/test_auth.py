@@ -1,4 +1,5 @@
 """Registration, login/logout, redirects after login, and server-side session revocation."""
+
 from __future__ import annotations
 
 import re

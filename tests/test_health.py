@@ -1,4 +1,5 @@
 """/healthz: database and model states as JSON, without secrets."""
+
 from __future__ import annotations
 
 from sqlalchemy.exc import OperationalError

@@ -1,4 +1,5 @@
 """The three scenario pages: login, accepted inputs, rejected inputs, and a model that is not ready."""
+
 from __future__ import annotations
 
 import io
@@ -125,7 +126,7 @@ def test_over_long_text_is_rejected(app, alice):
     """Text over the 5000-character form limit answers 400 and stores nothing."""
     response = submit(alice, text="a" * 5001)
     assert response.status_code == 400
-    assert "Field cannot be longer than 5000 characters." in response.get_data(as_text=True)
+    assert "The text is longer than 5000 characters." in response.get_data(as_text=True)
     assert analyses(app) == []
 
 

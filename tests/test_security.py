@@ -1,4 +1,5 @@
 """Cross-cutting protections: CSRF on every form route, and security headers on every kind of response."""
+
 from __future__ import annotations
 
 from werkzeug.routing import IntegerConverter
@@ -21,9 +22,7 @@ from webapp.models import Analysis, ApiToken, User
 def _post_routes(app) -> list:
     """Every rule accepting POST, except the bearer-token API blueprint (CSRF-exempt by design)."""
     return [
-        rule
-        for rule in app.url_map.iter_rules()
-        if "POST" in rule.methods and not rule.endpoint.startswith("api.")
+        rule for rule in app.url_map.iter_rules() if "POST" in rule.methods and not rule.endpoint.startswith("api.")
     ]
 
 

@@ -1,4 +1,5 @@
 """Upload validation (storage.validate_image) and content-addressed storage (storage.ImageStore)."""
+
 from __future__ import annotations
 
 import hashlib

@@ -3,6 +3,7 @@
 ``create_app`` only wires things together: config, extensions, blueprints, error handlers and CLI
 commands. It creates no tables, loads no model and writes no file; ``manage.py init-db`` does those.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

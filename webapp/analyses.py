@@ -1,11 +1,13 @@
 """Creating, finding and deleting analyses: the one code path shared by the web pages and the API."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, time as day_time
+from datetime import datetime
+from datetime import time as day_time
 
 from flask import current_app
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, func, or_, select
 
 from . import __version__, audit
 from .extensions import db
@@ -117,7 +119,7 @@ class HistoryFilters:
     date_to: datetime | None = None
 
     @classmethod
-    def from_args(cls, args, *, allow_owner: bool = False) -> "HistoryFilters":
+    def from_args(cls, args, *, allow_owner: bool = False) -> HistoryFilters:
         scenario = args.get("scenario") or None
         sentiment = args.get("sentiment") or None
         return cls(
@@ -156,7 +158,7 @@ class HistoryFilters:
                 )
             )
         if self.owner:
-            statement = statement.join(Analysis.user).where(User.username == self.owner)
+            statement = statement.join(Analysis.user).where(func.lower(User.username) == self.owner.lower())
         if self.date_from:
             statement = statement.where(Analysis.created_at >= self.date_from)
         if self.date_to:

@@ -1,13 +1,14 @@
 """Management commands (``python manage.py --help``)."""
+
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
-from sqlalchemy import select
 
 from . import audit
 from .extensions import db
@@ -32,9 +33,13 @@ def init_db_command(instance_path: str | None) -> None:
     instance = Path(instance_path or DEFAULT_INSTANCE_PATH)
     instance.mkdir(parents=True, exist_ok=True)
     key_file = instance / SECRET_KEY_FILE
-    if not key_file.exists():
-        key_file.write_text(secrets.token_hex(32))
-        key_file.chmod(0o600)
+    try:
+        descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(descriptor, "w") as out:
+            out.write(secrets.token_hex(32))
         click.echo(f"Wrote a new secret key to {key_file}")
     app = create_app(instance_path=str(instance))
     with app.app_context():
@@ -44,7 +49,7 @@ def init_db_command(instance_path: str | None) -> None:
 
 
 def _user_or_exit(username: str) -> User:
-    user = db.session.scalar(select(User).where(User.username == username))
+    user = db.session.scalar(User.by_username(username))
     if user is None:
         raise click.ClickException(f"No user named {username!r}.")
     return user
@@ -56,7 +61,7 @@ def _user_or_exit(username: str) -> User:
 @with_appcontext
 def create_admin_command(username: str, password: str | None) -> None:
     """Create an admin account. There are no default accounts."""
-    if db.session.scalar(select(User.id).where(User.username == username)) is not None:
+    if db.session.scalar(User.by_username(username)) is not None:
         raise click.ClickException(f"{username!r} exists; use `set-role --username {username} --role admin`.")
     if password is None:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
@@ -79,7 +84,12 @@ def set_role_command(username: str, role: str) -> None:
     """Grant a role to an existing user."""
     user = _user_or_exit(username)
     previous, user.role = user.role, role
-    audit.record(audit.ROLE_CHANGED, actor=None, target=user, details={"from": previous, "to": role, "via": "cli", "username": username})
+    audit.record(
+        audit.ROLE_CHANGED,
+        actor=None,
+        target=user,
+        details={"from": previous, "to": role, "via": "cli", "username": username},
+    )
     db.session.commit()
     click.echo(f"{username}: {previous} -> {role}")
 

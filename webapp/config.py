@@ -4,6 +4,7 @@ The defaults run the Quickstart on SQLite in ``instance/`` with no setup beyond 
 which also writes a random ``instance/secret_key``. Without a secret key the app refuses to start
 rather than sign sessions with a known value.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,7 +14,7 @@ from typing import Any
 
 from flask import Flask
 
-SECRET_KEY_FILE = "secret_key"
+SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name)
 
 
 def _env_flag(name: str, default: bool = False) -> bool:
@@ -117,6 +118,5 @@ def load(app: Flask, test_config: dict[str, Any] | None) -> None:
             app.config["SECRET_KEY"] = key_file.read_text().strip()
     if not app.config["SECRET_KEY"]:
         raise RuntimeError(
-            "No SECRET_KEY: run `python manage.py init-db` (it writes instance/secret_key) "
-            "or set PRISM_SECRET_KEY."
+            "No SECRET_KEY: run `python manage.py init-db` (it writes instance/secret_key) or set PRISM_SECRET_KEY."
         )

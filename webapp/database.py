@@ -8,6 +8,7 @@ pysqlite's own transaction handling is switched off and SQLAlchemy emits BEGIN).
 transactions serialise, so code must not hold one open across slow work such as inference: see
 ``analyses.create_analysis``.
 """
+
 from __future__ import annotations
 
 from flask import Flask

@@ -1,4 +1,5 @@
 """Error pages and JSON errors. Nothing here shows a traceback; 500s roll the session back."""
+
 from __future__ import annotations
 
 from flask import Flask, jsonify, render_template, request
@@ -7,6 +8,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import audit
 from .extensions import db
+from .storage import human_size
 
 
 def wants_json() -> bool:
@@ -53,8 +55,7 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(413)
     def too_large(error):
-        limit = app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
-        return _render(413, f"The upload is larger than the {limit} MB limit.")
+        return _render(413, f"The upload is larger than the {human_size(app.config['MAX_CONTENT_LENGTH'])} limit.")
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

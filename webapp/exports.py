@@ -1,4 +1,5 @@
 """CSV and JSON exports of analyses, streamed: only the ids and one batch of rows sit in memory at once."""
+
 from __future__ import annotations
 
 import csv
@@ -81,9 +82,7 @@ def _rendered(statement: Select, render: Callable[[Analysis], T]) -> Iterator[T]
     db.session.rollback()
     for start in range(0, len(ids), _BATCH_SIZE):
         batch = ids[start : start + _BATCH_SIZE]
-        rows = db.session.scalars(
-            select(Analysis).where(Analysis.id.in_(batch)).options(selectinload(Analysis.user))
-        )
+        rows = db.session.scalars(select(Analysis).where(Analysis.id.in_(batch)).options(selectinload(Analysis.user)))
         rendered = {analysis.id: render(analysis) for analysis in rows}
         db.session.rollback()
         yield from (rendered[analysis_id] for analysis_id in batch if analysis_id in rendered)

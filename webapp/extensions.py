@@ -1,4 +1,5 @@
 """Flask extensions, created unbound so any module can import them without an app (no import cycles)."""
+
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy

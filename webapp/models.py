@@ -4,15 +4,16 @@ An ``Analysis`` keeps the AI output together with the model id and revision that
 record can always be traced to the weights behind it. ``AuditEvent`` rows are append-only: the
 migration installs SQLite triggers that abort any UPDATE or DELETE on them.
 """
+
 from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, func, select
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, func, select, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -21,14 +22,17 @@ from .extensions import db
 ROLES = ("user", "teacher", "clinician", "admin")
 SCENARIOS = ("service", "medical", "education")
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
-API_TOKEN_PREFIX = "prism_"
+API_TOKEN_PREFIX = "prism_"  # noqa: S105 (a public prefix)
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class User(UserMixin, db.Model):
+    # "Alice" and "alice" are one account: a case-insensitive unique index, and lookups by lower().
+    __table_args__ = (Index("uq_user_username_lower", text("lower(username)"), unique=True),)
+
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(256))
@@ -39,8 +43,13 @@ class User(UserMixin, db.Model):
     session_token: Mapped[str] = mapped_column(String(64), unique=True, default=lambda: secrets.token_hex(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    analyses: Mapped[list["Analysis"]] = relationship(back_populates="user", cascade="all, delete-orphan")
-    api_tokens: Mapped[list["ApiToken"]] = relationship(back_populates="user", cascade="all, delete-orphan")
+    analyses: Mapped[list[Analysis]] = relationship(back_populates="user", cascade="all, delete-orphan")
+    api_tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all, delete-orphan")
+
+    @classmethod
+    def by_username(cls, username: str):
+        """Select the user whose name matches ``username`` ignoring case."""
+        return select(cls).where(func.lower(cls.username) == username.strip().lower())
 
     def set_password(self, password: str, method: str) -> None:
         self.password_hash = generate_password_hash(password, method=method)
@@ -165,7 +174,7 @@ class ApiToken(db.Model):
         return hashlib.sha256(secret.encode()).hexdigest()
 
     @classmethod
-    def issue(cls, user: User, name: str) -> tuple["ApiToken", str]:
+    def issue(cls, user: User, name: str) -> tuple[ApiToken, str]:
         """Create a token for ``user``; returns the row and the one-time plaintext secret."""
         secret = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
         token = cls(user=user, name=name, token_hash=cls.hash_secret(secret), hint=secret[:10])

@@ -1,10 +1,10 @@
 """Small security helpers shared by blueprints."""
+
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
 from flask import session
-
 
 
 def is_safe_redirect(target: str | None) -> bool:

@@ -2,10 +2,11 @@
 
 Validation follows Pillow's security handbook: only an allow-list of formats is parsed, and images
 over ``PRISM_MAX_IMAGE_PIXELS`` are refused from their header, before decoding (by default Pillow only
-warns between 1x and 2x its ``MAX_IMAGE_PIXELS``, and a 12 KB PNG can decode to 100 Mpx). The file is fully decoded before it is
-accepted, so truncated or fake images are refused up front. Files are named by their SHA-256, so
+warns between 1x and 2x its ``MAX_IMAGE_PIXELS``, and a 12 KB PNG can decode to 100 Mpx).
+The file is fully decoded before it is accepted, so truncated or fake images are refused up front. Files are named by their SHA-256, so
 the client's filename never reaches the filesystem and identical uploads are stored once.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,6 +28,15 @@ MIME_TYPES = {
     "TIFF": "image/tiff",
 }
 EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
+
+
+def human_size(num_bytes: int) -> str:
+    """1536 -> '1.5 KB', 10485760 -> '10 MB' (binary units, as file managers show them)."""
+    for unit in ("bytes", "KB", "MB"):
+        if num_bytes < 1024 or unit == "MB":
+            return f"{num_bytes:g} {unit}" if unit == "bytes" else f"{num_bytes:.3g} {unit}"
+        num_bytes /= 1024
+    raise AssertionError("unreachable")
 
 
 class UploadRejected(ValueError):
@@ -53,7 +63,7 @@ def validate_image(data: bytes, filename: str | None, *, max_bytes: int, max_pix
     if not data:
         raise UploadRejected("The uploaded file is empty.")
     if len(data) > max_bytes:
-        raise UploadRejected(f"The image is larger than {max_bytes // (1024 * 1024)} MB.")
+        raise UploadRejected(f"The image is larger than {human_size(max_bytes)}.")
     try:
         # Image.open reads only the header, so the pixel count is checked before any decoding.
         # Pillow's global MAX_IMAGE_PIXELS is left alone (mutating it is not thread-safe); our cap
@@ -69,9 +79,7 @@ def validate_image(data: bytes, filename: str | None, *, max_bytes: int, max_pix
     except Image.DecompressionBombError:
         raise UploadRejected("The image has too many pixels (possible decompression bomb).") from None
     except UnidentifiedImageError:
-        raise UploadRejected(
-            "The file is not a supported image (PNG, JPEG, WebP, GIF, BMP or TIFF)."
-        ) from None
+        raise UploadRejected("The file is not a supported image (PNG, JPEG, WebP, GIF, BMP or TIFF).") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise UploadRejected(f"The image could not be read ({type(exc).__name__}).") from None
     if image_format not in ALLOWED_FORMATS:

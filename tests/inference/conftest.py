@@ -2,6 +2,7 @@
 
 These fixtures need no Flask app, so the inference tests run on their own.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -51,9 +52,7 @@ def stars_dir(tiny_models_dir: Path) -> Path:
 
 
 @pytest.fixture
-def make_settings(
-    tmp_path: Path, vit_gpt2_dir: Path, sentiment3_dir: Path
-) -> Callable[..., InferenceSettings]:
+def make_settings(tmp_path: Path, vit_gpt2_dir: Path, sentiment3_dir: Path) -> Callable[..., InferenceSettings]:
     """Build ``InferenceSettings`` for the tiny models; keyword arguments override single fields."""
 
     def make(**overrides) -> InferenceSettings:

@@ -1,4 +1,5 @@
 """Model source resolution, download filtering and progress, all without a network."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,9 +45,7 @@ def test_slug_turns_a_hub_id_into_one_directory_name():
     assert hub.slug("nlpconnect/vit-gpt2-image-captioning") == "nlpconnect--vit-gpt2-image-captioning"
 
 
-@pytest.mark.parametrize(
-    "ref", ["../../etc/passwd", "org/../../secret", "/abs/path", "org/..hidden", "a b/c:d"]
-)
+@pytest.mark.parametrize("ref", ["../../etc/passwd", "org/../../secret", "/abs/path", "org/..hidden", "a b/c:d"])
 def test_slug_never_escapes_the_model_directory(ref, tmp_path):
     """Whatever the reference, the slug is one path component inside the model directory."""
     name = hub.slug(ref)
@@ -145,8 +144,14 @@ def test_download_skips_pickles_and_foreign_formats_when_safetensors_exist():
     kept = set(filter_repo_objects(REPO_FILES, ignore_patterns=hub.ignore_patterns(REPO_FILES)))
 
     assert kept == {
-        ".gitattributes", "config.json", "generation_config.json", "model.safetensors",
-        "preprocessor_config.json", "tokenizer.json", "vocab.json", "merges.txt",
+        ".gitattributes",
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "tokenizer.json",
+        "vocab.json",
+        "merges.txt",
     }
 
 
@@ -158,7 +163,11 @@ def test_download_keeps_pytorch_weights_when_there_are_no_safetensors():
 
     assert "pytorch_model.bin" in kept
     foreign = {
-        "tf_model.h5", "flax_model.msgpack", "rust_model.ot", "onnx/encoder_model.onnx", "model.tflite",
+        "tf_model.h5",
+        "flax_model.msgpack",
+        "rust_model.ot",
+        "onnx/encoder_model.onnx",
+        "model.tflite",
     }
     assert not kept & foreign
 
@@ -237,7 +246,7 @@ def test_pulled_snapshot_revision_is_its_commit(tmp_path):
     """A directory made by `pull` is stamped with the commit recorded in its download metadata."""
     metadata = tmp_path / ".cache" / "huggingface" / "download" / "config.json.metadata"
     metadata.parent.mkdir(parents=True)
-    metadata.write_text(f"{COMMIT}\n\"etag\"\n1700000000.0\n")
+    metadata.write_text(f'{COMMIT}\n"etag"\n1700000000.0\n')
 
     assert hub.revision_of(tmp_path) == COMMIT
 

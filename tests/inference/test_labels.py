@@ -1,4 +1,5 @@
 """Normalising checkpoint labels to negative/neutral/positive."""
+
 from __future__ import annotations
 
 import math
@@ -11,8 +12,16 @@ from webapp.inference.transformers_backend import load_sentiment_model
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("1 star", "negative"), ("2 stars", "negative"), ("3 stars", "neutral"), ("4 stars", "positive"),
-     ("5 stars", "positive"), ("POSITIVE", "positive"), ("Negative", "negative"), ("neutral", "neutral")],
+    [
+        ("1 star", "negative"),
+        ("2 stars", "negative"),
+        ("3 stars", "neutral"),
+        ("4 stars", "positive"),
+        ("5 stars", "positive"),
+        ("POSITIVE", "positive"),
+        ("Negative", "negative"),
+        ("neutral", "neutral"),
+    ],
 )
 def test_named_labels_map_by_name(raw, expected):
     """Star ratings and sentiment words map by name, whatever their case or position."""
@@ -51,8 +60,13 @@ def test_star_probabilities_are_summed_per_level():
 
 @pytest.mark.parametrize(
     ("positive", "expected_label", "expected_score"),
-    [(0.5, "neutral", 1.0), (0.35, "neutral", 0.7), (0.65, "neutral", 0.7), (0.9, "positive", 0.9),
-     (0.2, "negative", 0.8)],
+    [
+        (0.5, "neutral", 1.0),
+        (0.35, "neutral", 0.7),
+        (0.65, "neutral", 0.7),
+        (0.9, "positive", 0.9),
+        (0.2, "negative", 0.8),
+    ],
 )
 def test_two_class_models_call_the_middle_band_neutral(positive, expected_label, expected_score):
     """For a two-class model, P(positive) inside the neutral band (inclusive) is neutral."""

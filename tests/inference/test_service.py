@@ -1,4 +1,5 @@
 """The model service with the real transformers backend: lazy single loads, failures, thread safety."""
+
 from __future__ import annotations
 
 import math
@@ -140,7 +141,9 @@ def test_parallel_sentiment_calls_match_sequential_results(make_settings):
     for text, result in outcomes:
         expected = baseline[text]
         assert (result.label, result.raw_scores, result.scores) == (
-            expected.label, expected.raw_scores, expected.scores
+            expected.label,
+            expected.raw_scores,
+            expected.scores,
         )
 
 

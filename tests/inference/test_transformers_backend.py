@@ -1,4 +1,5 @@
 """The real transformers loaders, run on tiny checkpoints built in conftest (no downloads)."""
+
 from __future__ import annotations
 
 import math

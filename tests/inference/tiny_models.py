@@ -4,6 +4,7 @@ Each builder trains its tokenizer on a few sentences with the ``tokenizers`` lib
 own tokenizer class and saves tokenizer, processor and model (safetensors) with ``save_pretrained``, the way a
 hub snapshot looks. Nothing is downloaded. A build takes well under a second or two on a laptop CPU.
 """
+
 from __future__ import annotations
 
 import json
@@ -79,12 +80,23 @@ def build_vit_gpt2(directory: Path) -> Path:
     tokenizer = _gpt2_tokenizer()
     eos = tokenizer.eos_token_id
     encoder = ViTConfig(
-        image_size=IMAGE_SIZE, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        image_size=IMAGE_SIZE,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
         intermediate_size=64,
     )
     decoder = GPT2Config(
-        vocab_size=len(tokenizer), n_positions=MAX_POSITIONS, n_embd=32, n_layer=2, n_head=2,
-        add_cross_attention=True, is_decoder=True, bos_token_id=eos, eos_token_id=eos,
+        vocab_size=len(tokenizer),
+        n_positions=MAX_POSITIONS,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        add_cross_attention=True,
+        is_decoder=True,
+        bos_token_id=eos,
+        eos_token_id=eos,
     )
     config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
     model = VisionEncoderDecoderModel(config=config)
@@ -107,18 +119,30 @@ def build_vit_gpt2(directory: Path) -> Path:
 def build_blip(directory: Path) -> Path:
     """A BLIP captioner with a BERT tokenizer whose bos token is ``[DEC]``, as Salesforce/blip-* ship."""
     torch.manual_seed(0)
-    tokenizer = BertTokenizer(
-        vocab=_wordpiece_vocab(["[DEC]"]), bos_token="[DEC]", model_max_length=MAX_POSITIONS
-    )
+    tokenizer = BertTokenizer(vocab=_wordpiece_vocab(["[DEC]"]), bos_token="[DEC]", model_max_length=MAX_POSITIONS)
     text = dict(
-        vocab_size=len(tokenizer), hidden_size=32, encoder_hidden_size=32, intermediate_size=64,
-        projection_dim=32, num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=MAX_POSITIONS,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.sep_token_id,
-        pad_token_id=tokenizer.pad_token_id, sep_token_id=tokenizer.sep_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        encoder_hidden_size=32,
+        intermediate_size=64,
+        projection_dim=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=MAX_POSITIONS,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        sep_token_id=tokenizer.sep_token_id,
     )
     vision = dict(
-        hidden_size=32, intermediate_size=64, projection_dim=32, num_hidden_layers=2, num_attention_heads=2,
-        image_size=IMAGE_SIZE, patch_size=8, initializer_range=0.02,
+        hidden_size=32,
+        intermediate_size=64,
+        projection_dim=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=IMAGE_SIZE,
+        patch_size=8,
+        initializer_range=0.02,
     )
     config = BlipConfig(text_config=text, vision_config=vision, projection_dim=32)
     model = BlipForConditionalGeneration(config)
@@ -133,8 +157,13 @@ def build_sentiment(directory: Path, label_names: list[str]) -> Path:
     torch.manual_seed(len(label_names))
     tokenizer = DistilBertTokenizer(vocab=_wordpiece_vocab([]), model_max_length=MAX_POSITIONS)
     config = DistilBertConfig(
-        vocab_size=len(tokenizer), dim=32, hidden_dim=64, n_layers=2, n_heads=2,
-        max_position_embeddings=MAX_POSITIONS, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        dim=32,
+        hidden_dim=64,
+        n_layers=2,
+        n_heads=2,
+        max_position_embeddings=MAX_POSITIONS,
+        pad_token_id=tokenizer.pad_token_id,
         id2label=dict(enumerate(label_names)),
         label2id={name: index for index, name in enumerate(label_names)},
     )

@@ -72,7 +72,9 @@ def set_role(user_id: int):
     elif form.role.data != user.role:
         previous = user.role
         user.role = form.role.data
-        audit.record(audit.ROLE_CHANGED, target=user, details={"from": previous, "to": user.role, "username": user.username})
+        audit.record(
+            audit.ROLE_CHANGED, target=user, details={"from": previous, "to": user.role, "username": user.username}
+        )
         db.session.commit()
         flash(f"{user.username} is now {user.role}.", "success")
     return redirect(url_for("admin.users", page=request.args.get("page", type=int)))
@@ -114,6 +116,4 @@ def audit_log():
     if actor:
         statement = statement.where(AuditEvent.actor_name == actor)
     page = db.paginate(statement, per_page=50, max_per_page=200, error_out=False)
-    return render_template(
-        "admin/audit.html", page=page, actions=audit.ACTIONS, action=action, actor=actor
-    )
+    return render_template("admin/audit.html", page=page, actions=audit.ACTIONS, action=action, actor=actor)

@@ -4,6 +4,7 @@ CSRF protection is off for this blueprint on purpose: it authenticates only with
 sent in a header, never with the session cookie, so a cross-site page cannot make the browser send
 credentials to it.
 """
+
 from __future__ import annotations
 
 import base64
@@ -23,7 +24,7 @@ from ..analyses import (
 from ..errors import api_error
 from ..extensions import csrf, db
 from ..inference import ModelUnavailable
-from ..models import SCENARIOS, ApiToken, Analysis, utcnow
+from ..models import SCENARIOS, Analysis, ApiToken, utcnow
 from ..storage import UploadRejected
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -65,7 +66,8 @@ def _read_submission() -> tuple[str, str | None, bytes | None, str | None]:
             if encoded.startswith("data:") and "," in encoded:
                 encoded = encoded.split(",", 1)[1]
             try:
-                image_bytes = base64.b64decode(encoded, validate=True)
+                # Line breaks and spaces are allowed: `base64` wraps its output at 76 columns.
+                image_bytes = base64.b64decode("".join(encoded.split()), validate=True)
             except (binascii.Error, ValueError):
                 raise AnalysisInputError("'image' is not valid base64.") from None
         return str(payload.get("scenario") or "service"), text, image_bytes, filename
@@ -126,9 +128,7 @@ def analyses():
 @bp.route("/analyses/<int:analysis_id>")
 def analysis(analysis_id: int):
     # The caller's own records only, admins included: the API is not an audit tool.
-    found = db.session.scalar(
-        select(Analysis).where(Analysis.id == analysis_id, Analysis.user_id == g.api_user.id)
-    )
+    found = db.session.scalar(select(Analysis).where(Analysis.id == analysis_id, Analysis.user_id == g.api_user.id))
     if found is None:
         return api_error(404, "No such analysis.")
     return jsonify(_analysis_json(found))

@@ -1,4 +1,5 @@
 """Accounts: registration, login/logout, the account page and personal API tokens."""
+
 from __future__ import annotations
 
 from flask import Flask

@@ -37,7 +37,7 @@ def register():
     form = RegisterForm()
     if form.validate_on_submit():
         username = form.username.data.strip()
-        if db.session.scalar(select(User.id).where(User.username == username)) is not None:
+        if db.session.scalar(User.by_username(username)) is not None:
             form.username.errors.append("That username is taken.")
         else:
             user = User(username=username, role="user")
@@ -59,10 +59,10 @@ def login():
     form = LoginForm()
     if form.validate_on_submit():
         username = form.username.data.strip()
-        user = db.session.scalar(select(User).where(User.username == username))
-        if user is None:
-            _spend_hash_time(form.password.data)
-        if user is not None and user.active and user.check_password(form.password.data):
+        user = db.session.scalar(User.by_username(username))
+        if user is None or not user.active:
+            _spend_hash_time(form.password.data)  # unknown and disabled accounts cost a hash too
+        elif user.check_password(form.password.data):
             audit.record(audit.LOGIN, actor=user, target=user)
             db.session.commit()
             _start_session(user, remember=form.remember.data)
@@ -111,9 +111,7 @@ def account():
 @bp.route("/account/tokens/<int:token_id>/revoke", methods=["POST"])
 @login_required
 def revoke_token(token_id: int):
-    token = db.first_or_404(
-        select(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == current_user.id)
-    )
+    token = db.first_or_404(select(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == current_user.id))
     if EmptyForm().validate_on_submit() and token.revoked_at is None:
         token.revoked_at = utcnow()
         audit.record(audit.TOKEN_REVOKED, target=token, details={"name": token.name})

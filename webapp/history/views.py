@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import (
     Blueprint,
@@ -41,7 +41,9 @@ def _visible_or_404(analysis_id: int, *, part: str) -> Analysis:
     if analysis is None:
         abort(404)
     if analysis.user_id != current_user.id:
-        audit.record(audit.ANALYSIS_VIEWED_BY_OTHER, target=analysis, details={"owner_id": analysis.user_id, "part": part})
+        audit.record(
+            audit.ANALYSIS_VIEWED_BY_OTHER, target=analysis, details={"owner_id": analysis.user_id, "part": part}
+        )
         db.session.commit()
     return analysis
 
@@ -90,7 +92,9 @@ def image(analysis_id: int):
 @bp.route("/<int:analysis_id>/delete", methods=["POST"])
 def delete(analysis_id: int):
     # Only the owner deletes: admins audit records, they do not remove them.
-    analysis = db.first_or_404(db.select(Analysis).where(Analysis.id == analysis_id, Analysis.user_id == current_user.id))
+    analysis = db.first_or_404(
+        db.select(Analysis).where(Analysis.id == analysis_id, Analysis.user_id == current_user.id)
+    )
     if EmptyForm().validate_on_submit():
         delete_analysis(analysis)
         db.session.commit()
@@ -103,7 +107,7 @@ def export_response(filters: HistoryFilters, *, owner, fmt: str, basename: str) 
     audit.record(audit.HISTORY_EXPORTED, details={"format": fmt, "filters": filters.as_args(), "scope": basename})
     db.session.commit()
     statement = select_history(filters, owner=owner)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     if fmt == "csv":
         body, mimetype = iter_csv(statement), "text/csv; charset=utf-8"
     else:
@@ -116,4 +120,6 @@ def export_response(filters: HistoryFilters, *, owner, fmt: str, basename: str) 
 
 @bp.route("/export.<any(csv, json):fmt>")
 def export(fmt: str):
-    return export_response(HistoryFilters.from_args(request.args), owner=current_user, fmt=fmt, basename="prism-history")
+    return export_response(
+        HistoryFilters.from_args(request.args), owner=current_user, fmt=fmt, basename="prism-history"
+    )

@@ -3,6 +3,7 @@
 Views call ``get_model_service()`` and receive plain dataclasses; see ``service.py`` for the loading
 and thread-safety contract.
 """
+
 from __future__ import annotations
 
 from flask import Flask, current_app

@@ -3,6 +3,7 @@
 Run `models pull` on a connected machine, then `models check` wherever Prism runs (with
 PRISM_MODEL_OFFLINE=1 it proves nothing is fetched at run time).
 """
+
 from __future__ import annotations
 
 import threading

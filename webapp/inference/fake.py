@@ -2,6 +2,7 @@
 
 Its model ids say "fake" so a record made with it can never pass for a real model's output.
 """
+
 from __future__ import annotations
 
 from PIL import Image, ImageStat

@@ -6,6 +6,7 @@ Downloads skip formats Prism cannot use (TensorFlow, Flax, ONNX, ...) and pickle
 repository also ships safetensors. ``pull`` marks a finished snapshot, so an interrupted pull is never
 mistaken for a usable model.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -134,9 +135,7 @@ def revision_of(source: str | Path) -> str:
 def _from_cache(ref: str) -> str:
     try:
         # The same patterns as the download that filled the cache, or the snapshot counts as incomplete.
-        return snapshot_download(
-            ref, local_files_only=True, ignore_patterns=ignore_patterns(_cached_repo_files(ref))
-        )
+        return snapshot_download(ref, local_files_only=True, ignore_patterns=ignore_patterns(_cached_repo_files(ref)))
     except HFValidationError as exc:
         raise _not_a_model_reference(ref) from exc
     except LocalEntryNotFoundError as exc:

@@ -5,6 +5,7 @@ expect three levels with a confidence (Zendesk, Freshdesk). Probabilities of raw
 the same level are summed. A two-class model has no neutral class, so a configurable band of
 P(positive) is called neutral, with confidence = how close the two classes are.
 """
+
 from __future__ import annotations
 
 import re

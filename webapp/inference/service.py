@@ -7,11 +7,13 @@ wait at most ``load_wait_seconds`` and otherwise get ``ModelUnavailable`` with a
 no request hangs on a 1 GB download. Tokenizers and models are not thread-safe
 (huggingface/transformers#47085), so each model runs one call at a time behind its own lock.
 """
+
 from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Generic, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
 
 from PIL import Image
 
@@ -206,11 +208,16 @@ def _loaders(settings: InferenceSettings) -> tuple[Loader, Loader]:
 
         return fake.load_caption_model, fake.load_sentiment_model
     if settings.backend == "transformers":
-        # Imported here, not at module top, so the app (and the fake backend) start without torch.
-        from . import transformers_backend
+        # torch is imported by the first load, not here: create_app, init-db and the CLI stay fast.
+        def load_caption(progress):
+            from . import transformers_backend
 
-        return (
-            lambda progress: transformers_backend.load_caption_model(settings, progress),
-            lambda progress: transformers_backend.load_sentiment_model(settings, progress),
-        )
+            return transformers_backend.load_caption_model(settings, progress)
+
+        def load_sentiment(progress):
+            from . import transformers_backend
+
+            return transformers_backend.load_sentiment_model(settings, progress)
+
+        return load_caption, load_sentiment
     raise ValueError(f"unknown PRISM_MODEL_BACKEND {settings.backend!r} (use 'transformers' or 'fake')")

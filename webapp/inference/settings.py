@@ -1,9 +1,10 @@
 """Model-service settings, read once from the Flask config so the service never touches ``current_app``."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class InferenceSettings:
     retry_failed_after_seconds: float
 
     @classmethod
-    def from_config(cls, config: Mapping) -> "InferenceSettings":
+    def from_config(cls, config: Mapping) -> InferenceSettings:
         low, high = (float(part) for part in str(config["PRISM_SENTIMENT_NEUTRAL_RANGE"]).split(","))
         if not 0.0 <= low <= high <= 1.0:
             raise ValueError("PRISM_SENTIMENT_NEUTRAL_RANGE must be 'low,high' with 0 <= low <= high <= 1")

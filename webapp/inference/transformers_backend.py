@@ -5,6 +5,7 @@ resolves its source to a local directory first (``hub.resolve_source``), so ``fr
 called with ``local_files_only=True`` and never touches the network. Models are loaded once, in float32,
 in eval mode; inference runs under ``torch.inference_mode()`` and returns plain Python values.
 """
+
 from __future__ import annotations
 
 import functools
@@ -42,9 +43,7 @@ _CAPTION_FAMILIES = "'vision-encoder-decoder' (e.g. nlpconnect/vit-gpt2-image-ca
 class TransformersCaptionModel:
     """An image-to-text model, its image processor and tokenizer, with fixed generation settings."""
 
-    def __init__(
-        self, model_id: str, revision: str, model, image_processor, tokenizer, generate_kwargs: dict
-    ):
+    def __init__(self, model_id: str, revision: str, model, image_processor, tokenizer, generate_kwargs: dict):
         self.model_id = model_id
         self.revision = revision
         self._model = model
@@ -53,9 +52,9 @@ class TransformersCaptionModel:
         self._generate_kwargs = generate_kwargs
 
     def caption(self, images: list[Image.Image]) -> list[str]:
-        pixel_values = self._image_processor(
-            images=[image.convert("RGB") for image in images], return_tensors="pt"
-        )["pixel_values"]
+        pixel_values = self._image_processor(images=[image.convert("RGB") for image in images], return_tensors="pt")[
+            "pixel_values"
+        ]
         with torch.inference_mode():
             token_ids = self._model.generate(pixel_values=pixel_values, **self._generate_kwargs)
         texts = self._tokenizer.batch_decode(token_ids.cpu(), skip_special_tokens=True)
@@ -65,9 +64,7 @@ class TransformersCaptionModel:
 class TransformersSentimentModel:
     """A sequence classifier returning probabilities per raw label, in the checkpoint's id order."""
 
-    def __init__(
-        self, model_id: str, revision: str, model, tokenizer, label_names: list[str], max_length: int
-    ):
+    def __init__(self, model_id: str, revision: str, model, tokenizer, label_names: list[str], max_length: int):
         self.model_id = model_id
         self.revision = revision
         self._model = model
@@ -124,9 +121,7 @@ def _load_captioner(ref: str, source: str) -> tuple:
     return model.eval(), image_processor, tokenizer
 
 
-def load_sentiment_model(
-    settings: InferenceSettings, progress: ProgressCallback
-) -> TransformersSentimentModel:
+def load_sentiment_model(settings: InferenceSettings, progress: ProgressCallback) -> TransformersSentimentModel:
     ref = settings.sentiment_model
     source = hub.resolve_source(ref, settings.model_dir, settings.offline, progress)
     progress(ModelState.LOADING, None, f"loading {ref}")

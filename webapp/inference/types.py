@@ -3,15 +3,16 @@
 Views and the API only ever see these frozen dataclasses (never tensors), so nothing outside
 ``webapp.inference`` needs torch.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
 
 
-class ModelState(str, Enum):
+class ModelState(StrEnum):
     NOT_LOADED = "not_loaded"
     DOWNLOADING = "downloading"
     LOADING = "loading"

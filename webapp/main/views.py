@@ -7,6 +7,7 @@ from .. import __version__
 from ..extensions import db
 from ..inference import ModelState, get_model_service
 from ..scenarios import SCENARIO_PAGES
+from ..storage import human_size
 
 bp = Blueprint("main", __name__)
 
@@ -17,10 +18,15 @@ def inject_model_statuses():
     statuses = get_model_service().statuses()
     return {
         "model_statuses": statuses,
-        "models_attention": [s for s in statuses if s.state in (ModelState.DOWNLOADING, ModelState.LOADING, ModelState.FAILED)],
+        "models_attention": [
+            s for s in statuses if s.state in (ModelState.DOWNLOADING, ModelState.LOADING, ModelState.FAILED)
+        ],
         "app_version": __version__,
         "scenario_nav": SCENARIO_PAGES,
     }
+
+
+bp.add_app_template_filter(human_size, "human_size")
 
 
 @bp.route("/")
@@ -39,5 +45,10 @@ def healthz():
         db.session.rollback()
         database = {"ok": False, "error": type(exc).__name__}
     models = [status.as_dict() for status in get_model_service().statuses()]
-    body = {"status": "ok" if database["ok"] else "error", "version": __version__, "database": database, "models": models}
+    body = {
+        "status": "ok" if database["ok"] else "error",
+        "version": __version__,
+        "database": database,
+        "models": models,
+    }
     return jsonify(body), 200 if database["ok"] else 503

@@ -1,4 +1,5 @@
 """Alembic environment for Flask-Migrate: runs against the app's own engine and metadata."""
+
 import logging
 from logging.config import fileConfig
 
@@ -16,7 +17,9 @@ config.set_main_option("sqlalchemy.url", target_db.engine.url.render_as_string(h
 
 def run_migrations_offline() -> None:
     """Emit SQL to stdout instead of running it (``flask db upgrade --sql``)."""
-    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_db.metadata, literal_binds=True)
+    context.configure(
+        url=config.get_main_option("sqlalchemy.url"), target_metadata=target_db.metadata, literal_binds=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 

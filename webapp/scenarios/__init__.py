@@ -1,4 +1,5 @@
 """The three scenario pages. In v1 they share one form and one result view; each names its inputs."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

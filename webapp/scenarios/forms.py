@@ -1,14 +1,16 @@
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
 from wtforms import SubmitField, TextAreaField
-from wtforms.validators import Length, Optional
+from wtforms.validators import Optional
 
 
 class AnalysisForm(FlaskForm):
     """Image and/or text. Image content is validated in storage.py (by decoding, not by extension)."""
 
     image = FileField("Image")
-    text = TextAreaField("Text", validators=[Optional(), Length(max=5000)])
+    # Length is checked against PRISM_MAX_TEXT_CHARS in analyses.create_analysis, the one place both
+    # the form and the API go through.
+    text = TextAreaField("Text", validators=[Optional()])
     submit = SubmitField("Analyse")
 
     def validate(self, extra_validators=None) -> bool:

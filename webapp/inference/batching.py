@@ -1,0 +1,118 @@
+"""Dynamic micro-batching with a bounded queue: one worker thread per model.
+
+Concurrent requests are queued; the worker takes the first, keeps collecting for up to
+``window_seconds`` (or until ``max_batch`` items), and runs them as one batch. A lone request pays at
+most the window (a few ms); under load the batch fills while the previous one runs, so the window
+rarely matters. The single worker also serialises every use of the (non-thread-safe) tokenizer and
+model. A full queue is refused at once (``QueueFull``) so the web tier can answer 503 with
+Retry-After instead of letting requests pile up until a server timeout; a caller that waited longer
+than ``timeout`` gets ``InferenceTimeout`` and its queued item is dropped if not yet started.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class QueueFull(RuntimeError):
+    """The model's queue is full; try again later."""
+
+
+class InferenceTimeout(RuntimeError):
+    """The request waited longer than its timeout."""
+
+
+@dataclass
+class _Job:
+    payload: Any
+    future: Future = field(default_factory=Future)
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        name: str,
+        run_batch: Callable[[Sequence[Any]], Sequence[Any]],
+        *,
+        max_batch: int,
+        window_seconds: float,
+        queue_size: int,
+    ):
+        if max_batch < 1 or queue_size < 1:
+            raise ValueError("max_batch and queue_size must be at least 1")
+        self.name = name
+        self._run_batch = run_batch
+        self.max_batch = max_batch
+        self.window_seconds = window_seconds
+        self._queue: queue.Queue[_Job] = queue.Queue(maxsize=queue_size)
+        self._start_lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self.batches_run = 0  # for tests and the benchmark: how often run_batch was called
+        self.items_run = 0
+
+    @property
+    def queue_size(self) -> int:
+        return self._queue.maxsize
+
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def _ensure_worker(self) -> None:
+        # Started on first use, not at construction: under a forking server each worker process
+        # starts its own thread after the fork (threads do not survive fork).
+        if self._worker is not None and self._worker.is_alive():
+            return
+        with self._start_lock:
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._loop, name=f"prism-batch-{self.name}", daemon=True)
+                self._worker.start()
+
+    def submit(self, payload: Any, timeout: float) -> Any:
+        """Run ``payload`` in the next batch and return its result; raises the batch's exception."""
+        self._ensure_worker()
+        job = _Job(payload)
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise QueueFull(f"{self.name}: {self._queue.maxsize} requests already waiting") from None
+        try:
+            return job.future.result(timeout=timeout)
+        except FutureTimeout:
+            job.future.cancel()  # dropped by the worker if it has not started yet
+            raise InferenceTimeout(f"{self.name}: no result within {timeout:g} s") from None
+
+    def _collect(self) -> list[_Job]:
+        batch = [self._queue.get()]
+        deadline = time.monotonic() + self.window_seconds
+        while len(batch) < self.max_batch:
+            remaining = deadline - time.monotonic()
+            try:
+                batch.append(self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _loop(self) -> None:
+        while True:
+            jobs = [job for job in self._collect() if job.future.set_running_or_notify_cancel()]
+            if not jobs:
+                continue
+            try:
+                results = self._run_batch([job.payload for job in jobs])
+                if len(results) != len(jobs):
+                    raise RuntimeError(f"{self.name}: batch returned {len(results)} results for {len(jobs)} items")
+            except Exception as exc:  # the worker must survive any model error
+                for job in jobs:
+                    job.future.set_exception(exc)
+                continue
+            self.batches_run += 1
+            self.items_run += len(jobs)
+            for job, result in zip(jobs, results, strict=True):
+                job.future.set_result(result)
