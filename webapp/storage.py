@@ -3,8 +3,9 @@
 Validation follows Pillow's security handbook: only an allow-list of formats is parsed, and images
 over ``PRISM_MAX_IMAGE_PIXELS`` are refused from their header, before decoding (by default Pillow only
 warns between 1x and 2x its ``MAX_IMAGE_PIXELS``, and a 12 KB PNG can decode to 100 Mpx).
-The file is fully decoded before it is accepted, so truncated or fake images are refused up front. Files are named by their SHA-256, so
-the client's filename never reaches the filesystem and identical uploads are stored once.
+The file is fully decoded before it is accepted, so truncated or fake images are refused up front.
+Files are named by their SHA-256, so the client's filename never reaches the filesystem and
+identical uploads are stored once.
 """
 
 from __future__ import annotations
