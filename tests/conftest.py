@@ -29,23 +29,28 @@ def png_bytes(size=(64, 48), color=(200, 30, 30), fmt="PNG") -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture
-def app(tmp_path):
-    app = create_app(
-        {
-            "TESTING": True,
-            "SECRET_KEY": "test-secret",
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'test.sqlite'}",
-            "UPLOAD_FOLDER": str(tmp_path / "uploads"),
-            "PRISM_MODEL_BACKEND": "fake",
-            "PRISM_MODEL_DIR": str(tmp_path / "models"),
-            # Cheap hashes keep the suite fast; production uses PBKDF2 at 1,000,000 iterations.
-            "PRISM_PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
-        },
-        instance_path=str(tmp_path),
-    )
+def make_app(tmp_path, **overrides):
+    """An app on a fresh SQLite file in ``tmp_path`` with the schema migrated; fake models unless overridden."""
+    config = {
+        "TESTING": True,
+        "SECRET_KEY": "test-secret",
+        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'test.sqlite'}",
+        "UPLOAD_FOLDER": str(tmp_path / "uploads"),
+        "PRISM_MODEL_BACKEND": "fake",
+        "PRISM_MODEL_DIR": str(tmp_path / "models"),
+        # Cheap hashes keep the suite fast; production uses PBKDF2 at 1,000,000 iterations.
+        "PRISM_PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
+    }
+    config.update(overrides)
+    app = create_app(config, instance_path=str(tmp_path))
     with app.app_context():
         upgrade(directory=app.extensions["migrate"].directory)
+    return app
+
+
+@pytest.fixture
+def app(tmp_path):
+    app = make_app(tmp_path)
     yield app
     with app.app_context():
         db.engine.dispose()

@@ -1,0 +1,69 @@
+"""The whole app on real (tiny) transformers models from local directories, with the hub switched off."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from tests.conftest import login, make_app, make_token, make_user, png_bytes, submit
+from webapp.extensions import db
+from webapp.models import Analysis
+
+
+@pytest.fixture(params=["vit_gpt2_dir", "blip_dir"])
+def real_app(request, tmp_path, sentiment3_dir):
+    """An app whose PRISM_*_MODEL settings point at tiny local checkpoints (VisionEncoderDecoder or BLIP)."""
+    caption_dir = request.getfixturevalue(request.param)
+    app = make_app(
+        tmp_path,
+        PRISM_MODEL_BACKEND="transformers",
+        PRISM_CAPTION_MODEL=str(caption_dir),
+        PRISM_SENTIMENT_MODEL=str(sentiment3_dir),
+        PRISM_MODEL_OFFLINE=True,
+        PRISM_CAPTION_NUM_BEAMS=2,
+        PRISM_CAPTION_MAX_NEW_TOKENS=6,
+        PRISM_MODEL_LOAD_WAIT=120,
+    )
+    app.caption_dir = caption_dir
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_form_submission_captions_and_classifies_with_local_models(real_app, sentiment3_dir):
+    """A browser submission runs both local models and stores their output with ids and revisions."""
+    client = real_app.test_client()
+    make_user(real_app, "alice")
+    login(client, "alice")
+    response = submit(client, "education", text="I enjoyed this homework", image=png_bytes((80, 60)))
+    assert response.status_code == 302, response.get_data(as_text=True)
+    with real_app.app_context():
+        record = db.session.scalar(db.select(Analysis))
+        assert record.caption_model == real_app.caption_dir.name
+        assert record.sentiment_model == sentiment3_dir.name
+        assert record.caption_revision and record.sentiment_revision
+        assert isinstance(record.caption, str)
+        assert record.sentiment_label in {"negative", "neutral", "positive"}
+        assert abs(sum(record.sentiment_scores.values()) - 1.0) < 1e-3
+    page = client.get(response.location).get_data(as_text=True)
+    assert real_app.caption_dir.name in page and sentiment3_dir.name in page
+    health = client.get("/healthz").get_json()
+    assert [model["state"] for model in health["models"]] == ["ready", "ready"]
+
+
+def test_api_predict_with_local_models(real_app):
+    """The JSON API answers 201 with the local models' caption and sentiment."""
+    make_user(real_app, "bob")
+    token = make_token(real_app, "bob")
+    client = real_app.test_client()
+    response = client.post(
+        "/api/v1/predict",
+        json={"scenario": "service", "text": "terrible, broken", "image": base64.b64encode(png_bytes()).decode()},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 201, response.get_json()
+    body = response.get_json()
+    assert body["caption"]["model"] == real_app.caption_dir.name
+    assert isinstance(body["caption"]["text"], str)
+    assert set(body["sentiment"]["scores"]) == {"negative", "neutral", "positive"}
