@@ -54,6 +54,7 @@ def create_analysis(user: User, scenario: str, text: str | None, image: Validate
     db.session.rollback()
 
     service = get_model_service()
+    service.start_loading(caption=image is not None, sentiment=text is not None)
     caption = service.caption(image.to_rgb()) if image is not None else None
     sentiment = service.sentiment(text) if text is not None else None
 

@@ -162,6 +162,13 @@ class ModelService:
     def statuses(self) -> list[ModelStatus]:
         return [slot.status() for slot in self.slots]
 
+    def start_loading(self, *, caption: bool, sentiment: bool) -> None:
+        """Start every load a request will need at once, so two models download side by side
+        rather than one after the other across retries."""
+        for needed, slot in ((caption, self.caption_slot), (sentiment, self.sentiment_slot)):
+            if needed:
+                slot.start_loading()
+
     def warm(self, wait: float | None = None) -> list[ModelStatus]:
         """Start loading every model and wait for each (used by ``manage.py models warm/check``)."""
         for slot in self.slots:
