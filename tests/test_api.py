@@ -244,6 +244,7 @@ def test_predict_model_unavailable_is_503_with_retry_after(app, client, token, m
         "message": "The sentiment model is not ready yet.",
         "model": "sentiment",
         "state": "downloading",
+        "reason": "not_ready",
     }
     assert rows_for(app, "alice") == []
 

@@ -49,7 +49,7 @@ def test_vit_gpt2_without_pad_token_generates_with_beam_search(make_settings):
     captions = model.caption(_images())
 
     assert len(captions) == 2 and all(isinstance(text, str) for text in captions)
-    assert model._model.generation_config.pad_token_id == model._tokenizer.eos_token_id
+    assert model.model.generation_config.pad_token_id == model.tokenizer.eos_token_id
 
 
 def test_blip_checkpoint_captions_images(make_settings, blip_dir):

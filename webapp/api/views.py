@@ -105,7 +105,9 @@ def predict():
     except ModelUnavailable as exc:
         db.session.rollback()
         current_app.logger.warning("api analysis refused: %s model %s", exc.kind, exc.state.value)
-        return api_error(503, str(exc), retry_after=exc.retry_after, model=exc.kind, state=exc.state.value)
+        return api_error(
+            503, str(exc), retry_after=exc.retry_after, model=exc.kind, state=exc.state.value, reason=exc.reason
+        )
     db.session.commit()
     return jsonify(_analysis_json(analysis)), 201
 

@@ -56,6 +56,7 @@ class MicroBatcher:
         self._worker: threading.Thread | None = None
         self.batches_run = 0  # for tests and the benchmark: how often run_batch was called
         self.items_run = 0
+        self.last_batch_seconds = 1.0  # duration of the latest batch, for Retry-After estimates
 
     @property
     def queue_size(self) -> int:
@@ -99,20 +100,28 @@ class MicroBatcher:
                 break
         return batch
 
+    def _run(self, jobs: list[_Job]) -> None:
+        started = time.monotonic()
+        try:
+            results = self._run_batch([job.payload for job in jobs])
+            if len(results) != len(jobs):
+                raise RuntimeError(f"{self.name}: batch returned {len(results)} results for {len(jobs)} items")
+        except Exception as exc:  # the worker must survive any model error
+            if len(jobs) > 1:
+                # One bad item must not fail its neighbours: retry them one by one.
+                for job in jobs:
+                    self._run([job])
+                return
+            jobs[0].future.set_exception(exc)
+            return
+        self.last_batch_seconds = time.monotonic() - started
+        self.batches_run += 1
+        self.items_run += len(jobs)
+        for job, result in zip(jobs, results, strict=True):
+            job.future.set_result(result)
+
     def _loop(self) -> None:
         while True:
             jobs = [job for job in self._collect() if job.future.set_running_or_notify_cancel()]
-            if not jobs:
-                continue
-            try:
-                results = self._run_batch([job.payload for job in jobs])
-                if len(results) != len(jobs):
-                    raise RuntimeError(f"{self.name}: batch returned {len(results)} results for {len(jobs)} items")
-            except Exception as exc:  # the worker must survive any model error
-                for job in jobs:
-                    job.future.set_exception(exc)
-                continue
-            self.batches_run += 1
-            self.items_run += len(jobs)
-            for job, result in zip(jobs, results, strict=True):
-                job.future.set_result(result)
+            if jobs:
+                self._run(jobs)

@@ -17,6 +17,12 @@ class FakeCaptionModel:
     model_id = "prism/fake-caption"
     revision = "1"
 
+    def prepare(self, image: Image.Image) -> Image.Image:
+        return image
+
+    def caption_prepared(self, images: list[Image.Image]) -> list[str]:
+        return self.caption(images)
+
     def caption(self, images: list[Image.Image]) -> list[str]:
         captions = []
         for image in images:

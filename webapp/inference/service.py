@@ -4,22 +4,33 @@ Nothing loads at import or in ``create_app``. The first call (or ``manage.py mod
 background thread that resolves the model (local directory, ``instance/models/``, hub cache, then a
 download when online) and loads it, once, whatever the number of concurrent first callers. Callers
 wait at most ``load_wait_seconds`` and otherwise get ``ModelUnavailable`` with a Retry-After hint, so
-no request hangs on a 1 GB download. Tokenizers and models are not thread-safe
-(huggingface/transformers#47085), so each model runs one call at a time behind its own lock.
+no request hangs on a 1 GB download.
+
+Inference goes through one ``MicroBatcher`` per model (batching.py): request threads do the
+per-item preprocessing (image decode and resize) themselves, then queue the prepared item; a
+single worker thread per model runs queued items in batches. Tokenizers and models are not
+thread-safe (huggingface/transformers#47085), and that worker is the only thread that touches
+them. A full queue or a timed-out wait becomes ``ModelUnavailable`` (reason "busy"), which the web
+tier answers with 503 and Retry-After.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 import time
-from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 from PIL import Image
 
 from . import labels
+from .batching import InferenceTimeout, MicroBatcher, QueueFull
 from .settings import InferenceSettings
 from .types import CaptionResult, ModelState, ModelStatus, ModelUnavailable, SentimentResult
+
+logger = logging.getLogger(__name__)
 
 # A loader reports progress as (state, fraction or None, human-readable detail).
 ProgressCallback = Callable[[ModelState, "float | None", str], None]
@@ -29,7 +40,13 @@ class CaptionModel(Protocol):
     model_id: str
     revision: str | None
 
-    def caption(self, images: list[Image.Image]) -> list[str]: ...
+    def prepare(self, image: Image.Image) -> Any:
+        """Per-image preprocessing; thread-safe, runs on the request thread."""
+        ...
+
+    def caption_prepared(self, batch: Sequence[Any]) -> list[str]:
+        """One batched generate() over prepared items; runs on the model's worker thread."""
+        ...
 
 
 class SentimentModel(Protocol):
@@ -46,15 +63,33 @@ Loader = Callable[[ProgressCallback], M]
 
 
 class ModelSlot(Generic[M]):
-    """One model: its load state, the single loading thread, and the inference lock."""
+    """One model: its load state, the single loading thread, and its batching worker."""
 
-    def __init__(self, kind: str, source: str, loader: Loader, settings: InferenceSettings):
+    def __init__(
+        self,
+        kind: str,
+        source: str,
+        loader: Loader,
+        settings: InferenceSettings,
+        *,
+        prepare: Callable[[M, Any], Any],
+        run_batch: Callable[[M, Sequence[Any]], Sequence[Any]],
+        max_batch: int,
+    ):
         self.kind = kind
         self.source = source
         self._loader = loader
         self._settings = settings
+        self._prepare = prepare
+        self._run_batch = run_batch
+        self.batcher = MicroBatcher(
+            kind,
+            lambda batch: run_batch(self._model, batch),
+            max_batch=max_batch,
+            window_seconds=settings.batch_window_ms / 1000.0,
+            queue_size=settings.queue_size,
+        )
         self._state_lock = threading.Lock()
-        self._inference_lock = threading.Lock()
         self._settled = threading.Event()  # set when a load attempt ends, ready or failed
         self._model: M | None = None
         self._state = ModelState.NOT_LOADED
@@ -136,10 +171,41 @@ class ModelSlot(Generic[M]):
             retry_after=10,
         )
 
-    def run(self, call: Callable[[M], object]) -> object:
+    def infer(self, item: Any) -> tuple[Any, M]:
+        """Run one item through the model's batch queue; returns (result, model).
+
+        Raises ``ModelUnavailable``: not loaded, queue full or timed out ("busy"), or the model
+        failed on this input ("error"). Nothing here raises anything else.
+        """
         model = self.get()
-        with self._inference_lock:
-            return call(model)
+        try:
+            prepared = self._prepare(model, item)
+            result = self.batcher.submit(prepared, timeout=self._settings.inference_timeout_seconds)
+        except (QueueFull, InferenceTimeout) as exc:
+            logger.warning("%s request shed: %s", self.kind, exc)
+            raise ModelUnavailable(
+                self.kind,
+                ModelState.READY,
+                f"Prism is busy: the {self.kind} model has more requests than it can take right now. "
+                "Please try again in a few seconds.",
+                retry_after=self._busy_retry_after(),
+                reason="busy",
+            ) from exc
+        except Exception as exc:
+            logger.exception("%s inference failed", self.kind)
+            raise ModelUnavailable(
+                self.kind,
+                ModelState.READY,
+                f"The {self.kind} model failed on this input ({type(exc).__name__}).",
+                retry_after=self._busy_retry_after(),
+                reason="error",
+            ) from exc
+        return result, model
+
+    def _busy_retry_after(self) -> int:
+        """Seconds until the queue has likely drained: queued batches x the last batch's duration."""
+        batches_ahead = math.ceil((self.batcher.pending() + 1) / self.batcher.max_batch)
+        return max(1, math.ceil(batches_ahead * self.batcher.last_batch_seconds))
 
 
 class ModelService:
@@ -149,10 +215,22 @@ class ModelService:
         self.settings = settings
         caption_loader, sentiment_loader = _loaders(settings)
         self.caption_slot: ModelSlot[CaptionModel] = ModelSlot(
-            "caption", settings.caption_model, caption_loader, settings
+            "caption",
+            settings.caption_model,
+            caption_loader,
+            settings,
+            prepare=lambda model, image: model.prepare(image),
+            run_batch=lambda model, batch: model.caption_prepared(batch),
+            max_batch=settings.caption_max_batch,
         )
         self.sentiment_slot: ModelSlot[SentimentModel] = ModelSlot(
-            "sentiment", settings.sentiment_model, sentiment_loader, settings
+            "sentiment",
+            settings.sentiment_model,
+            sentiment_loader,
+            settings,
+            prepare=lambda model, text: text,  # tokenising happens in the worker: tokenizers aren't thread-safe
+            run_batch=lambda model, batch: model.classify(list(batch)),
+            max_batch=settings.sentiment_max_batch,
         )
 
     @property
@@ -182,9 +260,7 @@ class ModelService:
 
     def caption(self, image: Image.Image) -> CaptionResult:
         started = time.perf_counter()
-        slot = self.caption_slot
-        text = slot.run(lambda model: model.caption([image])[0])
-        model = slot.get(0)
+        text, model = self.caption_slot.infer(image)
         return CaptionResult(
             text=str(text).strip(),
             model_id=model.model_id,
@@ -194,9 +270,7 @@ class ModelService:
 
     def sentiment(self, text: str) -> SentimentResult:
         started = time.perf_counter()
-        slot = self.sentiment_slot
-        raw = slot.run(lambda model: model.classify([text])[0])
-        model = slot.get(0)
+        raw, model = self.sentiment_slot.infer(text)
         label, score, scores = labels.normalise(raw, self.settings.neutral_range)
         return SentimentResult(
             label=label,

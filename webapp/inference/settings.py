@@ -20,6 +20,15 @@ class InferenceSettings:
     torch_threads: int  # 0 = leave torch's default
     load_wait_seconds: float  # how long a request waits for a loading model before "not ready"
     retry_failed_after_seconds: float
+    # Speed (see README "Performance"): where and in what precision models run, and how requests
+    # are batched. Defaults here keep direct constructions (tests) exact and unbatched-equivalent.
+    device: str = "cpu"  # "auto" (cuda when present), "cpu" or "cuda"
+    precision: str = "fp32"  # "auto", "fp32", "bf16", "fp16" (cuda) or "int8" (dynamic, CPU)
+    caption_max_batch: int = 8
+    sentiment_max_batch: int = 32
+    batch_window_ms: float = 5.0  # how long the model worker waits for more requests to batch
+    queue_size: int = 32  # requests waiting per model before new ones are refused (503)
+    inference_timeout_seconds: float = 30.0  # a request's wait for its result, queue included
 
     @classmethod
     def from_config(cls, config: Mapping) -> InferenceSettings:
@@ -38,4 +47,11 @@ class InferenceSettings:
             torch_threads=int(config["PRISM_TORCH_THREADS"]),
             load_wait_seconds=float(config["PRISM_MODEL_LOAD_WAIT"]),
             retry_failed_after_seconds=float(config["PRISM_MODEL_RETRY_AFTER"]),
+            device=str(config["PRISM_DEVICE"]),
+            precision=str(config["PRISM_PRECISION"]),
+            caption_max_batch=int(config["PRISM_CAPTION_MAX_BATCH"]),
+            sentiment_max_batch=int(config["PRISM_SENTIMENT_MAX_BATCH"]),
+            batch_window_ms=float(config["PRISM_BATCH_WINDOW_MS"]),
+            queue_size=int(config["PRISM_QUEUE_SIZE"]),
+            inference_timeout_seconds=float(config["PRISM_INFERENCE_TIMEOUT"]),
         )

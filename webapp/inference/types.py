@@ -75,6 +75,13 @@ class ModelUnavailable(Exception):
     state: ModelState
     message: str
     retry_after: int = field(default=30)
+    # Why: "not_ready" (loading/downloading), "failed" (cannot load), "busy" (queue full or timed
+    # out), "error" (the model raised on this input). Empty means derive it from ``state``.
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.reason:
+            self.reason = "failed" if self.state is ModelState.FAILED else "not_ready"
 
     def __str__(self) -> str:
         return self.message
