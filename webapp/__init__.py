@@ -6,6 +6,7 @@ commands. It creates no tables, loads no model and writes no file; ``manage.py i
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,10 @@ __version__ = "1.0.0"
 
 
 def create_app(test_config: dict[str, Any] | None = None, instance_path: str | None = None) -> Flask:
+    """Build the app. ``instance_path`` (or PRISM_INSTANCE_PATH) defaults to ``<project>/instance``."""
     app = Flask(
         __name__,
-        instance_path=str(instance_path or DEFAULT_INSTANCE_PATH),
+        instance_path=str(instance_path or os.environ.get("PRISM_INSTANCE_PATH") or DEFAULT_INSTANCE_PATH),
         template_folder=str(PROJECT_ROOT / "templates"),
         static_folder=str(PROJECT_ROOT / "static"),
     )

@@ -30,7 +30,7 @@ def init_db_command(instance_path: str | None) -> None:
     from . import DEFAULT_INSTANCE_PATH, create_app
     from .config import SECRET_KEY_FILE
 
-    instance = Path(instance_path or DEFAULT_INSTANCE_PATH)
+    instance = Path(instance_path or os.environ.get("PRISM_INSTANCE_PATH") or DEFAULT_INSTANCE_PATH)
     instance.mkdir(parents=True, exist_ok=True)
     key_file = instance / SECRET_KEY_FILE
     try:
