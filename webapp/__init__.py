@@ -38,12 +38,14 @@ def create_app(test_config: dict[str, Any] | None = None, instance_path: str | N
 def register_extensions(app: Flask) -> None:
     from . import database, inference
     from .auth import login_manager_setup
-    from .extensions import csrf, db, migrate
+    from .extensions import babel, csrf, db, migrate
+    from .i18n import select_locale
 
     db.init_app(app)
     database.init_app(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"), render_as_batch=True)
     csrf.init_app(app)
+    babel.init_app(app, locale_selector=select_locale)
     login_manager_setup(app)
     inference.init_app(app)
 

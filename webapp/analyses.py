@@ -7,6 +7,7 @@ from datetime import datetime
 from datetime import time as day_time
 
 from flask import current_app
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import Select, func, or_, select
 
 from . import __version__, audit
@@ -17,7 +18,7 @@ from .storage import ImageStore, ValidatedImage, validate_image
 
 
 class AnalysisInputError(ValueError):
-    """The submission cannot be analysed; the message is safe to show to the user."""
+    """The submission cannot be analysed; the message is safe to show to the user (a plain or lazy string)."""
 
 
 def image_store() -> ImageStore:
@@ -42,12 +43,12 @@ def create_analysis(user: User, scenario: str, text: str | None, image: Validate
     """
     text = (text or "").strip() or None
     if scenario not in SCENARIOS:
-        raise AnalysisInputError(f"Unknown scenario {scenario!r}.")
+        raise AnalysisInputError(_l("Unknown scenario %(scenario)r.", scenario=scenario))
     if text is None and image is None:
-        raise AnalysisInputError("Add an image, a text, or both.")
+        raise AnalysisInputError(_l("Add an image, a text, or both."))
     max_chars = current_app.config["PRISM_MAX_TEXT_CHARS"]
     if text is not None and len(text) > max_chars:
-        raise AnalysisInputError(f"The text is longer than {max_chars} characters.")
+        raise AnalysisInputError(_l("The text is longer than %(max)d characters.", max=max_chars))
 
     # Every SQLite transaction here is BEGIN IMMEDIATE (see database.py), and loading the user opened
     # one. End it before inference so a slow model never holds the database's write lock.

@@ -51,6 +51,9 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "REMEMBER_COOKIE_SAMESITE": "Lax",
         "REMEMBER_COOKIE_SECURE": False,
         "WTF_CSRF_TIME_LIMIT": 3600,
+        # Interface language (webapp/i18n.py); the catalogues ship with the code, not in instance/.
+        "BABEL_DEFAULT_LOCALE": "en",
+        "BABEL_TRANSLATION_DIRECTORIES": str(Path(__file__).resolve().parent / "translations"),
         # Model service (see webapp/inference/settings.py).
         "PRISM_MODEL_BACKEND": "transformers",
         "PRISM_CAPTION_MODEL": "nlpconnect/vit-gpt2-image-captioning",

@@ -1,8 +1,13 @@
-"""Error pages and JSON errors. Nothing here shows a traceback; 500s roll the session back."""
+"""Error pages and JSON errors. Nothing here shows a traceback; 500s roll the session back.
+
+Messages are translated for pages; JSON errors are English (the locale selector forces English there).
+"""
 
 from __future__ import annotations
 
 from flask import Flask, jsonify, render_template, request
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -26,20 +31,20 @@ def api_error(status: int, message: str, *, retry_after: int | None = None, **ex
 
 
 _MESSAGES = {
-    400: "The request could not be understood.",
-    401: "Please sign in.",
-    403: "You do not have access to this page.",
-    404: "There is nothing here, or it is not yours to see.",
-    405: "That method is not allowed here.",
-    413: "The upload is too large.",
-    429: "Too many requests; slow down and try again.",
-    500: "Something went wrong on our side. Nothing you submitted was saved half-way.",
-    503: "Prism is busy or a model is not ready. Please try again shortly.",
+    400: _l("The request could not be understood."),
+    401: _l("Please sign in."),
+    403: _l("You do not have access to this page."),
+    404: _l("There is nothing here, or it is not yours to see."),
+    405: _l("That method is not allowed here."),
+    413: _l("The upload is too large."),
+    429: _l("Too many requests; slow down and try again."),
+    500: _l("Something went wrong on our side. Nothing you submitted was saved half-way."),
+    503: _l("Prism is busy or a model is not ready. Please try again shortly."),
 }
 
 
 def _render(status: int, message: str | None = None):
-    message = message or _MESSAGES.get(status, "Error")
+    message = str(message or _MESSAGES.get(status, _l("Error")))
     if wants_json():
         return api_error(status, message)
     return render_template("errors/error.html", status=status, message=message), status
@@ -51,11 +56,13 @@ def register(app: Flask) -> None:
         db.session.rollback()
         audit.record(audit.CSRF_FAILED, details={"path": request.path[:200], "reason": error.description})
         db.session.commit()
-        return _render(400, "The form expired or was sent from elsewhere. Reload the page and try again.")
+        return _render(400, _("The form expired or was sent from elsewhere. Reload the page and try again."))
 
     @app.errorhandler(413)
     def too_large(error):
-        return _render(413, f"The upload is larger than the {human_size(app.config['MAX_CONTENT_LENGTH'])} limit.")
+        return _render(
+            413, _("The upload is larger than the %(limit)s limit.", limit=human_size(app.config["MAX_CONTENT_LENGTH"]))
+        )
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

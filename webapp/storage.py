@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from flask_babel import lazy_gettext as _l
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
@@ -41,7 +42,11 @@ def human_size(num_bytes: int) -> str:
 
 
 class UploadRejected(ValueError):
-    """The upload is not an acceptable image; the message is safe to show to the user."""
+    """The upload is not an acceptable image; the message is safe to show to the user.
+
+    The message is a lazy string: ``str(exc)`` renders it in the current request's language, and in
+    English outside a request or in the JSON API.
+    """
 
 
 @dataclass(frozen=True)
@@ -62,9 +67,9 @@ class ValidatedImage:
 
 def validate_image(data: bytes, filename: str | None, *, max_bytes: int, max_pixels: int) -> ValidatedImage:
     if not data:
-        raise UploadRejected("The uploaded file is empty.")
+        raise UploadRejected(_l("The uploaded file is empty."))
     if len(data) > max_bytes:
-        raise UploadRejected(f"The image is larger than {human_size(max_bytes)}.")
+        raise UploadRejected(_l("The image is larger than %(size)s.", size=human_size(max_bytes)))
     try:
         # Image.open reads only the header, so the pixel count is checked before any decoding.
         # Pillow's global MAX_IMAGE_PIXELS is left alone (mutating it is not thread-safe); our cap
@@ -73,18 +78,18 @@ def validate_image(data: bytes, filename: str | None, *, max_bytes: int, max_pix
             image_format = image.format
             width, height = image.size
             if width * height > max_pixels:
-                raise UploadRejected("The image has too many pixels (possible decompression bomb).")
+                raise UploadRejected(_l("The image has too many pixels (possible decompression bomb)."))
             image.load()  # full decode: catches truncated and malformed files
     except UploadRejected:
         raise
     except Image.DecompressionBombError:
-        raise UploadRejected("The image has too many pixels (possible decompression bomb).") from None
+        raise UploadRejected(_l("The image has too many pixels (possible decompression bomb).")) from None
     except UnidentifiedImageError:
-        raise UploadRejected("The file is not a supported image (PNG, JPEG, WebP, GIF, BMP or TIFF).") from None
+        raise UploadRejected(_l("The file is not a supported image (PNG, JPEG, WebP, GIF, BMP or TIFF).")) from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise UploadRejected(f"The image could not be read ({type(exc).__name__}).") from None
+        raise UploadRejected(_l("The image could not be read (%(error)s).", error=type(exc).__name__)) from None
     if image_format not in ALLOWED_FORMATS:
-        raise UploadRejected("The file is not a supported image.")
+        raise UploadRejected(_l("The file is not a supported image."))
     clean_name = display_filename(filename)
     return ValidatedImage(
         data=data,

@@ -2,6 +2,7 @@
 // - drag-and-drop and clipboard paste onto the image field, with a preview;
 // - a visible "Analysing…" state (and no double submit) while the server runs the models;
 // - confirmation before destructive POST buttons; copy-to-clipboard for new API tokens.
+// Texts shown by this file come translated from the page's data-* attributes.
 (function () {
   "use strict";
 
@@ -9,7 +10,7 @@
     var preview = zone.querySelector("[data-preview]");
     if (!preview || !file || !file.type || file.type.indexOf("image/") !== 0) return;
     preview.src = URL.createObjectURL(file);
-    preview.alt = "Preview of " + (file.name || "pasted image");
+    preview.alt = preview.dataset.alt + (file.name ? ": " + file.name : "");
     preview.hidden = false;
   }
 
@@ -61,7 +62,7 @@
       setTimeout(function () {
         delete form.dataset.submitting;
         if (button) button.disabled = false;
-        if (busy) busy.textContent = "Still waiting… you can submit again.";
+        if (busy) busy.textContent = busy.dataset.stillWaiting;
       }, 90000);
     });
   });
@@ -76,7 +77,7 @@
     button.addEventListener("click", function () {
       var target = document.querySelector(button.dataset.copy);
       if (target && navigator.clipboard) {
-        navigator.clipboard.writeText(target.textContent.trim()).then(function () { button.textContent = "Copied"; });
+        navigator.clipboard.writeText(target.textContent.trim()).then(function () { button.textContent = button.dataset.copied; });
       }
     });
   });

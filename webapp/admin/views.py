@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import func, select
 
@@ -8,6 +9,7 @@ from .. import audit
 from ..analyses import HistoryFilters, select_history
 from ..extensions import db, login_manager
 from ..history.views import export_response
+from ..i18n import ROLE_NAMES
 from ..models import SCENARIOS, SENTIMENT_LABELS, Analysis, AuditEvent, User
 from ..scenarios import SCENARIO_PAGES
 from .forms import RoleForm
@@ -66,9 +68,9 @@ def set_role(user_id: int):
     user = db.get_or_404(User, user_id)
     form = RoleForm(prefix=f"u{user.id}")
     if not form.validate_on_submit():
-        flash("Choose one of the listed roles.", "error")
+        flash(_("Choose one of the listed roles."), "error")
     elif user.id == current_user.id:
-        flash("You cannot change your own role; ask another admin.", "error")
+        flash(_("You cannot change your own role; ask another admin."), "error")
     elif form.role.data != user.role:
         previous = user.role
         user.role = form.role.data
@@ -76,7 +78,7 @@ def set_role(user_id: int):
             audit.ROLE_CHANGED, target=user, details={"from": previous, "to": user.role, "username": user.username}
         )
         db.session.commit()
-        flash(f"{user.username} is now {user.role}.", "success")
+        flash(_("%(username)s is now %(role)s.", username=user.username, role=ROLE_NAMES[user.role]), "success")
     return redirect(url_for("admin.users", page=request.args.get("page", type=int)))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
 from ..extensions import db, login_manager
@@ -13,6 +14,10 @@ def login_manager_setup(app: Flask) -> None:
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message_category = "info"
+    # Flask-Login's own text, made lazy; str() renders it in the request's language when it is
+    # flashed (the session stores plain strings only).
+    login_manager.login_message = _l("Please log in to access this page.")
+    login_manager.localize_callback = str
     # "strong" drops the session when the client's IP/user agent hash changes.
     login_manager.session_protection = "strong"
 

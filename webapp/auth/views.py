@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -8,6 +9,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from .. import audit
 from ..extensions import db
 from ..forms import EmptyForm
+from ..i18n import clear_session_keeping_locale
 from ..models import ApiToken, User, utcnow
 from ..security import is_safe_redirect
 from .forms import LoginForm, RegisterForm, TokenForm
@@ -26,7 +28,7 @@ def _spend_hash_time(password: str) -> None:
 
 
 def _start_session(user: User, remember: bool) -> None:
-    session.clear()  # a fresh session on login: nothing set before authentication survives it
+    clear_session_keeping_locale()  # a fresh session on login: only the language choice survives it
     login_user(user, remember=remember)
 
 
@@ -38,7 +40,7 @@ def register():
     if form.validate_on_submit():
         username = form.username.data.strip()
         if db.session.scalar(User.by_username(username)) is not None:
-            form.username.errors.append("That username is taken.")
+            form.username.errors.append(_("That username is taken."))
         else:
             user = User(username=username, role="user")
             user.set_password(form.password.data, current_app.config["PRISM_PASSWORD_HASH_METHOD"])
@@ -47,7 +49,7 @@ def register():
             audit.record(audit.REGISTER, actor=user, target=user)
             db.session.commit()
             _start_session(user, remember=False)
-            flash("Welcome to Prism. Pick a scenario to analyse your first image or text.", "success")
+            flash(_("Welcome to Prism. Pick a scenario to analyse your first image or text."), "success")
             return redirect(url_for("main.index"))
     return render_template("auth/register.html", form=form)
 
@@ -70,7 +72,7 @@ def login():
             return redirect(next_url if is_safe_redirect(next_url) else url_for("main.index"))
         audit.record(audit.LOGIN_FAILED, details={"username": username[:64]})
         db.session.commit()
-        flash("Invalid username or password.", "error")
+        flash(_("Invalid username or password."), "error")
     return render_template("auth/login.html", form=form)
 
 
@@ -83,8 +85,8 @@ def logout():
         audit.record(audit.LOGOUT, actor=user, target=user)
         db.session.commit()
         logout_user()
-        session.clear()
-        flash("You are signed out.", "info")
+        clear_session_keeping_locale()
+        flash(_("You are signed out."), "info")
     return redirect(url_for("auth.login"))
 
 
@@ -116,5 +118,5 @@ def revoke_token(token_id: int):
         token.revoked_at = utcnow()
         audit.record(audit.TOKEN_REVOKED, target=token, details={"name": token.name})
         db.session.commit()
-        flash(f"Token “{token.name}” revoked.", "info")
+        flash(_("Token “%(name)s” revoked.", name=token.name), "info")
     return redirect(url_for("auth.account"))

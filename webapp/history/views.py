@@ -15,6 +15,7 @@ from flask import (
     stream_with_context,
     url_for,
 )
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from .. import audit
@@ -98,7 +99,7 @@ def delete(analysis_id: int):
     if EmptyForm().validate_on_submit():
         delete_analysis(analysis)
         db.session.commit()
-        flash("The record and its image were deleted.", "info")
+        flash(_("The record and its image were deleted."), "info")
     return redirect(url_for("history.index"))
 
 

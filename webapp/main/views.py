@@ -1,12 +1,14 @@
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, render_template
+from flask import Blueprint, jsonify, redirect, render_template, request, session, url_for
 from sqlalchemy import text
 
 from .. import __version__
 from ..extensions import db
+from ..i18n import LANGUAGES, LOCALES, NAMES, SESSION_KEY, current_locale, html_lang
 from ..inference import ModelState, get_model_service
 from ..scenarios import SCENARIO_PAGES
+from ..security import is_safe_redirect
 from ..storage import human_size
 
 bp = Blueprint("main", __name__)
@@ -23,6 +25,10 @@ def inject_model_statuses():
         ],
         "app_version": __version__,
         "scenario_nav": SCENARIO_PAGES,
+        "locale": current_locale(),
+        "html_lang": html_lang(),
+        "languages": LANGUAGES,
+        "names": NAMES,
     }
 
 
@@ -32,6 +38,18 @@ bp.add_app_template_filter(human_size, "human_size")
 @bp.route("/")
 def index():
     return render_template("main/index.html", pages=SCENARIO_PAGES)
+
+
+@bp.route(f"/lang/<any({', '.join(LOCALES)}):code>")
+def set_language(code: str):
+    """Remember the interface language in the session and go back to ``next`` (same-site paths only).
+
+    A GET link on purpose, with no CSRF token: it changes only a display preference, so a forged
+    request can do no more than switch someone's language, and the switcher works without a form.
+    """
+    session[SESSION_KEY] = code
+    next_url = request.args.get("next")
+    return redirect(next_url if is_safe_redirect(next_url) else url_for("main.index"))
 
 
 @bp.route("/healthz")

@@ -1,0 +1,93 @@
+"""Interface language: English (the default) and Simplified Chinese, with Flask-Babel.
+
+The locale of a request is, first match wins: the choice made with the language switcher (kept in
+the session), the browser's best Accept-Language match, English. JSON responses (the API and
+``/healthz``) are always English: programs parse them, and their callers rarely send a language.
+"""
+
+from __future__ import annotations
+
+from flask import has_request_context, request, session
+from flask_babel import force_locale, get_locale
+from flask_babel import lazy_gettext as _l
+from werkzeug.datastructures import LanguageAccept
+
+from .errors import wants_json
+
+DEFAULT_LOCALE = "en"
+# Locale -> (its <html lang> tag, its name in itself for the switcher). "zh" is Simplified Chinese.
+LANGUAGES = {"en": ("en", "English"), "zh": ("zh-Hans", "中文")}
+LOCALES = tuple(LANGUAGES)
+SESSION_KEY = "locale"
+# Subtags that mean Traditional Chinese, which this catalogue is not (zh-TW, zh-HK, zh-MO, zh-Hant).
+_TRADITIONAL_SUBTAGS = frozenset({"hant", "tw", "hk", "mo"})
+
+# Display names of stored codes; the codes themselves stay in URLs, CSS classes, exports and the API.
+SENTIMENT_NAMES = {"negative": _l("Negative"), "neutral": _l("Neutral"), "positive": _l("Positive")}
+BAND_NAMES = {"high": _l("high"), "medium": _l("medium"), "low": _l("low")}
+ROLE_NAMES = {"user": _l("user"), "teacher": _l("teacher"), "clinician": _l("clinician"), "admin": _l("admin")}
+MODEL_NAMES = {"caption": _l("caption model"), "sentiment": _l("sentiment model")}
+STATE_NAMES = {
+    "not_loaded": _l("not loaded"),
+    "downloading": _l("downloading"),
+    "loading": _l("loading"),
+    "ready": _l("ready"),
+    "failed": _l("failed"),
+}
+NAMES = {
+    "sentiment": SENTIMENT_NAMES,
+    "band": BAND_NAMES,
+    "role": ROLE_NAMES,
+    "model": MODEL_NAMES,
+    "state": STATE_NAMES,
+}
+
+
+def match_accept_language(accept: LanguageAccept) -> str | None:
+    """The first supported locale in the client's order of preference: en-*, and zh, zh-CN, zh-SG or
+    zh-Hans for Simplified Chinese; None when nothing matches (the caller falls back to English)."""
+    for value, quality in accept:
+        if quality <= 0:
+            continue
+        language, *subtags = value.lower().replace("_", "-").split("-")
+        if language == "zh" and not _TRADITIONAL_SUBTAGS.isdisjoint(subtags):
+            continue
+        if language in LOCALES:
+            return language
+    return None
+
+
+def select_locale() -> str | None:
+    """Flask-Babel's locale selector. None (Flask-Babel's default, English) outside a request."""
+    if not has_request_context() or wants_json():
+        return None
+    chosen = session.get(SESSION_KEY)
+    if chosen in LOCALES:
+        return chosen
+    return match_accept_language(request.accept_languages)
+
+
+def current_locale() -> str:
+    locale = get_locale()
+    return locale.language if locale is not None and locale.language in LOCALES else DEFAULT_LOCALE
+
+
+def html_lang() -> str:
+    """The ``<html lang>`` value: a BCP 47 tag naming the script for Chinese."""
+    return LANGUAGES[current_locale()][0]
+
+
+def in_english(message: object) -> str:
+    """``message`` (a lazy string, or an exception carrying one) rendered in English, for the audit
+    log, which must read the same whoever triggered the event."""
+    with force_locale(DEFAULT_LOCALE):
+        return str(message)
+
+
+def clear_session_keeping_locale() -> None:
+    """``session.clear()`` for login and logout, keeping only the language choice: a display
+    preference, validated against LOCALES, is no authentication state to fixate."""
+    chosen = session.get(SESSION_KEY)
+    session.clear()
+    if chosen in LOCALES:
+        session[SESSION_KEY] = chosen
