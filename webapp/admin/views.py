@@ -1,16 +1,16 @@
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import func, select
 
 from .. import audit
-from ..analyses import HistoryFilters, select_history
+from ..analyses import HistoryFilters
 from ..extensions import db, login_manager
-from ..history.views import export_response
+from ..history.views import export_response, render_history_list
 from ..i18n import ROLE_NAMES
-from ..models import SCENARIOS, SENTIMENT_LABELS, Analysis, AuditEvent, User
+from ..models import Analysis, AuditEvent, User
 from ..scenarios import SCENARIO_PAGES
 from .forms import RoleForm
 
@@ -84,22 +84,7 @@ def set_role(user_id: int):
 
 @bp.route("/analyses")
 def analyses():
-    filters = HistoryFilters.from_args(request.args, allow_owner=True)
-    page = db.paginate(
-        select_history(filters, owner=None),
-        per_page=current_app.config["PRISM_PAGE_SIZE"],
-        max_per_page=100,
-        error_out=False,
-    )
-    return render_template(
-        "admin/analyses.html",
-        page=page,
-        filters=filters,
-        scenarios=SCENARIOS,
-        sentiments=SENTIMENT_LABELS,
-        scenario_pages=SCENARIO_PAGES,
-        endpoint="admin.analyses",
-    )
+    return render_history_list("admin/analyses.html", owner=None, endpoint="admin.analyses")
 
 
 @bp.route("/analyses/export.<any(csv, json):fmt>")

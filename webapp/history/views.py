@@ -49,24 +49,29 @@ def _visible_or_404(analysis_id: int, *, part: str) -> Analysis:
     return analysis
 
 
-@bp.route("/")
-def index():
-    filters = HistoryFilters.from_args(request.args)
+def render_history_list(template: str, *, owner, endpoint: str) -> str:
+    """A filtered, paginated listing: ``owner``'s records, or everyone's when ``owner`` is None (admin)."""
+    filters = HistoryFilters.from_args(request.args, allow_owner=owner is None)
     page = db.paginate(
-        select_history(filters, owner=current_user),
+        select_history(filters, owner=owner),
         per_page=current_app.config["PRISM_PAGE_SIZE"],
         max_per_page=100,
         error_out=False,
     )
     return render_template(
-        "history/index.html",
+        template,
         page=page,
         filters=filters,
         scenarios=SCENARIOS,
         sentiments=SENTIMENT_LABELS,
         scenario_pages=SCENARIO_PAGES,
-        endpoint="history.index",
+        endpoint=endpoint,
     )
+
+
+@bp.route("/")
+def index():
+    return render_history_list("history/index.html", owner=current_user, endpoint="history.index")
 
 
 @bp.route("/<int:analysis_id>")
