@@ -273,3 +273,32 @@ def test_placement_resolution_and_refusals(make_settings):
         resolve_placement(make_settings(precision="fp8"))
     with pytest.raises(ValueError, match="PRISM_DEVICE"):
         resolve_placement(replace(make_settings(), device="tpu"))
+
+
+def test_callers_still_preparing_their_item_join_the_batch():
+    """Items announced before the batch starts join it even when their preprocessing outlasts the window."""
+    batch_sizes: list[int] = []
+
+    def run_batch(batch):
+        batch_sizes.append(len(batch))
+        return batch
+
+    def slow_prepare(item):
+        time.sleep(item)  # the item is its own preparation time
+        return item
+
+    batcher = MicroBatcher("test", run_batch, max_batch=8, window_seconds=0.005, queue_size=8, max_wait_seconds=2)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        slow = [pool.submit(batcher.submit, delay, 10, slow_prepare) for delay in (0.05, 0.1)]
+        time.sleep(0.01)  # both slow callers have announced themselves and are preparing
+        fast = pool.submit(batcher.submit, 0.0, 10, slow_prepare)
+        assert sorted([fast.result(), *(future.result() for future in slow)]) == [0.0, 0.05, 0.1]
+    assert batch_sizes == [3]
+
+
+def test_a_lone_caller_is_not_held_for_company():
+    """With nobody else preparing an item, a request runs after the short window, not the long patience."""
+    batcher = MicroBatcher(
+        "test", lambda batch: batch, max_batch=8, window_seconds=0.001, queue_size=8, max_wait_seconds=30
+    )
+    assert batcher.submit("alone", timeout=5) == "alone"  # would time out if it waited max_wait_seconds

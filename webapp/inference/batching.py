@@ -1,12 +1,16 @@
 """Dynamic micro-batching with a bounded queue: one worker thread per model.
 
 Concurrent requests are queued; the worker takes the first, keeps collecting for up to
-``window_seconds`` (or until ``max_batch`` items), and runs them as one batch. A lone request pays at
-most the window (a few ms); under load the batch fills while the previous one runs, so the window
-rarely matters. The single worker also serialises every use of the (non-thread-safe) tokenizer and
-model. A full queue is refused at once (``QueueFull``) so the web tier can answer 503 with
-Retry-After instead of letting requests pile up until a server timeout; a caller that waited longer
-than ``timeout`` gets ``InferenceTimeout`` and its queued item is dropped if not yet started.
+``window_seconds`` (or until ``max_batch`` items), and runs them as one batch. Callers announce
+themselves while they preprocess their item (``submit(..., prepare=...)``), and the worker keeps
+waiting, up to ``max_wait_seconds``, while such an announced item is still on its way: a burst of
+clients whose preprocessing is spread out by the GIL then shares one batch instead of splitting
+into two, and a lone request never waits for company that is not coming.
+
+The single worker also serialises every use of the (non-thread-safe) tokenizer and model. A full
+queue is refused at once (``QueueFull``) so the web tier can answer 503 with Retry-After instead
+of letting requests pile up until a server timeout; a caller that waited longer than ``timeout``
+gets ``InferenceTimeout`` and its queued item is dropped if not yet started.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class MicroBatcher:
         max_batch: int,
         window_seconds: float,
         queue_size: int,
+        max_wait_seconds: float = 0.1,
     ):
         if max_batch < 1 or queue_size < 1:
             raise ValueError("max_batch and queue_size must be at least 1")
@@ -51,6 +56,9 @@ class MicroBatcher:
         self._run_batch = run_batch
         self.max_batch = max_batch
         self.window_seconds = window_seconds
+        self.max_wait_seconds = max(max_wait_seconds, window_seconds)
+        self._arriving = 0  # callers preparing an item they are about to queue
+        self._arriving_lock = threading.Lock()
         self._queue: queue.Queue[_Job] = queue.Queue(maxsize=queue_size)
         self._start_lock = threading.Lock()
         self._worker: threading.Thread | None = None
@@ -75,14 +83,24 @@ class MicroBatcher:
                 self._worker = threading.Thread(target=self._loop, name=f"prism-batch-{self.name}", daemon=True)
                 self._worker.start()
 
-    def submit(self, payload: Any, timeout: float) -> Any:
-        """Run ``payload`` in the next batch and return its result; raises the batch's exception."""
+    def submit(self, payload: Any, timeout: float, prepare: Callable[[Any], Any] | None = None) -> Any:
+        """Run ``payload`` (after ``prepare(payload)`` on this thread, if given) in the next batch.
+
+        Returns the item's result or raises the batch's exception, ``QueueFull`` or ``InferenceTimeout``.
+        """
         self._ensure_worker()
-        job = _Job(payload)
+        with self._arriving_lock:
+            self._arriving += 1
         try:
+            if prepare is not None:
+                payload = prepare(payload)
+            job = _Job(payload)
             self._queue.put_nowait(job)
         except queue.Full:
             raise QueueFull(f"{self.name}: {self._queue.maxsize} requests already waiting") from None
+        finally:
+            with self._arriving_lock:
+                self._arriving -= 1
         try:
             return job.future.result(timeout=timeout)
         except FutureTimeout:
@@ -91,13 +109,24 @@ class MicroBatcher:
 
     def _collect(self) -> list[_Job]:
         batch = [self._queue.get()]
-        deadline = time.monotonic() + self.window_seconds
+        started = time.monotonic()
+        window_end, patience_end = started + self.window_seconds, started + self.max_wait_seconds
         while len(batch) < self.max_batch:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            if now < window_end:
+                timeout = window_end - now
+            elif self._arriving and now < patience_end:
+                timeout = min(0.002, patience_end - now)  # an announced item is being prepared: wait for it
+            else:
+                try:
+                    batch.append(self._queue.get_nowait())
+                    continue
+                except queue.Empty:
+                    break
             try:
-                batch.append(self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait())
+                batch.append(self._queue.get(timeout=timeout))
             except queue.Empty:
-                break
+                continue
         return batch
 
     def _run(self, jobs: list[_Job]) -> None:

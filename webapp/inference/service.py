@@ -179,8 +179,11 @@ class ModelSlot(Generic[M]):
         """
         model = self.get()
         try:
-            prepared = self._prepare(model, item)
-            result = self.batcher.submit(prepared, timeout=self._settings.inference_timeout_seconds)
+            result = self.batcher.submit(
+                item,
+                timeout=self._settings.inference_timeout_seconds,
+                prepare=lambda raw: self._prepare(model, raw),
+            )
         except (QueueFull, InferenceTimeout) as exc:
             logger.warning("%s request shed: %s", self.kind, exc)
             raise ModelUnavailable(
