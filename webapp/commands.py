@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import tempfile
+import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
 from flask import Flask, current_app
@@ -109,8 +114,118 @@ def create_token_command(username: str, name: str) -> None:
     click.echo(secret)
 
 
+@click.command("bench")
+@click.option(
+    "--arch",
+    "arches",
+    multiple=True,
+    metavar="ARCH",
+    help="Bench a checkpoint of this architecture with random weights instead of the configured models: "
+    "vit-gpt2, blip-base (captions) or sentiment-distilbert. Repeatable, one per kind.",
+)
+@click.option(
+    "--items", type=click.IntRange(min=1), help="Requests per client level [default: 12 captions, 192 texts]."
+)
+@click.option("--clients", default="1,4,8,16", show_default=True, help="Concurrent clients per level, comma-separated.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the JSON [default: bench-results/bench-<arch>-<UTC time>.json].",
+)
+@click.option("--history-rows", type=click.IntRange(min=1), default=100_000, show_default=True)
+@click.option("--only", type=click.Choice(["models", "history"]), help="Run one of the two benches.")
+@with_appcontext
+def bench_command(
+    arches: tuple[str, ...], items: int | None, clients: str, out: Path | None, history_rows: int, only: str | None
+) -> None:
+    """Measure the model service against the naive way, and the history pages on a large database.
+
+    Prints a table per bench and every target of the performance issue as PASS/MISS, and writes all
+    of it as JSON. Run it on a quiet machine: the numbers are only as steady as the CPU is idle.
+    """
+    from . import PROJECT_ROOT, history_bench
+
+    try:
+        levels = tuple(sorted({int(part) for part in clients.split(",") if part.strip()}))
+    except ValueError:
+        raise click.BadParameter(
+            "use whole numbers separated by commas, e.g. 1,4,8,16", param_hint="--clients"
+        ) from None
+    if not levels or min(levels) < 1:
+        raise click.BadParameter("at least one level of one client or more", param_hint="--clients")
+    result: dict[str, Any] = {}
+    found: list[dict[str, Any]] = []
+    if only != "history":
+        result["models"] = _bench_models(arches, items, levels)
+        found += result["models"]["targets"]
+    if only != "models":
+        click.echo("")
+        result["history"] = history_bench.run(history_rows, echo=click.echo)
+        click.echo(history_bench.format_table(result["history"]))
+        found.append(history_bench.target(result["history"]))
+    result["targets"] = found
+    click.echo("\nTargets (every number measured in this run):")
+    for target in found:
+        verdict = {True: "PASS", False: "MISS", None: "n/a "}[target["passed"]]
+        measured = "not measured" if target["measured"] is None else f"{target['measured']:.2f}"
+        click.echo(f"  {verdict}  {target['name']}: {measured} (goal {target['goal']})")
+    if out is None:
+        label = "+".join(arches) if only != "history" and arches else only or "configured"
+        out = PROJECT_ROOT / "bench-results" / f"bench-{label}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    click.echo(f"\nWrote {out}")
+
+
+def _bench_models(arches: tuple[str, ...], items: int | None, levels: tuple[int, ...]) -> dict[str, Any]:
+    """The model bench on ``--arch`` checkpoints built in a temporary directory, or the configured models."""
+    from .inference import bench
+    from .inference.hub import ModelSourceError
+    from .inference.settings import InferenceSettings
+
+    settings = InferenceSettings.from_config(current_app.config)
+    unknown = [arch for arch in arches if arch not in bench.ARCHES]
+    if unknown:
+        raise click.BadParameter(f"{unknown[0]!r}; choose from {', '.join(bench.ARCHES)}", param_hint="--arch")
+    kinds = [bench.ARCHES[arch] for arch in arches]
+    if len(set(kinds)) != len(kinds):
+        raise click.BadParameter("at most one caption and one sentiment architecture per run", param_hint="--arch")
+    if not arches and settings.backend != "transformers":
+        raise click.ClickException(
+            f"PRISM_MODEL_BACKEND is {settings.backend!r}: the bench measures the transformers backend "
+            "(set it, or use --arch)."
+        )
+    options = bench.BenchOptions(clients=levels, items=items)
+    with tempfile.TemporaryDirectory(prefix="prism-bench-") as tmp:
+        sources = {"caption": None, "sentiment": None}
+        if arches:
+            settings = replace(settings, backend="transformers", offline=True)
+            for arch, kind in zip(arches, kinds, strict=True):
+                click.echo(f"building {arch} with random weights (real architecture and size)")
+                started = time.perf_counter()
+                sources[kind] = str(bench.build_arch(arch, Path(tmp) / arch))
+                click.echo(f"  built in {time.perf_counter() - started:.1f} s")
+        else:
+            sources = {"caption": settings.caption_model, "sentiment": settings.sentiment_model}
+        try:
+            result = bench.run(
+                settings,
+                caption_model=sources["caption"],
+                sentiment_model=sources["sentiment"],
+                options=options,
+                random_weights=bool(arches),
+                echo=click.echo,
+            )
+        except (ModelSourceError, OSError, ValueError) as exc:
+            raise click.ClickException(f"the model bench could not load a model: {exc}") from exc
+    result["arch"] = list(arches) or None
+    click.echo("")
+    click.echo(bench.format_report(result))
+    return result
+
+
 def register(app: Flask) -> None:
     from .inference.cli import models_cli
 
-    for command in (create_admin_command, set_role_command, create_token_command, models_cli):
+    for command in (create_admin_command, set_role_command, create_token_command, models_cli, bench_command):
         app.cli.add_command(command)
