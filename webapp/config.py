@@ -70,7 +70,7 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "PRISM_PRECISION": "auto",
         "PRISM_CAPTION_MAX_BATCH": 8,
         "PRISM_SENTIMENT_MAX_BATCH": 32,
-        "PRISM_BATCH_WINDOW_MS": 5.0,
+        "PRISM_BATCH_WINDOW_MS": 0.0,
         "PRISM_QUEUE_SIZE": 32,
         "PRISM_INFERENCE_TIMEOUT": 30.0,
     }

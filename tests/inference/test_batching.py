@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -147,7 +148,7 @@ def test_batched_captions_equal_unbatched_captions_in_fp32(request, make_setting
     def first_step_scores(batch):
         with torch.inference_mode():
             out = model.model.generate(
-                pixel_values=torch.stack(batch),
+                pixel_values=torch.from_numpy(np.stack(batch)),
                 **model.generate_kwargs,
                 output_scores=True,
                 return_dict_in_generate=True,
@@ -163,14 +164,14 @@ def test_batched_captions_equal_unbatched_captions_in_fp32(request, make_setting
 
 
 def test_length_buckets_bound_padding_and_batch_size():
-    """Groups cover every index once, stay within max_batch, and pad by at most 25% (beyond singletons)."""
+    """Groups cover every index once, stay within max_batch, and pad by at most 50% (beyond singletons)."""
     lengths = [5, 120, 7, 6, 118, 60, 64, 5, 9, 100, 33, 31]
     groups = length_buckets(lengths, max_batch=3)
     assert sorted(index for group in groups for index in group) == list(range(len(lengths)))
     for group in groups:
         assert len(group) <= 3
         real = sum(lengths[index] for index in group)
-        assert max(lengths[index] for index in group) * len(group) <= real * 1.25 or len(group) == 1
+        assert max(lengths[index] for index in group) * len(group) <= real * 1.5 or len(group) == 1
     assert length_buckets([], max_batch=4) == []
 
 

@@ -26,7 +26,9 @@ class InferenceSettings:
     precision: str = "fp32"  # "auto", "fp32", "bf16", "fp16" (cuda) or "int8" (dynamic, CPU)
     caption_max_batch: int = 8
     sentiment_max_batch: int = 32
-    batch_window_ms: float = 5.0  # how long the model worker waits for more requests to batch
+    # Extra wait for company after the first item; callers already preparing an item are waited for
+    # regardless (batching.py), so 0 costs a lone user nothing and bursts still batch.
+    batch_window_ms: float = 0.0
     queue_size: int = 32  # requests waiting per model before new ones are refused (503)
     inference_timeout_seconds: float = 30.0  # a request's wait for its result, queue included
 
