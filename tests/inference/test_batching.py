@@ -203,7 +203,7 @@ def test_service_prepares_images_on_the_request_thread(make_settings, monkeypatc
     )
     service.caption(_images()[0])
     assert threads["prepare"] == threading.current_thread().name
-    assert threads["generate"] == "prism-batch-caption"
+    assert threads["generate"] == "prism-inference"
 
 
 def test_overloaded_service_answers_busy_with_retry_after(make_settings, monkeypatch):
@@ -303,3 +303,25 @@ def test_a_lone_caller_is_not_held_for_company():
         "test", lambda batch: batch, max_batch=8, window_seconds=0.001, queue_size=8, max_wait_seconds=30
     )
     assert batcher.submit("alone", timeout=5) == "alone"  # would time out if it waited max_wait_seconds
+
+
+def test_one_inference_thread_serves_both_models_and_close_ends_it(make_settings):
+    """Caption and sentiment batches run on the same thread; close() ends that thread and unloads the models."""
+    service = ModelService(make_settings())
+    seen: set[str] = set()
+    caption_model, sentiment_model = service.caption_slot.get(), service.sentiment_slot.get()
+    for model, name in ((caption_model, "caption_prepared"), (sentiment_model, "classify")):
+        original = getattr(model, name)
+
+        def spy(batch, original=original):
+            seen.add(threading.current_thread().name)
+            return original(batch)
+
+        setattr(model, name, spy)
+    service.caption(_images()[0])
+    service.sentiment("fine")
+    assert seen == {"prism-inference"}
+    thread = next(t for t in threading.enumerate() if t.name == "prism-inference" and t is service.worker._thread)
+    service.close()
+    assert not thread.is_alive()
+    assert [status.state.value for status in service.statuses()] == ["not_loaded", "not_loaded"]

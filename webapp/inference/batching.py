@@ -1,21 +1,28 @@
-"""Dynamic micro-batching with a bounded queue: one worker thread per model.
+"""Dynamic micro-batching with bounded queues, run by one inference thread per process.
 
-Concurrent requests are queued; the worker takes the first, keeps collecting for up to
-``window_seconds`` (or until ``max_batch`` items), and runs them as one batch. Callers announce
-themselves while they preprocess their item (``submit(..., prepare=...)``), and the worker keeps
-waiting, up to ``max_wait_seconds``, while such an announced item is still on its way: a burst of
-clients whose preprocessing is spread out by the GIL then shares one batch instead of splitting
-into two, and a lone request never waits for company that is not coming.
+Each model has a ``MicroBatcher``: a bounded queue plus the rule for cutting a batch from it. The
+``InferenceWorker`` thread runs the batches of every model registered with it, always serving the
+model whose oldest item has waited longest. When it cuts a batch it takes what is queued (up to
+``max_batch``), waits up to ``window_seconds`` for more, and keeps waiting, up to
+``max_wait_seconds``, while callers are still preparing an item they announced
+(``submit(..., prepare=...)``): a burst of clients whose preprocessing is spread out by the GIL then
+shares one batch instead of splitting into two, and a lone request never waits for company that is
+not coming.
 
-The single worker also serialises every use of the (non-thread-safe) tokenizer and model. A full
-queue is refused at once (``QueueFull``) so the web tier can answer 503 with Retry-After instead
-of letting requests pile up until a server timeout; a caller that waited longer than ``timeout``
-gets ``InferenceTimeout`` and its queued item is dropped if not yet started.
+Why one thread for all models: it is the only thread that touches tokenizers and models (which are
+not thread-safe), and torch work runs fastest when a single long-lived thread does it. Measured
+here, once a second long-lived thread has run a parallel torch op, torch work on the first is
+20-25% slower (two OpenMP thread teams on 2 cores; libgomp then stops spinning between parallel
+regions). Two models computing side by side would share the same cores anyway.
+
+A full queue is refused at once (``QueueFull``) so the web tier can answer 503 with Retry-After
+instead of letting requests pile up until a server timeout; a caller that waited longer than
+``timeout`` gets ``InferenceTimeout`` and its queued item is dropped if not yet started.
 """
 
 from __future__ import annotations
 
-import queue
+import collections
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +44,56 @@ class InferenceTimeout(RuntimeError):
 class _Job:
     payload: Any
     future: Future = field(default_factory=Future)
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+class InferenceWorker:
+    """The thread that runs every registered batcher's batches, oldest waiting item first."""
+
+    def __init__(self, name: str = "prism-inference"):
+        self.name = name
+        self.changed = threading.Condition()  # guards every registered batcher's queue
+        self._batchers: list[MicroBatcher] = []
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def register(self, batcher: MicroBatcher) -> None:
+        with self.changed:
+            self._batchers.append(batcher)
+
+    def ensure_running(self) -> None:
+        # Started on first use, not at construction: under a forking server each worker process
+        # starts its own thread after the fork (threads do not survive fork).
+        with self.changed:
+            if self._stopping:
+                raise RuntimeError(f"{self.name} is stopped")
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+                self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """End the thread after its current batch (its torch state goes with it); queued jobs fail."""
+        with self.changed:
+            self._stopping = True
+            thread = self._thread
+            for batcher in self._batchers:
+                while batcher.jobs:
+                    batcher.jobs.popleft().future.set_exception(RuntimeError(f"{self.name} stopped"))
+            self.changed.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            with self.changed:
+                while not (ready := [batcher for batcher in self._batchers if batcher.jobs]):
+                    if self._stopping:
+                        return
+                    self.changed.wait()
+                batcher = min(ready, key=lambda candidate: candidate.jobs[0].enqueued)
+            jobs = batcher.cut_batch()
+            if jobs:
+                batcher.run(jobs)
 
 
 class MicroBatcher:
@@ -49,6 +106,7 @@ class MicroBatcher:
         window_seconds: float,
         queue_size: int,
         max_wait_seconds: float = 0.1,
+        worker: InferenceWorker | None = None,
     ):
         if max_batch < 1 or queue_size < 1:
             raise ValueError("max_batch and queue_size must be at least 1")
@@ -57,79 +115,64 @@ class MicroBatcher:
         self.max_batch = max_batch
         self.window_seconds = window_seconds
         self.max_wait_seconds = max(max_wait_seconds, window_seconds)
-        self._arriving = 0  # callers preparing an item they are about to queue
-        self._arriving_lock = threading.Lock()
-        self._queue: queue.Queue[_Job] = queue.Queue(maxsize=queue_size)
-        self._start_lock = threading.Lock()
-        self._worker: threading.Thread | None = None
+        self.queue_size = queue_size
+        self.worker = worker or InferenceWorker(f"prism-batch-{name}")
+        self.worker.register(self)
+        self.jobs: collections.deque[_Job] = collections.deque()  # guarded by worker.changed
+        self._arriving = 0  # callers preparing an item they are about to queue (guarded too)
         self.batches_run = 0  # for tests and the benchmark: how often run_batch was called
         self.items_run = 0
         self.last_batch_seconds = 1.0  # duration of the latest batch, for Retry-After estimates
 
-    @property
-    def queue_size(self) -> int:
-        return self._queue.maxsize
-
     def pending(self) -> int:
-        return self._queue.qsize()
-
-    def _ensure_worker(self) -> None:
-        # Started on first use, not at construction: under a forking server each worker process
-        # starts its own thread after the fork (threads do not survive fork).
-        if self._worker is not None and self._worker.is_alive():
-            return
-        with self._start_lock:
-            if self._worker is None or not self._worker.is_alive():
-                self._worker = threading.Thread(target=self._loop, name=f"prism-batch-{self.name}", daemon=True)
-                self._worker.start()
+        return len(self.jobs)
 
     def submit(self, payload: Any, timeout: float, prepare: Callable[[Any], Any] | None = None) -> Any:
         """Run ``payload`` (after ``prepare(payload)`` on this thread, if given) in the next batch.
 
         Returns the item's result or raises the batch's exception, ``QueueFull`` or ``InferenceTimeout``.
         """
-        self._ensure_worker()
-        with self._arriving_lock:
+        self.worker.ensure_running()
+        changed = self.worker.changed
+        with changed:
             self._arriving += 1
+        job = None
         try:
             if prepare is not None:
                 payload = prepare(payload)
-            job = _Job(payload)
-            self._queue.put_nowait(job)
-        except queue.Full:
-            raise QueueFull(f"{self.name}: {self._queue.maxsize} requests already waiting") from None
+            with changed:
+                if len(self.jobs) >= self.queue_size:
+                    raise QueueFull(f"{self.name}: {self.queue_size} requests already waiting")
+                job = _Job(payload)
+                self.jobs.append(job)
         finally:
-            with self._arriving_lock:
+            with changed:
                 self._arriving -= 1
+                changed.notify_all()
         try:
             return job.future.result(timeout=timeout)
         except FutureTimeout:
             job.future.cancel()  # dropped by the worker if it has not started yet
             raise InferenceTimeout(f"{self.name}: no result within {timeout:g} s") from None
 
-    def _collect(self) -> list[_Job]:
-        batch = [self._queue.get()]
+    def cut_batch(self) -> list[_Job]:
+        """Take the next batch (called by the worker while this queue holds at least one job)."""
+        changed = self.worker.changed
         started = time.monotonic()
         window_end, patience_end = started + self.window_seconds, started + self.max_wait_seconds
-        while len(batch) < self.max_batch:
-            now = time.monotonic()
-            if now < window_end:
-                timeout = window_end - now
-            elif self._arriving and now < patience_end:
-                timeout = min(0.002, patience_end - now)  # an announced item is being prepared: wait for it
-            else:
-                try:
-                    batch.append(self._queue.get_nowait())
-                    continue
-                except queue.Empty:
+        with changed:
+            while len(self.jobs) < self.max_batch:
+                now = time.monotonic()
+                if now < window_end:
+                    changed.wait(window_end - now)
+                elif self._arriving and now < patience_end:
+                    changed.wait(patience_end - now)  # an announced item is being prepared: wait for it
+                else:
                     break
-            try:
-                batch.append(self._queue.get(timeout=timeout))
-            except queue.Empty:
-                continue
-        return batch
+            batch = [self.jobs.popleft() for _ in range(min(self.max_batch, len(self.jobs)))]
+        return [job for job in batch if job.future.set_running_or_notify_cancel()]
 
-    def _run(self, jobs: list[_Job]) -> None:
+    def run(self, jobs: list[_Job]) -> None:
         started = time.monotonic()
         try:
             results = self._run_batch([job.payload for job in jobs])
@@ -139,7 +182,7 @@ class MicroBatcher:
             if len(jobs) > 1:
                 # One bad item must not fail its neighbours: retry them one by one.
                 for job in jobs:
-                    self._run([job])
+                    self.run([job])
                 return
             jobs[0].future.set_exception(exc)
             return
@@ -148,9 +191,3 @@ class MicroBatcher:
         self.items_run += len(jobs)
         for job, result in zip(jobs, results, strict=True):
             job.future.set_result(result)
-
-    def _loop(self) -> None:
-        while True:
-            jobs = [job for job in self._collect() if job.future.set_running_or_notify_cancel()]
-            if jobs:
-                self._run(jobs)

@@ -147,6 +147,8 @@ def _bench_captions(settings: InferenceSettings, options: BenchOptions, peaks: d
         _warm_up(caption, min(max(options.clients), settings.caption_max_batch))
         measured = [_level(caption, clients, items, slot.batcher) for clients in options.clients]
         runs.append(_run_entry(mode.name, mode.precision, mode.num_beams, load_seconds, measured, len(images)))
+        service.close()  # its inference thread and model must not linger into the next mode's timing
+        gc.collect()
 
     by_name = {entry["name"]: entry for entry in runs}
     for entry in runs:
@@ -249,6 +251,8 @@ def _bench_sentiment(settings: InferenceSettings, options: BenchOptions, peaks: 
         entry = _run_entry(mode.name, mode.precision, 1, load_seconds, measured, len(texts))
         entry["agreement_with_fp32"] = _label_agreement(entry["outputs"], runs[0]["outputs"])
         runs.append(entry)
+        service.close()
+        gc.collect()
     return {
         "model": facts["model"],
         "texts": len(texts),
@@ -761,8 +765,8 @@ def format_report(result: dict[str, Any]) -> str:
             "logits any change flips outputs. Run without --arch on the real weights to choose a precision."
         )
     lines.append(
-        f"Peak RSS {result['peak_rss_mb']:.0f} MB (the whole run; 'RSS MB' is after each load, and earlier runs' "
-        f"models stay loaded) · load average {result['load_average_before']:.2f} before the run, "
+        f"Peak RSS {result['peak_rss_mb']:.0f} MB (the whole run; 'RSS MB' is after each load; each mode's service is "
+        f"closed before the next loads) · load average {result['load_average_before']:.2f} before the run, "
         f"{result['load_average_after']:.2f} after (the bench itself keeps about 2 busy)"
     )
     return "\n".join(lines)

@@ -7,10 +7,10 @@ wait at most ``load_wait_seconds`` and otherwise get ``ModelUnavailable`` with a
 no request hangs on a 1 GB download.
 
 Inference goes through one ``MicroBatcher`` per model (batching.py): request threads do the
-per-item preprocessing (image decode and resize) themselves, then queue the prepared item; a
-single worker thread per model runs queued items in batches. Tokenizers and models are not
-thread-safe (huggingface/transformers#47085), and that worker is the only thread that touches
-them. A full queue or a timed-out wait becomes ``ModelUnavailable`` (reason "busy"), which the web
+per-item preprocessing (image decode and resize) themselves, then queue the prepared item; one
+inference thread per service runs the queued items of both models in batches. Tokenizers and
+models are not thread-safe (huggingface/transformers#47085), and that thread is the only one that
+touches them. A full queue or a timed-out wait becomes ``ModelUnavailable`` (reason "busy"), which the web
 tier answers with 503 and Retry-After.
 """
 
@@ -26,7 +26,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from PIL import Image
 
 from . import labels
-from .batching import InferenceTimeout, MicroBatcher, QueueFull
+from .batching import InferenceTimeout, InferenceWorker, MicroBatcher, QueueFull
 from .settings import InferenceSettings
 from .types import CaptionResult, ModelState, ModelStatus, ModelUnavailable, SentimentResult
 
@@ -63,7 +63,7 @@ Loader = Callable[[ProgressCallback], M]
 
 
 class ModelSlot(Generic[M]):
-    """One model: its load state, the single loading thread, and its batching worker."""
+    """One model: its load state, the single loading thread, and its batch queue."""
 
     def __init__(
         self,
@@ -75,19 +75,20 @@ class ModelSlot(Generic[M]):
         prepare: Callable[[M, Any], Any],
         run_batch: Callable[[M, Sequence[Any]], Sequence[Any]],
         max_batch: int,
+        worker: InferenceWorker | None = None,
     ):
         self.kind = kind
         self.source = source
         self._loader = loader
         self._settings = settings
         self._prepare = prepare
-        self._run_batch = run_batch
         self.batcher = MicroBatcher(
             kind,
             lambda batch: run_batch(self._model, batch),
             max_batch=max_batch,
             window_seconds=settings.batch_window_ms / 1000.0,
             queue_size=settings.queue_size,
+            worker=worker,
         )
         self._state_lock = threading.Lock()
         self._settled = threading.Event()  # set when a load attempt ends, ready or failed
@@ -148,6 +149,12 @@ class ModelSlot(Generic[M]):
                 self._state, self._progress, self._detail = ModelState.READY, None, ""
         finally:
             self._settled.set()
+
+    def unload(self) -> None:
+        with self._state_lock:
+            self._model = None
+            self._state, self._detail, self._progress = ModelState.NOT_LOADED, "", None
+            self._settled.clear()
 
     def get(self, wait: float | None = None) -> M:
         """Return the loaded model, waiting up to ``wait`` seconds for a load in progress."""
@@ -217,6 +224,7 @@ class ModelService:
     def __init__(self, settings: InferenceSettings):
         self.settings = settings
         caption_loader, sentiment_loader = _loaders(settings)
+        self.worker = InferenceWorker()  # one thread runs both models' batches (see batching.py)
         self.caption_slot: ModelSlot[CaptionModel] = ModelSlot(
             "caption",
             settings.caption_model,
@@ -225,6 +233,7 @@ class ModelService:
             prepare=lambda model, image: model.prepare(image),
             run_batch=lambda model, batch: model.caption_prepared(batch),
             max_batch=settings.caption_max_batch,
+            worker=self.worker,
         )
         self.sentiment_slot: ModelSlot[SentimentModel] = ModelSlot(
             "sentiment",
@@ -234,6 +243,7 @@ class ModelService:
             prepare=lambda model, text: text,  # tokenising happens in the worker: tokenizers aren't thread-safe
             run_batch=lambda model, batch: model.classify(list(batch)),
             max_batch=settings.sentiment_max_batch,
+            worker=self.worker,
         )
 
     @property
@@ -242,6 +252,12 @@ class ModelService:
 
     def statuses(self) -> list[ModelStatus]:
         return [slot.status() for slot in self.slots]
+
+    def close(self) -> None:
+        """Stop the inference thread and drop the models (the benchmark runs several services in turn)."""
+        self.worker.stop()
+        for slot in self.slots:
+            slot.unload()
 
     def start_loading(self, *, caption: bool, sentiment: bool) -> None:
         """Start every load a request will need at once, so two models download side by side
