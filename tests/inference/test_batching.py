@@ -325,3 +325,28 @@ def test_one_inference_thread_serves_both_models_and_close_ends_it(make_settings
     service.close()
     assert not thread.is_alive()
     assert [status.state.value for status in service.statuses()] == ["not_loaded", "not_loaded"]
+
+
+def test_beam_search_cache_that_skips_cross_attention_reorder_gives_identical_output(make_settings):
+    """Skipping the (no-op) cross-attention reorder leaves beam-search sequences and scores unchanged."""
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    from webapp.inference.transformers_backend import BeamSharedCrossAttentionCache
+
+    model = load_caption_model(make_settings(caption_num_beams=3, precision="fp32"), _no_progress)
+    pixel_values = torch.from_numpy(np.stack([model.prepare(image) for image in _images()]))
+    outputs = {}
+    for name, cache in (
+        ("default", EncoderDecoderCache(DynamicCache(), DynamicCache())),
+        ("shared", BeamSharedCrossAttentionCache(DynamicCache(), DynamicCache())),
+    ):
+        with torch.inference_mode():
+            outputs[name] = model.model.generate(
+                pixel_values=pixel_values,
+                **model.generate_kwargs,
+                cache=cache,
+                output_scores=True,
+                return_dict_in_generate=True,
+            )
+    assert torch.equal(outputs["default"].sequences, outputs["shared"].sequences)
+    torch.testing.assert_close(outputs["default"].sequences_scores, outputs["shared"].sequences_scores)
