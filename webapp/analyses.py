@@ -77,6 +77,7 @@ def create_analysis(user: User, scenario: str, text: str | None, image: Validate
         analysis.caption = caption.text
         analysis.caption_model = caption.model_id
         analysis.caption_revision = caption.revision
+        analysis.caption_precision = caption.precision
         analysis.caption_ms = round(caption.latency_ms, 1)
     if sentiment is not None:
         analysis.sentiment_label = sentiment.label
@@ -85,6 +86,7 @@ def create_analysis(user: User, scenario: str, text: str | None, image: Validate
         analysis.sentiment_raw_scores = {k: round(v, 4) for k, v in sentiment.raw_scores.items()}
         analysis.sentiment_model = sentiment.model_id
         analysis.sentiment_revision = sentiment.revision
+        analysis.sentiment_precision = sentiment.precision
         analysis.sentiment_ms = round(sentiment.latency_ms, 1)
     db.session.add(analysis)
     db.session.flush()

@@ -28,6 +28,7 @@ CSV_COLUMNS = (
     "caption",
     "caption_model",
     "caption_revision",
+    "caption_precision",
     "sentiment_label",
     "sentiment_score",
     "score_negative",
@@ -35,6 +36,7 @@ CSV_COLUMNS = (
     "score_positive",
     "sentiment_model",
     "sentiment_revision",
+    "sentiment_precision",
     "app_version",
 )
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -59,6 +61,7 @@ def _csv_row(analysis: Analysis) -> list[str]:
         analysis.caption,
         analysis.caption_model,
         analysis.caption_revision,
+        analysis.caption_precision,
         analysis.sentiment_label,
         analysis.sentiment_score,
         scores.get("negative"),
@@ -66,6 +69,7 @@ def _csv_row(analysis: Analysis) -> list[str]:
         scores.get("positive"),
         analysis.sentiment_model,
         analysis.sentiment_revision,
+        analysis.sentiment_precision,
         analysis.app_version,
     )
     return [_csv_cell(value) for value in values]

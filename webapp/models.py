@@ -94,6 +94,7 @@ class Analysis(db.Model):
     caption: Mapped[str | None] = mapped_column(Text)
     caption_model: Mapped[str | None] = mapped_column(String(255))
     caption_revision: Mapped[str | None] = mapped_column(String(64))
+    caption_precision: Mapped[str | None] = mapped_column(String(8))
     caption_ms: Mapped[float | None]
     sentiment_label: Mapped[str | None] = mapped_column(String(16), index=True)
     sentiment_score: Mapped[float | None]
@@ -101,6 +102,7 @@ class Analysis(db.Model):
     sentiment_raw_scores: Mapped[dict[str, float] | None] = mapped_column(JSON)
     sentiment_model: Mapped[str | None] = mapped_column(String(255))
     sentiment_revision: Mapped[str | None] = mapped_column(String(64))
+    sentiment_precision: Mapped[str | None] = mapped_column(String(8))
     sentiment_ms: Mapped[float | None]
     app_version: Mapped[str] = mapped_column(String(32))
 
@@ -137,6 +139,7 @@ class Analysis(db.Model):
                 "text": self.caption,
                 "model": self.caption_model,
                 "revision": self.caption_revision,
+                "precision": self.caption_precision,
                 "latency_ms": self.caption_ms,
             },
             "sentiment": None
@@ -149,6 +152,7 @@ class Analysis(db.Model):
                 "raw_scores": self.sentiment_raw_scores,
                 "model": self.sentiment_model,
                 "revision": self.sentiment_revision,
+                "precision": self.sentiment_precision,
                 "latency_ms": self.sentiment_ms,
             },
             "app_version": self.app_version,

@@ -43,6 +43,7 @@ def test_form_submission_captions_and_classifies_with_local_models(real_app, sen
         assert record.caption_model == real_app.caption_dir.name
         assert record.sentiment_model == sentiment3_dir.name
         assert record.caption_revision and record.sentiment_revision
+        assert record.caption_precision == record.sentiment_precision == _expected_precision()
         assert isinstance(record.caption, str)
         assert record.sentiment_label in {"negative", "neutral", "positive"}
         assert abs(sum(record.sentiment_scores.values()) - 1.0) < 1e-3
@@ -66,4 +67,12 @@ def test_api_predict_with_local_models(real_app):
     body = response.get_json()
     assert body["caption"]["model"] == real_app.caption_dir.name
     assert isinstance(body["caption"]["text"], str)
+    assert body["caption"]["precision"] == body["sentiment"]["precision"] == _expected_precision()
     assert set(body["sentiment"]["scores"]) == {"negative", "neutral", "positive"}
+
+
+def _expected_precision() -> str:
+    """What PRISM_PRECISION=auto resolves to on this machine's CPU."""
+    from webapp.inference.transformers_backend import cpu_has_native_bf16
+
+    return "bf16" if cpu_has_native_bf16() else "fp32"

@@ -16,6 +16,7 @@ _NEGATIVE = ("bad", "broken", "angry", "terrible", "refund", "hate", "worst", "å
 class FakeCaptionModel:
     model_id = "prism/fake-caption"
     revision = "1"
+    precision = "none"
 
     def prepare(self, image: Image.Image) -> Image.Image:
         return image
@@ -35,6 +36,7 @@ class FakeCaptionModel:
 class FakeSentimentModel:
     model_id = "prism/fake-sentiment"
     revision = "1"
+    precision = "none"
 
     def classify(self, texts: list[str]) -> list[dict[str, float]]:
         results = []

@@ -39,6 +39,7 @@ ProgressCallback = Callable[[ModelState, "float | None", str], None]
 class CaptionModel(Protocol):
     model_id: str
     revision: str | None
+    precision: str
 
     def prepare(self, image: Image.Image) -> Any:
         """Per-image preprocessing; thread-safe, runs on the request thread."""
@@ -52,6 +53,7 @@ class CaptionModel(Protocol):
 class SentimentModel(Protocol):
     model_id: str
     revision: str | None
+    precision: str
 
     def classify(self, texts: list[str]) -> list[dict[str, float]]:
         """Probabilities per raw class label, in the checkpoint's id order."""
@@ -284,6 +286,7 @@ class ModelService:
             text=str(text).strip(),
             model_id=model.model_id,
             revision=model.revision,
+            precision=model.precision,
             latency_ms=(time.perf_counter() - started) * 1000.0,
         )
 
@@ -298,6 +301,7 @@ class ModelService:
             raw_scores=dict(raw),
             model_id=model.model_id,
             revision=model.revision,
+            precision=model.precision,
             latency_ms=(time.perf_counter() - started) * 1000.0,
         )
 

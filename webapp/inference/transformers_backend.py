@@ -111,6 +111,10 @@ class _Placed:
     def dtype(self) -> torch.dtype:
         return self.placement.dtype
 
+    @property
+    def precision(self) -> str:
+        return self.placement.precision
+
 
 class BeamSharedCrossAttentionCache(EncoderDecoderCache):
     """An encoder-decoder cache whose beam-search reorder leaves the cross-attention part alone.

@@ -26,6 +26,7 @@ class CaptionResult:
     model_id: str
     revision: str | None
     latency_ms: float
+    precision: str = "fp32"  # the number format it ran in: outputs can differ slightly between them
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class SentimentResult:
     model_id: str
     revision: str | None
     latency_ms: float
+    precision: str = "fp32"  # the number format it ran in: outputs can differ slightly between them
 
 
 @dataclass(frozen=True)
