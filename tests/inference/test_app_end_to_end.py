@@ -49,6 +49,7 @@ def test_form_submission_captions_and_classifies_with_local_models(real_app, sen
         assert abs(sum(record.sentiment_scores.values()) - 1.0) < 1e-3
     page = client.get(response.location).get_data(as_text=True)
     assert real_app.caption_dir.name in page and sentiment3_dir.name in page
+    assert f"<code>{_expected_precision()}</code>" in page
     health = client.get("/healthz").get_json()
     assert [model["state"] for model in health["models"]] == ["ready", "ready"]
 
