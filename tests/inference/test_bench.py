@@ -105,7 +105,7 @@ def test_sentiment_runs_and_label_agreement(result):
 def test_targets_and_report(result, tmp_path):
     """Targets not measured at these client counts are None, not guesses; the report and JSON are complete."""
     by_name = {target["name"]: target for target in bench.targets(result)}
-    assert by_name["captions beam4 bf16, 8 clients: x baseline captions/s"]["passed"] is None
+    assert by_name["captions bf16 beam4, 8 clients: x baseline captions/s"]["passed"] is None
     latency = by_name["captions fp32 beam4, 1 client: p50 latency / baseline p50"]
     expected = (
         _level(result["caption"], "fp32 beam4", 1)["p50_ms"] / _level(result["caption"], "baseline beam4", 1)["p50_ms"]

@@ -617,48 +617,32 @@ def _git_commit() -> str | None:
 # --- Targets and the report ---------------------------------------------------------------------
 
 
+# The issue's throughput targets: (kind, Prism run, clients, level key, label, comparison, goal).
+_THROUGHPUT_TARGETS = (
+    ("caption", "bf16 beam4", CAPTION_TARGET_CLIENTS, "vs_baseline", "x baseline captions/s", ">=", 5.0),
+    ("caption", "bf16 beam4", CAPTION_TARGET_CLIENTS, "vs_bf16_floor", "x bf16 compute floor", "<=", 2.0),
+    ("caption", "bf16 greedy", CAPTION_TARGET_CLIENTS, "vs_baseline", "x baseline (beam4) captions/s", ">=", 10.0),
+    ("sentiment", "bf16", SENTIMENT_TARGET_CLIENTS, "vs_baseline", "x baseline texts/s", ">=", 3.0),
+    ("sentiment", "bf16", SENTIMENT_TARGET_CLIENTS, "vs_bf16_floor", "x bf16 compute floor", "<=", 1.5),
+)
+# Single-client latency targets: (kind, its baseline run, Prism runs).
+_LATENCY_TARGETS = (
+    ("caption", "baseline beam4", ("fp32 beam4", "bf16 beam4")),
+    ("sentiment", "baseline", ("fp32", "bf16")),
+)
+_KIND_NAMES = {"caption": "captions", "sentiment": "sentiment"}
+
+
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Every target of the issue as {name, measured, goal, passed}; passed is None when not measured."""
     found: list[dict[str, Any]] = []
-    caption, sentiment = result.get("caption"), result.get("sentiment")
-    if caption:
-        found += [
-            _target(
-                f"captions beam4 bf16, {CAPTION_TARGET_CLIENTS} clients: x baseline captions/s",
-                _level_value(caption, "bf16 beam4", CAPTION_TARGET_CLIENTS, "vs_baseline"),
-                ">=",
-                5.0,
-            ),
-            _target(
-                f"captions beam4 bf16, {CAPTION_TARGET_CLIENTS} clients: x bf16 compute floor",
-                _level_value(caption, "bf16 beam4", CAPTION_TARGET_CLIENTS, "vs_bf16_floor"),
-                "<=",
-                2.0,
-            ),
-            _target(
-                f"captions greedy bf16, {CAPTION_TARGET_CLIENTS} clients: x baseline (beam4) captions/s",
-                _level_value(caption, "bf16 greedy", CAPTION_TARGET_CLIENTS, "vs_baseline"),
-                ">=",
-                10.0,
-            ),
-        ]
-        found += _latency_targets("captions", caption, "baseline beam4", ("fp32 beam4", "bf16 beam4"))
-    if sentiment:
-        found += [
-            _target(
-                f"sentiment bf16, {SENTIMENT_TARGET_CLIENTS} clients: x baseline texts/s",
-                _level_value(sentiment, "bf16", SENTIMENT_TARGET_CLIENTS, "vs_baseline"),
-                ">=",
-                3.0,
-            ),
-            _target(
-                f"sentiment bf16, {SENTIMENT_TARGET_CLIENTS} clients: x bf16 compute floor",
-                _level_value(sentiment, "bf16", SENTIMENT_TARGET_CLIENTS, "vs_bf16_floor"),
-                "<=",
-                1.5,
-            ),
-        ]
-        found += _latency_targets("sentiment", sentiment, "baseline", ("fp32", "bf16"))
+    for kind_key, run_name, clients, key, label, comparison, goal in _THROUGHPUT_TARGETS:
+        if kind := result.get(kind_key):
+            name = f"{_KIND_NAMES[kind_key]} {run_name}, {clients} clients: {label}"
+            found.append(_target(name, _level_value(kind, run_name, clients, key), comparison, goal))
+    for kind_key, baseline, modes in _LATENCY_TARGETS:
+        if kind := result.get(kind_key):
+            found += _latency_targets(_KIND_NAMES[kind_key], kind, baseline, modes)
     return found
 
 
