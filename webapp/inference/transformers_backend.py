@@ -219,12 +219,22 @@ class TransformersSentimentModel(_Placed):
         return results  # type: ignore[return-value]
 
 
-def load_caption_model(settings: InferenceSettings, progress: ProgressCallback) -> TransformersCaptionModel:
-    ref = settings.caption_model
+def _locate(ref: str, settings: InferenceSettings, progress: ProgressCallback) -> tuple[str, Placement]:
+    """The local directory to load ``ref`` from, and where it will run.
+
+    The placement is resolved first, so an impossible PRISM_DEVICE/PRISM_PRECISION fails before any
+    download rather than after it.
+    """
+    placement = resolve_placement(settings)
     source = hub.resolve_source(ref, settings.model_dir, settings.offline, progress)
     progress(ModelState.LOADING, None, f"loading {ref}")
     _set_torch_threads(settings.torch_threads)
-    placement = resolve_placement(settings)
+    return source, placement
+
+
+def load_caption_model(settings: InferenceSettings, progress: ProgressCallback) -> TransformersCaptionModel:
+    ref = settings.caption_model
+    source, placement = _locate(ref, settings, progress)
     with _LOAD_LOCK:
         model, image_processor, tokenizer = _load_captioner(ref, source)
     generate_kwargs = {
@@ -267,10 +277,7 @@ def _load_captioner(ref: str, source: str) -> tuple:
 
 def load_sentiment_model(settings: InferenceSettings, progress: ProgressCallback) -> TransformersSentimentModel:
     ref = settings.sentiment_model
-    source = hub.resolve_source(ref, settings.model_dir, settings.offline, progress)
-    progress(ModelState.LOADING, None, f"loading {ref}")
-    _set_torch_threads(settings.torch_threads)
-    placement = resolve_placement(settings)
+    source, placement = _locate(ref, settings, progress)
     with _LOAD_LOCK:
         model = AutoModelForSequenceClassification.from_pretrained(source, **_weights_kwargs(source)).eval()
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
