@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tiny_models import build_blip, build_sentiment, build_vit_gpt2
+from tiny_models import build_blip, build_sentiment, build_vit_gpt2, tiny_settings
 
 from webapp.inference.settings import InferenceSettings
 
@@ -56,20 +56,7 @@ def make_settings(tmp_path: Path, vit_gpt2_dir: Path, sentiment3_dir: Path) -> C
     """Build ``InferenceSettings`` for the tiny models; keyword arguments override single fields."""
 
     def make(**overrides) -> InferenceSettings:
-        fields = dict(
-            backend="transformers",
-            caption_model=str(vit_gpt2_dir),
-            sentiment_model=str(sentiment3_dir),
-            model_dir=tmp_path / "models",
-            offline=True,
-            caption_num_beams=1,
-            caption_max_new_tokens=8,
-            neutral_range=(0.35, 0.65),
-            torch_threads=1,
-            load_wait_seconds=60.0,
-            retry_failed_after_seconds=60.0,
-        )
-        fields.update(overrides)
-        return InferenceSettings(**fields)
+        models = {"caption_model": str(vit_gpt2_dir), "sentiment_model": str(sentiment3_dir)}
+        return tiny_settings(tmp_path / "models", **{**models, **overrides})
 
     return make

@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+from tiny_models import tiny_settings
 
 from webapp.inference import bench
 
@@ -13,21 +14,7 @@ from webapp.inference import bench
 @pytest.fixture(scope="module")
 def result(tmp_path_factory, vit_gpt2_dir, sentiment3_dir):
     """One small run (2 requests per level, 1 and 2 clients) shared by the tests below."""
-    from webapp.inference.settings import InferenceSettings
-
-    settings = InferenceSettings(
-        backend="transformers",
-        caption_model="unused",
-        sentiment_model="unused",
-        model_dir=tmp_path_factory.mktemp("models"),
-        offline=True,
-        caption_num_beams=4,
-        caption_max_new_tokens=8,
-        neutral_range=(0.35, 0.65),
-        torch_threads=0,
-        load_wait_seconds=60.0,
-        retry_failed_after_seconds=60.0,
-    )
+    settings = tiny_settings(tmp_path_factory.mktemp("models"), caption_num_beams=4, torch_threads=0)
     return bench.run(
         settings,
         caption_model=str(vit_gpt2_dir),

@@ -29,6 +29,9 @@ from transformers import (
     ViTImageProcessorPil,
 )
 
+from webapp.inference.bench import train_wordpiece_vocab
+from webapp.inference.settings import InferenceSettings
+
 SENTENCES = [
     "a cat sitting on a mat",
     "a dog running in the park",
@@ -41,17 +44,28 @@ SENTENCES = [
 ]
 IMAGE_SIZE = 32
 MAX_POSITIONS = 64
-_BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def tiny_settings(model_dir: Path, **fields) -> InferenceSettings:
+    """InferenceSettings for tests: offline, short captions, one torch thread; ``fields`` override any field."""
+    defaults = dict(
+        backend="transformers",
+        caption_model="unused",
+        sentiment_model="unused",
+        model_dir=model_dir,
+        offline=True,
+        caption_num_beams=1,
+        caption_max_new_tokens=8,
+        neutral_range=(0.35, 0.65),
+        torch_threads=1,
+        load_wait_seconds=60.0,
+        retry_failed_after_seconds=60.0,
+    )
+    return InferenceSettings(**{**defaults, **fields})
 
 
 def _wordpiece_vocab(extra_specials: list[str]) -> dict[str, int]:
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=200, special_tokens=_BERT_SPECIALS + extra_specials, show_progress=False
-    )
-    tokenizer.train_from_iterator([sentence.lower() for sentence in SENTENCES], trainer)
-    return tokenizer.get_vocab()
+    return train_wordpiece_vocab(SENTENCES, vocab_size=200, lowercase=True, extra_specials=extra_specials)
 
 
 def _gpt2_tokenizer() -> GPT2Tokenizer:

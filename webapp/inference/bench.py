@@ -936,21 +936,33 @@ def _build_blip_base(directory: Path) -> None:
     BlipProcessor(image_processor=BlipImageProcessorPil(), tokenizer=tokenizer).save_pretrained(directory)
 
 
+BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def train_wordpiece_vocab(
+    texts: Sequence[str], *, vocab_size: int, lowercase: bool, extra_specials: Sequence[str] = ()
+) -> dict[str, int]:
+    """A BERT-style WordPiece vocabulary trained on ``texts`` on the spot (no tokenizer download)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))  # noqa: S106 (a token name)
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = [*BERT_SPECIAL_TOKENS, *extra_specials]
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer)
+    return tokenizer.get_vocab()
+
+
 def _build_distilbert(directory: Path) -> None:
     """DistilBERT-base with three labels and the vocabulary size of distilbert-base-multilingual-cased
     (as lxyuan/distilbert-base-multilingual-cased-sentiments-student): a WordPiece vocabulary trained on
     the bench's own texts, padded with filler tokens to the model's 119,547 ids."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import DistilBertConfig, DistilBertForSequenceClassification, DistilBertTokenizer
 
     vocab_size = 119_547
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    trainer_tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))  # noqa: S106 (a token name)
-    trainer_tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False)
-    trainer_tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=8000, special_tokens=specials, show_progress=False)
-    trainer_tokenizer.train_from_iterator(sample_texts(400, seed=1) + list(_EN_CLAUSES + _ZH_CLAUSES), trainer)
-    vocab = trainer_tokenizer.get_vocab()
+    texts = sample_texts(400, seed=1) + list(_EN_CLAUSES + _ZH_CLAUSES)
+    vocab = train_wordpiece_vocab(texts, vocab_size=8000, lowercase=False)
     vocab.update({f"[unused{index}]": index for index in range(len(vocab), vocab_size)})
     tokenizer = DistilBertTokenizer(vocab=vocab, do_lower_case=False, model_max_length=512)
     names = ["negative", "neutral", "positive"]
