@@ -32,6 +32,13 @@ REPO_FILES = [
 ]
 
 
+class FakeHubApi:
+    """Stands in for huggingface_hub.HfApi: the repository lists REPO_FILES."""
+
+    def list_repo_files(self, repo_id):
+        return REPO_FILES
+
+
 def _refuse_hub(*args, **kwargs):
     raise AssertionError("the hub must not be consulted")
 
@@ -176,17 +183,13 @@ def test_online_resolution_downloads_with_filters_and_reports_progress(tmp_path,
     """Online, a hub id is downloaded into the cache with the weight filters and a progress hook."""
     calls = []
 
-    class FakeApi:
-        def list_repo_files(self, repo_id):
-            return REPO_FILES
-
     def fake_snapshot_download(repo_id, **kwargs):
         calls.append((repo_id, kwargs))
         bar = kwargs["tqdm_class"](desc="Reconstructing", total=4_000_000, initial=0, unit="B")
         bar.update(1_000_000)
         return str(tmp_path / "snapshot")
 
-    monkeypatch.setattr(hub, "HfApi", FakeApi)
+    monkeypatch.setattr(hub, "HfApi", FakeHubApi)
     monkeypatch.setattr(hub, "is_offline_mode", lambda: False)
     monkeypatch.setattr(hub, "snapshot_download", fake_snapshot_download)
     reports = []
@@ -222,16 +225,12 @@ def test_pull_downloads_into_the_model_directory(tmp_path, monkeypatch):
     """`pull` snapshots a hub id into model_dir/slug(ref), which resolve_source then prefers."""
     calls = []
 
-    class FakeApi:
-        def list_repo_files(self, repo_id):
-            return REPO_FILES
-
     def fake_snapshot_download(repo_id, **kwargs):
         calls.append(kwargs)
         Path(kwargs["local_dir"]).mkdir(parents=True, exist_ok=True)
         return str(kwargs["local_dir"])
 
-    monkeypatch.setattr(hub, "HfApi", FakeApi)
+    monkeypatch.setattr(hub, "HfApi", FakeHubApi)
     monkeypatch.setattr(hub, "snapshot_download", fake_snapshot_download)
 
     target = hub.pull("org/captioner", tmp_path / "models", echo=lambda line: None)
