@@ -6,6 +6,7 @@ import base64
 import hashlib
 import io
 import re
+from datetime import timedelta
 
 import pytest
 
@@ -322,3 +323,19 @@ def test_token_use_updates_last_used(app, client, token):
     client.get("/api/v1/analyses", headers=bearer(token))
     with app.app_context():
         assert db.session.scalar(db.select(ApiToken.last_used_at)) is not None
+
+
+def test_token_last_used_is_written_at_most_once_a_minute(app, client, token):
+    """Back-to-back calls stamp last_used_at once; a call a minute later stamps it again."""
+    client.get("/api/v1/analyses", headers=bearer(token))
+    with app.app_context():
+        first = db.session.scalar(db.select(ApiToken.last_used_at))
+    client.get("/api/v1/analyses", headers=bearer(token))
+    with app.app_context():
+        assert db.session.scalar(db.select(ApiToken.last_used_at)) == first
+        stored = db.session.scalar(db.select(ApiToken))
+        stored.last_used_at = first - timedelta(minutes=2)
+        db.session.commit()
+    client.get("/api/v1/analyses", headers=bearer(token))
+    with app.app_context():
+        assert db.session.scalar(db.select(ApiToken.last_used_at)) > first - timedelta(minutes=2)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask_login import UserMixin
@@ -22,6 +22,7 @@ from .extensions import db
 ROLES = ("user", "teacher", "clinician", "admin")
 SCENARIOS = ("service", "medical", "education")
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 API_TOKEN_PREFIX = "prism_"  # noqa: S105 (a public prefix)
 
 
@@ -191,6 +192,16 @@ class ApiToken(db.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+    def mark_used(self, now: datetime) -> bool:
+        """Stamp ``last_used_at`` at most once a minute; True when it changed (the caller commits).
+
+        A program calling the API in a loop would otherwise turn every request into a database write.
+        """
+        if self.last_used_at is not None and now - self.last_used_at < LAST_USED_RESOLUTION:
+            return False
+        self.last_used_at = now
+        return True
 
 
 class AuditEvent(db.Model):

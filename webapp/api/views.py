@@ -42,8 +42,8 @@ def authenticate():
         audit.record(audit.API_AUTH_FAILED, details={"hint": secret.strip()[:10]})
         db.session.commit()
         return api_error(401, "The API token is invalid or revoked.")
-    token.last_used_at = utcnow()
-    db.session.commit()
+    if token.mark_used(utcnow()):
+        db.session.commit()
     g.api_user = token.user
     return None
 
