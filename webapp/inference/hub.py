@@ -99,12 +99,7 @@ def pull(ref: str, model_dir: Path, echo: Callable[[str], None] = print) -> Path
     target = Path(model_dir) / slug(ref)
     echo(f"pulling {ref} into {target}")
     (target / PULL_MARKER).unlink(missing_ok=True)  # an update in progress is as unusable as a first pull
-    try:
-        snapshot_download(ref, local_dir=target, ignore_patterns=ignore_patterns(_repo_files(ref)))
-    except HFValidationError as exc:
-        raise _not_a_model_reference(ref) from exc
-    except (HfHubHTTPError, LocalEntryNotFoundError) as exc:
-        raise ModelSourceError(f"could not download model {ref!r}: {exc}") from exc
+    _snapshot(ref, local_dir=target)
     (target / PULL_MARKER).write_text(ref + "\n", encoding="utf-8")
     return target
 
@@ -148,10 +143,13 @@ def _from_cache(ref: str) -> str:
 
 def _download(ref: str, progress: Progress) -> str:
     progress(ModelState.DOWNLOADING, None, f"downloading {ref}")
+    return _snapshot(ref, tqdm_class=_progress_bar(ref, progress))
+
+
+def _snapshot(ref: str, **kwargs) -> str:
+    """``snapshot_download`` of the files loading needs, with its errors turned into ModelSourceError."""
     try:
-        return snapshot_download(
-            ref, ignore_patterns=ignore_patterns(_repo_files(ref)), tqdm_class=_progress_bar(ref, progress)
-        )
+        return snapshot_download(ref, ignore_patterns=ignore_patterns(_repo_files(ref)), **kwargs)
     except HFValidationError as exc:
         raise _not_a_model_reference(ref) from exc
     except (HfHubHTTPError, LocalEntryNotFoundError) as exc:
