@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import tempfile
@@ -144,6 +143,7 @@ def bench_command(
     of it as JSON. Run it on a quiet machine: the numbers are only as steady as the CPU is idle.
     """
     from . import PROJECT_ROOT, history_bench
+    from .inference.bench import write_json
 
     try:
         levels = tuple(sorted({int(part) for part in clients.split(",") if part.strip()}))
@@ -172,8 +172,7 @@ def bench_command(
     if out is None:
         label = "+".join(arches) if only != "history" and arches else only or "configured"
         out = PROJECT_ROOT / "bench-results" / f"bench-{label}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_json(result, out)
     click.echo(f"\nWrote {out}")
 
 

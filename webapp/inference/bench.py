@@ -791,6 +791,7 @@ def _rate(agreement: dict) -> str:
 
 
 def write_json(result: dict[str, Any], path: Path) -> None:
+    """Write a bench result (the ``bench`` command's, or one part of it) as indented JSON."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
 
