@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from flask import Flask
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+
+from .extensions import db
 
 _SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -23,10 +24,7 @@ _SQLITE_PRAGMAS = (
 )
 
 
-@event.listens_for(Engine, "connect")
-def _configure_sqlite(dbapi_connection, connection_record) -> None:
-    if type(dbapi_connection).__module__.split(".")[0] not in {"sqlite3", "pysqlite2"}:
-        return
+def _configure_sqlite(dbapi_connection, _connection_record) -> None:
     dbapi_connection.isolation_level = None  # let SQLAlchemy's "begin" hook below emit BEGIN
     cursor = dbapi_connection.cursor()
     for pragma in _SQLITE_PRAGMAS:
@@ -34,11 +32,15 @@ def _configure_sqlite(dbapi_connection, connection_record) -> None:
     cursor.close()
 
 
-@event.listens_for(Engine, "begin")
 def _begin_immediate(connection) -> None:
-    if connection.dialect.name == "sqlite":
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def init_app(app: Flask) -> None:
-    """Nothing to bind per app: the listeners above apply to every SQLite engine in the process."""
+    """Apply the settings above to this app's engine when it is SQLite (call after ``db.init_app``)."""
+    with app.app_context():
+        engine = db.engine
+    if engine.dialect.name != "sqlite":
+        return
+    event.listen(engine, "connect", _configure_sqlite)
+    event.listen(engine, "begin", _begin_immediate)
