@@ -38,6 +38,9 @@ def make_app(tmp_path, **overrides):
         "UPLOAD_FOLDER": str(tmp_path / "uploads"),
         "PRISM_MODEL_BACKEND": "fake",
         "PRISM_MODEL_DIR": str(tmp_path / "models"),
+        # Jobs run inside the request that queues them; tests of the real queue turn this off.
+        "PRISM_JOBS_IMMEDIATE": True,
+        "PRISM_JOBS_DB": str(tmp_path / "jobs.sqlite"),
         # Cheap hashes keep the suite fast; production uses PBKDF2 at 1,000,000 iterations.
         "PRISM_PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
     }
@@ -153,17 +156,51 @@ def audit_rows(app, action: str | None = None) -> list[dict]:
         ]
 
 
-def add_analysis(app, user_id: int, **fields) -> int:
-    """Insert an analysis row directly (no model call), for history/filter tests; returns its id."""
-    from webapp.models import Analysis
+def add_analysis(app, user_id: int, *, caption: str | None = None, sentiment=None, **fields) -> int:
+    """Insert a finished analysis directly (no job, no model call), for history/filter tests; returns its id.
 
-    values = {"scenario": "service", "app_version": "test"}
+    ``caption`` adds a caption prediction with that text; ``sentiment`` a sentiment prediction, given
+    as a label (confident: 0.8) or as a dict of the three class scores.
+    """
+    from webapp.models import Analysis, CaptionPrediction, SentimentPrediction
+
+    values = {"scenario": "service", "app_version": "test", "status": "done", "tasks": []}
     values.update(fields)
     with app.app_context():
         analysis = Analysis(user_id=user_id, **values)
+        if caption is not None:
+            analysis.predictions.append(
+                CaptionPrediction(model_id="prism/fake-caption", revision="1", output={"text": caption})
+            )
+            analysis.tasks = [*analysis.tasks, "caption"]
+        if sentiment is not None:
+            analysis.predictions.append(SentimentPrediction.from_result(fake_sentiment(sentiment)))
+            analysis.tasks = [*analysis.tasks, "sentiment"]
+        if "search_text" not in fields:
+            analysis.refresh_search_text()
         db.session.add(analysis)
         db.session.commit()
         return analysis.id
+
+
+def fake_sentiment(sentiment):
+    """A SentimentResult for ``sentiment``: a label (scored 0.8, the rest 0.1 each) or a dict of scores."""
+    from webapp.inference import SentimentResult
+
+    if isinstance(sentiment, str):
+        scores = {label: (0.8 if label == sentiment else 0.1) for label in ("negative", "neutral", "positive")}
+    else:
+        scores = dict(sentiment)
+    label = max(scores, key=scores.get)
+    return SentimentResult(
+        label=label,
+        score=scores[label],
+        scores=scores,
+        raw_scores=scores,
+        model_id="prism/fake-sentiment",
+        revision="1",
+        latency_ms=1.0,
+    )
 
 
 def make_token(app, username: str, name: str = "test") -> str:

@@ -1,6 +1,7 @@
 """Alembic environment for Flask-Migrate: runs against the app's own engine and metadata."""
 
 import logging
+from contextlib import contextmanager
 from logging.config import fileConfig
 
 from alembic import context
@@ -33,9 +34,33 @@ def run_migrations_online() -> None:
     configure_args = dict(current_app.extensions["migrate"].configure_args)
     configure_args.setdefault("process_revision_directives", skip_empty_autogenerate)
     with target_db.engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_db.metadata, **configure_args)
-        with context.begin_transaction():
-            context.run_migrations()
+        with _sqlite_foreign_keys_off(connection):
+            context.configure(connection=connection, target_metadata=target_db.metadata, **configure_args)
+            with context.begin_transaction():
+                context.run_migrations()
+
+
+@contextmanager
+def _sqlite_foreign_keys_off(connection):
+    """SQLite's table-rebuild procedure (sqlite.org/lang_altertable.html, "12 steps"): enforcement off
+    while batch migrations copy, drop and rename tables, then a full foreign_key_check, then back on.
+
+    Without it, dropping the old copy of a parent table (``analysis``) would run its ON DELETE
+    CASCADE and empty the child tables. The PRAGMA only works outside a transaction, so it goes to
+    the driver connection before Alembic begins one.
+    """
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    driver = connection.connection.driver_connection
+    driver.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+        problems = driver.execute("PRAGMA foreign_key_check").fetchall()
+        if problems:
+            raise RuntimeError(f"foreign key violations after migrating: {problems[:10]}")
+    finally:
+        driver.execute("PRAGMA foreign_keys=ON")
 
 
 if context.is_offline_mode():

@@ -1,0 +1,51 @@
+"""ORM models (SQLAlchemy 2.0 style), one module per area; import them from here.
+
+``AuditEvent`` rows are append-only: the migration installs triggers that abort any UPDATE or DELETE.
+"""
+
+from .analysis import DONE, FAILED, PENDING, RUNNING, SCENARIOS, STATUSES, Analysis, Batch
+from .audit import AuditEvent
+from .base import count, utcnow
+from .prediction import (
+    BANDS,
+    DECISIONS,
+    REVIEW_STATES,
+    SENTIMENT_LABELS,
+    UNREVIEWED,
+    CaptionPrediction,
+    ConfidencePolicy,
+    CorrectionError,
+    Prediction,
+    Review,
+    SentimentPrediction,
+)
+from .user import API_TOKEN_PREFIX, ROLES, ApiToken, User
+
+__all__ = [
+    "API_TOKEN_PREFIX",
+    "BANDS",
+    "DECISIONS",
+    "DONE",
+    "FAILED",
+    "PENDING",
+    "REVIEW_STATES",
+    "ROLES",
+    "RUNNING",
+    "SCENARIOS",
+    "SENTIMENT_LABELS",
+    "UNREVIEWED",
+    "STATUSES",
+    "Analysis",
+    "ApiToken",
+    "AuditEvent",
+    "Batch",
+    "CaptionPrediction",
+    "ConfidencePolicy",
+    "CorrectionError",
+    "Prediction",
+    "Review",
+    "SentimentPrediction",
+    "User",
+    "count",
+    "utcnow",
+]

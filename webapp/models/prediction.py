@@ -1,0 +1,324 @@
+"""What a model said (``Prediction``) and what a person decided about it (``Review``).
+
+Predictions follow Label Studio's split of predictions from annotations and MONAI Label's
+ORIGINAL / FINAL tags: the model's output (``output``, ``label``, ``confidence``, ``margin``) is
+written once and never changed. Reviews are appended, never edited; the latest one counts, and
+``review_state`` / ``final_label`` cache its effect so history can filter on it with an index.
+
+Each kind of output is one subclass (single-table inheritance on ``kind``): adding OCR or a
+category is one new class that says how to build itself from a model result, what its value is,
+how a correction is parsed, and what it adds to a CSV row. Pages, exports, the API and the bench
+read every kind through that one mapping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import JSON, ColumnElement, ForeignKey, Index, String, Text, UniqueConstraint, and_, or_
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ..extensions import db
+from .base import utcnow
+
+if TYPE_CHECKING:
+    from .analysis import Analysis
+
+SENTIMENT_LABELS = ("negative", "neutral", "positive")
+UNREVIEWED, ACCEPTED, CORRECTED, REJECTED = "unreviewed", "accepted", "corrected", "rejected"
+REVIEW_STATES = (UNREVIEWED, ACCEPTED, CORRECTED, REJECTED)
+# A decision and the state it leaves the prediction in ("reopen" undoes the previous decisions).
+DECISIONS = {"accept": ACCEPTED, "correct": CORRECTED, "reject": REJECTED, "reopen": UNREVIEWED}
+BANDS = ("high", "medium", "low")
+MAX_CORRECTION_CHARS = 2000
+
+
+class CorrectionError(ValueError):
+    """A human value that this kind of prediction cannot take; the message (a lazy string) is safe to show."""
+
+
+@dataclass(frozen=True)
+class ConfidencePolicy:
+    """When a confidence is High / Medium / Low, and when a result is *uncertain*.
+
+    Uncertain means the top class barely beats the next one (``margin`` below ``min_margin``) or is
+    weak on its own (``confidence`` below ``min_score``): such a result is never shown as a
+    confident label and goes to the top of the review queue. Settings: PRISM_CONFIDENCE_*.
+    """
+
+    high: float = 0.8
+    medium: float = 0.6
+    min_score: float = 0.5
+    min_margin: float = 0.1
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> ConfidencePolicy:
+        policy = cls(
+            high=float(config["PRISM_CONFIDENCE_HIGH"]),
+            medium=float(config["PRISM_CONFIDENCE_MEDIUM"]),
+            min_score=float(config["PRISM_UNCERTAIN_MIN_SCORE"]),
+            min_margin=float(config["PRISM_UNCERTAIN_MIN_MARGIN"]),
+        )
+        if not 0.0 <= policy.medium <= policy.high <= 1.0:
+            raise ValueError("PRISM_CONFIDENCE_MEDIUM <= PRISM_CONFIDENCE_HIGH, both within 0..1")
+        return policy
+
+    def band(self, confidence: float | None) -> str | None:
+        if confidence is None:
+            return None
+        if confidence >= self.high:
+            return "high"
+        return "medium" if confidence >= self.medium else "low"
+
+    def is_uncertain(self, confidence: float | None, margin: float | None) -> bool:
+        if confidence is not None and confidence < self.min_score:
+            return True
+        return margin is not None and margin < self.min_margin
+
+    def uncertain_clause(self) -> ColumnElement[bool]:
+        """``is_uncertain`` as SQL (NULLs compare false, as in Python)."""
+        return or_(Prediction.confidence < self.min_score, Prediction.margin < self.min_margin)
+
+    def band_clause(self, band: str) -> ColumnElement[bool]:
+        """``band(confidence) == band`` as SQL."""
+        confidence = Prediction.confidence
+        if band == "high":
+            return confidence >= self.high
+        if band == "medium":
+            return and_(confidence >= self.medium, confidence < self.high)
+        return confidence < self.medium
+
+
+class Prediction(db.Model):
+    """One model output for one analysis; at most one per kind (re-running a job adds nothing)."""
+
+    __table_args__ = (
+        UniqueConstraint("analysis_id", "kind", name="uq_prediction_analysis_kind"),
+        # History filters: a count reads (kind, final_label) or (review_state) with the analysis id
+        # from the index alone; a page's per-analysis EXISTS reads the other columns it tests.
+        Index("ix_prediction_kind_final", "kind", "final_label", "analysis_id"),
+        Index("ix_prediction_review_state", "review_state", "analysis_id"),
+        Index("ix_prediction_analysis_filters", "analysis_id", "review_state", "confidence", "margin"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    analysis_id: Mapped[int] = mapped_column(ForeignKey("analysis.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    model_id: Mapped[str] = mapped_column(String(255))
+    revision: Mapped[str | None] = mapped_column(String(64))
+    precision: Mapped[str | None] = mapped_column(String(8))
+    latency_ms: Mapped[float | None]
+    output: Mapped[dict[str, Any]] = mapped_column(JSON)
+    label: Mapped[str | None] = mapped_column(String(64))  # the AI's class, for kinds that have classes
+    confidence: Mapped[float | None]
+    margin: Mapped[float | None]  # top score minus the runner-up's
+    # The latest review's effect, kept in step by ``apply`` (never by hand).
+    review_state: Mapped[str] = mapped_column(String(16), default=UNREVIEWED)
+    final_label: Mapped[str | None] = mapped_column(String(64))
+
+    analysis: Mapped[Analysis] = relationship(back_populates="predictions")
+    reviews: Mapped[list[Review]] = relationship(
+        back_populates="prediction", cascade="all, delete-orphan", order_by="Review.id"
+    )
+
+    __mapper_args__: ClassVar[dict[str, Any]] = {"polymorphic_on": "kind"}
+    KIND: ClassVar[str] = ""
+    KINDS: ClassVar[dict[str, type[Prediction]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        Prediction.KINDS[cls.KIND] = cls
+
+    # --- what each kind defines -------------------------------------------------------------
+    @classmethod
+    def from_result(cls, result: Any) -> Prediction:
+        """A row from the model service's result dataclass."""
+        raise NotImplementedError
+
+    @property
+    def ai_value(self) -> Any:
+        """The model's answer in this kind's value form (what a correction replaces)."""
+        raise NotImplementedError
+
+    @classmethod
+    def parse_correction(cls, raw: Any) -> Any:
+        """A human value from form or JSON input; raises ``CorrectionError``."""
+        raise NotImplementedError
+
+    @classmethod
+    def csv_columns(cls) -> tuple[str, ...]:
+        """Extra CSV columns of this kind, beyond the ones every kind has (see ``csv_values``)."""
+        return ()
+
+    def csv_extra(self) -> tuple[Any, ...]:
+        return ()
+
+    def search_terms(self) -> list[str]:
+        """Text that history search should find this record by (kinds that write text say what)."""
+        return []
+
+    # --- shared behaviour ---------------------------------------------------------------------
+    @property
+    def latest_review(self) -> Review | None:
+        return self.reviews[-1] if self.reviews else None
+
+    @property
+    def human_value(self) -> Any:
+        """The reviewer's value when the latest decision is a correction."""
+        review = self.latest_review
+        return review.value if review is not None and self.review_state == CORRECTED else None
+
+    @property
+    def value(self) -> Any:
+        """The value that counts: the human one wins; a rejected prediction counts for nothing."""
+        if self.review_state == CORRECTED:
+            return self.human_value
+        if self.review_state == REJECTED:
+            return None
+        return self.ai_value
+
+    @property
+    def human_confirmed(self) -> bool:
+        return self.review_state in (ACCEPTED, CORRECTED)
+
+    def apply(self, review: Review) -> None:
+        """Make ``review`` the one that counts (reviews are appended; the model output is untouched)."""
+        self.reviews.append(review)
+        self.review_state = DECISIONS[review.decision]
+        value = self.value
+        self.final_label = value if self.label is not None and isinstance(value, str) else None
+        self.analysis.refresh_search_text()
+
+    def as_dict(self, policy: ConfidencePolicy) -> dict[str, Any]:
+        review = self.latest_review
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "model": self.model_id,
+            "revision": self.revision,
+            "precision": self.precision,
+            "latency_ms": self.latency_ms,
+            "output": self.output,
+            "confidence": self.confidence,
+            "band": policy.band(self.confidence),
+            "uncertain": policy.is_uncertain(self.confidence, self.margin),
+            "value": self.value,
+            "human_confirmed": self.human_confirmed,
+            "review": {
+                "state": self.review_state,
+                "value": self.human_value,
+                "reviewer": review.reviewer_name if review else None,
+                "at": review.created_at.isoformat() + "Z" if review else None,
+                "comment": review.comment if review else None,
+            },
+        }
+
+
+class CaptionPrediction(Prediction):
+    """A caption of the image. ``output``: ``{"text": ...}``; no confidence (generate() gives none)."""
+
+    KIND = "caption"
+    __mapper_args__: ClassVar[dict[str, Any]] = {"polymorphic_identity": "caption"}
+
+    @classmethod
+    def from_result(cls, result: Any) -> CaptionPrediction:
+        return cls(
+            model_id=result.model_id,
+            revision=result.revision,
+            precision=result.precision,
+            latency_ms=round(result.latency_ms, 1),
+            output={"text": result.text},
+        )
+
+    @property
+    def ai_value(self) -> str:
+        return self.output["text"]
+
+    def search_terms(self) -> list[str]:
+        human = self.human_value
+        return [self.ai_value, human] if isinstance(human, str) else [self.ai_value]
+
+    @classmethod
+    def parse_correction(cls, raw: Any) -> str:
+        text = raw.strip() if isinstance(raw, str) else ""
+        if not text:
+            raise CorrectionError(_l("A corrected caption needs some text."))
+        if len(text) > MAX_CORRECTION_CHARS:
+            raise CorrectionError(_l("A corrected caption has at most %(max)d characters.", max=MAX_CORRECTION_CHARS))
+        return text
+
+
+class SentimentPrediction(Prediction):
+    """A sentiment. ``output``: ``label``, ``scores`` (normalised classes), ``raw_scores`` (the model's own)."""
+
+    KIND = "sentiment"
+    __mapper_args__: ClassVar[dict[str, Any]] = {"polymorphic_identity": "sentiment"}
+
+    @classmethod
+    def from_result(cls, result: Any) -> SentimentPrediction:
+        scores = {label: round(score, 4) for label, score in result.scores.items()}
+        ranked = sorted(result.scores.values(), reverse=True)
+        return cls(
+            model_id=result.model_id,
+            revision=result.revision,
+            precision=result.precision,
+            latency_ms=round(result.latency_ms, 1),
+            output={
+                "label": result.label,
+                "scores": scores,
+                "raw_scores": {label: round(score, 4) for label, score in result.raw_scores.items()},
+            },
+            label=result.label,
+            final_label=result.label,
+            confidence=round(result.score, 4),
+            margin=round(ranked[0] - ranked[1], 4) if len(ranked) > 1 else None,
+        )
+
+    @property
+    def ai_value(self) -> str:
+        return self.output["label"]
+
+    @property
+    def scores(self) -> dict[str, float]:
+        return self.output.get("scores") or {}
+
+    @property
+    def raw_scores(self) -> dict[str, float]:
+        return self.output.get("raw_scores") or {}
+
+    @classmethod
+    def parse_correction(cls, raw: Any) -> str:
+        if raw not in SENTIMENT_LABELS:
+            labels = ", ".join(SENTIMENT_LABELS)
+            raise CorrectionError(_l("A corrected sentiment is one of: %(labels)s.", labels=labels))
+        return raw
+
+    @classmethod
+    def csv_columns(cls) -> tuple[str, ...]:
+        return tuple(f"score_{label}" for label in SENTIMENT_LABELS)
+
+    def csv_extra(self) -> tuple[Any, ...]:
+        return tuple(self.scores.get(label) for label in SENTIMENT_LABELS)
+
+
+class Review(db.Model):
+    """One decision about one prediction. Rows are only ever added; the latest one counts."""
+
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prediction_id: Mapped[int] = mapped_column(ForeignKey("prediction.id", ondelete="CASCADE"), index=True)
+    reviewer_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    reviewer_name: Mapped[str] = mapped_column(String(64))  # kept if the account goes
+    decision: Mapped[str] = mapped_column(String(16))
+    value: Mapped[Any] = mapped_column(JSON, nullable=True)  # the human value of a correction
+    comment: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    prediction: Mapped[Prediction] = relationship(back_populates="reviews")

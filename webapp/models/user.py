@@ -1,0 +1,110 @@
+"""Accounts and personal API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from flask_login import UserMixin
+from sqlalchemy import ForeignKey, Index, String, func, select, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from ..extensions import db
+from .base import utcnow
+
+if TYPE_CHECKING:
+    from .analysis import Analysis
+
+ROLES = ("user", "teacher", "clinician", "admin")
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+API_TOKEN_PREFIX = "prism_"  # noqa: S105 (a public prefix)
+
+
+class User(UserMixin, db.Model):
+    # "Alice" and "alice" are one account: a case-insensitive unique index, and lookups by lower().
+    __table_args__ = (Index("uq_user_username_lower", text("lower(username)"), unique=True),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16), default="user")
+    active: Mapped[bool] = mapped_column(default=True)
+    # Rotated on logout and password change; Flask-Login's session and remember cookies carry it
+    # (get_id), so a copied cookie stops working once the user logs out (ASVS 7.4.1).
+    session_token: Mapped[str] = mapped_column(String(64), unique=True, default=lambda: secrets.token_hex(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    analyses: Mapped[list[Analysis]] = relationship(back_populates="user", cascade="all, delete-orphan")
+    api_tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all, delete-orphan")
+
+    @classmethod
+    def by_username(cls, username: str):
+        """Select the user whose name matches ``username`` ignoring case."""
+        return select(cls).where(func.lower(cls.username) == username.strip().lower())
+
+    def set_password(self, password: str, method: str) -> None:
+        self.password_hash = generate_password_hash(password, method=method)
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+    def rotate_session_token(self) -> None:
+        self.session_token = secrets.token_hex(16)
+
+    def get_id(self) -> str:
+        return self.session_token
+
+    @property
+    def is_active(self) -> bool:
+        return self.active
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+class ApiToken(db.Model):
+    """A personal API token. Only its SHA-256 is stored; the secret is shown once at creation."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(16))  # first characters, to tell tokens apart
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship(back_populates="api_tokens")
+
+    @staticmethod
+    def hash_secret(secret: str) -> str:
+        return hashlib.sha256(secret.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, user: User, name: str) -> tuple[ApiToken, str]:
+        """Create a token for ``user``; returns the row and the one-time plaintext secret."""
+        secret = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        token = cls(user=user, name=name, token_hash=cls.hash_secret(secret), hint=secret[:10])
+        return token, secret
+
+    @classmethod
+    def select_active(cls, secret: str):
+        return select(cls).where(cls.token_hash == cls.hash_secret(secret), cls.revoked_at.is_(None))
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    def mark_used(self, now: datetime) -> bool:
+        """Stamp ``last_used_at`` at most once a minute; True when it changed (the caller commits).
+
+        A program calling the API in a loop would otherwise turn every request into a database write.
+        """
+        if self.last_used_at is not None and now - self.last_used_at < LAST_USED_RESOLUTION:
+            return False
+        self.last_used_at = now
+        return True
