@@ -1,4 +1,4 @@
-"""Upload validation (storage.validate_image) and content-addressed storage (storage.ImageStore)."""
+"""Upload validation (uploads.validate_image) and content-addressed storage (storage.LocalStorage)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageFile
 
-from tests.conftest import png_bytes, submit
-from webapp import storage
+from tests.conftest import client_for, png_bytes, submit
 from webapp.extensions import db
 from webapp.models import Analysis
-from webapp.storage import ImageStore, UploadRejected, display_filename, validate_image
+from webapp.storage import ObjectMissing
+from webapp.storage import local as local_storage
+from webapp.storage.local import LocalStorage
+from webapp.uploads import UploadRejected, display_filename, image_key, validate_image
 
 LIMITS = {"max_bytes": 10 * 1024 * 1024, "max_pixels": 40_000_000}
 
@@ -204,11 +206,11 @@ def test_display_filename(given, shown):
 
 
 def test_stored_name_is_the_hash_not_the_client_name(tmp_path):
-    """A traversal filename never becomes a path: the file lands at <root>/<sha[:2]>/<sha>.<ext>."""
+    """A traversal filename never becomes a path: the object lands at <root>/<sha[:2]>/<sha>.<ext>."""
     root = tmp_path / "uploads"
     image = validate_image(png_bytes(), "../../etc/passwd", **LIMITS)
-    path = ImageStore(root).save(image)
-    assert path == root / image.sha256[:2] / f"{image.sha256}.png"
+    LocalStorage(root).put(image.storage_key, image.data)
+    path = root / image.sha256[:2] / f"{image.sha256}.png"
     assert path.read_bytes() == image.data
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == [path]
     assert image.filename == "passwd"
@@ -218,52 +220,66 @@ def test_stored_name_is_the_hash_not_the_client_name(tmp_path):
     "digest",
     ["../" * 21 + "a", "A" * 64, "g" * 64, "a" * 63, "a" * 65, "a" * 62 + "/x", ""],
 )
-def test_path_for_rejects_non_hex(tmp_path, digest):
-    """ImageStore.path_for accepts only a 64-character lowercase hex digest."""
+def test_image_key_rejects_non_hex(digest):
+    """image_key accepts only a 64-character lowercase hex digest."""
     with pytest.raises(ValueError):
-        ImageStore(tmp_path).path_for(digest, "PNG")
+        image_key(digest, "PNG")
 
 
-def test_save_is_idempotent(tmp_path):
-    """Saving the same image twice returns the same path, one file, no temp files."""
-    store = ImageStore(tmp_path)
+@pytest.mark.parametrize("key", ["../outside.png", "/etc/passwd", "ab/../../x"])
+def test_local_storage_refuses_keys_that_leave_its_root(tmp_path, key):
+    """No key can make LocalStorage read or write outside its directory."""
+    store = LocalStorage(tmp_path / "root")
+    with pytest.raises(ValueError):
+        store.put(key, b"x")
+    with pytest.raises(ValueError):
+        store.get(key)
+
+
+def test_put_is_idempotent_and_get_reads_back(tmp_path):
+    """Putting the same object twice leaves one file and no temp files; get returns the bytes."""
+    store = LocalStorage(tmp_path)
     image = validate_image(png_bytes(), "a.png", **LIMITS)
-    first = store.save(image)
-    second = store.save(image)
-    assert first == second and first.read_bytes() == image.data
-    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [first]
+    store.put(image.storage_key, image.data)
+    store.put(image.storage_key, image.data)
+    assert store.get(image.storage_key) == image.data and store.exists(image.storage_key)
+    assert len([p for p in tmp_path.rglob("*") if p.is_file()]) == 1
 
 
-def test_failed_save_leaves_no_partial_file(tmp_path, monkeypatch):
+def test_failed_put_leaves_no_partial_file(tmp_path, monkeypatch):
     """If writing fails midway, neither the final file nor a .upload-* temp file remains."""
-    store = ImageStore(tmp_path)
+    store = LocalStorage(tmp_path)
     image = validate_image(png_bytes(), "a.png", **LIMITS)
 
     def disk_full(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(storage.os, "fsync", disk_full)
+    monkeypatch.setattr(local_storage.os, "fsync", disk_full)
     with pytest.raises(OSError):
-        store.save(image)
+        store.put(image.storage_key, image.data)
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
     monkeypatch.undo()
-    assert store.save(image).read_bytes() == image.data
+    store.put(image.storage_key, image.data)
+    assert store.get(image.storage_key) == image.data
 
 
-def test_delete_is_idempotent(tmp_path):
-    """Deleting a stored image removes it; deleting again is a no-op."""
-    store = ImageStore(tmp_path)
+def test_delete_is_idempotent_and_get_of_missing_raises(tmp_path):
+    """Deleting a stored object removes it; deleting again is a no-op; reading it then is ObjectMissing."""
+    store = LocalStorage(tmp_path)
     image = validate_image(png_bytes(), "a.png", **LIMITS)
-    path = store.save(image)
-    store.delete(image.sha256, image.format)
-    store.delete(image.sha256, image.format)
-    assert not path.exists()
+    store.put(image.storage_key, image.data)
+    store.delete(image.storage_key)
+    store.delete(image.storage_key)
+    assert not store.exists(image.storage_key)
+    with pytest.raises(ObjectMissing):
+        store.get(image.storage_key)
 
 
-def test_form_upload_with_traversal_and_chinese_names(app, alice, tmp_path):
+def test_form_upload_with_traversal_and_chinese_names(app, tmp_path):
     """Through the form, a traversal name is stored by hash and shown as its base name; 作业.png is kept."""
-    submit(alice, "education", text=None, image=png_bytes(color=(5, 5, 5)), filename="../../etc/passwd")
-    submit(alice, "education", text=None, image=png_bytes(color=(6, 6, 6)), filename="作业.png")
+    teacher = client_for(app, "tina", "teacher")
+    submit(teacher, "education", text=None, image=png_bytes(color=(5, 5, 5)), filename="../../etc/passwd")
+    submit(teacher, "education", text=None, image=png_bytes(color=(6, 6, 6)), filename="作业.png")
     with app.app_context():
         rows = db.session.scalars(db.select(Analysis).order_by(Analysis.id)).all()
         assert [r.image_filename for r in rows] == ["passwd", "作业.png"]
@@ -271,7 +287,7 @@ def test_form_upload_with_traversal_and_chinese_names(app, alice, tmp_path):
         files = sorted(p for p in uploads.rglob("*") if p.is_file())
         assert sorted(f.name for f in files) == sorted(f"{r.image_sha256}.png" for r in rows)
     assert not (tmp_path / "etc").exists()
-    body = alice.get(f"/history/{rows[1].id}").get_data(as_text=True)
+    body = teacher.get(f"/history/{rows[1].id}").get_data(as_text=True)
     assert "作业.png" in body
 
 

@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import audit
 from .extensions import db
-from .storage import human_size
+from .uploads import human_size
 
 
 def wants_json() -> bool:

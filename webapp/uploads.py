@@ -1,21 +1,18 @@
-"""Upload validation and content-addressed image storage under ``instance/uploads/``.
+"""Upload validation: what an accepted image is. Where its bytes live is ``webapp.storage``'s business.
 
 Validation follows Pillow's security handbook: only an allow-list of formats is parsed, and images
 over ``PRISM_MAX_IMAGE_PIXELS`` are refused from their header, before decoding (by default Pillow only
 warns between 1x and 2x its ``MAX_IMAGE_PIXELS``, and a 12 KB PNG can decode to 100 Mpx).
 The file is fully decoded before it is accepted, so truncated or fake images are refused up front.
-Files are named by their SHA-256, so the client's filename never reaches the filesystem and
-identical uploads are stored once.
+Stored objects are named by their SHA-256 (``storage_key``), so the client's filename never reaches
+a path and identical uploads are stored once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from flask_babel import lazy_gettext as _l
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -58,11 +55,27 @@ class ValidatedImage:
     height: int
     filename: str | None
 
+    @property
+    def storage_key(self) -> str:
+        return image_key(self.sha256, self.format)
+
     def to_rgb(self) -> Image.Image:
         """A decoded RGB copy, upright per EXIF orientation, for the model service."""
-        with Image.open(io.BytesIO(self.data), formats=[self.format]) as image:
-            image.seek(0)
-            return ImageOps.exif_transpose(image).convert("RGB")
+        return decode_rgb(self.data, self.format)
+
+
+def image_key(sha256: str, image_format: str) -> str:
+    """The storage key of an image: ``<sha[:2]>/<sha>.<ext>`` (the layout v1 used on disk)."""
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise ValueError("not a sha256 hex digest")
+    return f"{sha256[:2]}/{sha256}.{EXTENSIONS[image_format]}"
+
+
+def decode_rgb(data: bytes, image_format: str) -> Image.Image:
+    """A decoded RGB copy of stored, already validated bytes, upright per EXIF orientation."""
+    with Image.open(io.BytesIO(data), formats=[image_format]) as image:
+        image.seek(0)
+        return ImageOps.exif_transpose(image).convert("RGB")
 
 
 def validate_image(data: bytes, filename: str | None, *, max_bytes: int, max_pixels: int) -> ValidatedImage:
@@ -107,36 +120,3 @@ def display_filename(filename: str | None) -> str | None:
     base = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
     cleaned = "".join(ch for ch in base if ch.isprintable()).strip()
     return cleaned[:255] or None
-
-
-class ImageStore:
-    """Content-addressed files: ``<root>/<sha[:2]>/<sha>.<ext>``, written atomically."""
-
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
-
-    def path_for(self, sha256: str, image_format: str) -> Path:
-        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
-            raise ValueError("not a sha256 hex digest")
-        return self.root / sha256[:2] / f"{sha256}.{EXTENSIONS[image_format]}"
-
-    def save(self, image: ValidatedImage) -> Path:
-        path = self.path_for(image.sha256, image.format)
-        if path.exists():
-            return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write to a temp file in the same directory, then rename: readers never see a partial file.
-        handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                out.write(image.data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp_name, path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
-        return path
-
-    def delete(self, sha256: str, image_format: str) -> None:
-        self.path_for(sha256, image_format).unlink(missing_ok=True)
