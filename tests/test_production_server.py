@@ -1,10 +1,11 @@
-"""The documented production setup: gunicorn with gunicorn.conf.py serves the app, models load per worker."""
+"""Production topology: gunicorn (gunicorn.conf.py) serves the app, `manage.py worker` runs the jobs."""
 
 from __future__ import annotations
 
 import base64
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -36,9 +37,23 @@ def _get(url: str, headers: dict | None = None, body: bytes | None = None) -> tu
         return error.code, json.loads(error.read())
 
 
+def _stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15) -> tuple[float, str]:
+    """Send ``sig`` and wait for the process to exit; returns (seconds it took, its output)."""
+    started = time.monotonic()
+    process.send_signal(sig)
+    try:
+        output = process.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output = process.communicate()[0]
+        pytest.fail(f"{process.args} did not stop within {timeout} s:\n{output.decode(errors='replace')}")
+    return time.monotonic() - started, output.decode(errors="replace")
+
+
 @pytest.fixture
 def server(tmp_path):
-    """gunicorn -c gunicorn.conf.py with two workers on a free loopback port, fake models, warm on start."""
+    """gunicorn -c gunicorn.conf.py with two workers on a free loopback port, plus one `manage.py worker`
+    on the same SQLite job queue; fake models, warm on start."""
     app = make_app(tmp_path)
     make_user(app, "alice")
     token = make_token(app, "alice")
@@ -52,18 +67,18 @@ def server(tmp_path):
         "PRISM_WORKERS": "2",
         "PRISM_THREADS": "4",
         "PRISM_WARM_ON_START": "1",
-        "PRISM_INSTANCE_PATH": str(tmp_path),
+        "PRISM_INSTANCE_PATH": str(tmp_path),  # the job queue defaults to <instance>/jobs.sqlite for both
         "PRISM_SECRET_KEY": "server-test-secret",
         "PRISM_DATABASE_URL": database_url,
         "PRISM_MODEL_BACKEND": "fake",
+        "PRISM_WORKER_THREADS": "4",
+        "PRISM_WORKER_MAX_POLL_MS": "50",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
-        cwd=PROJECT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    env.pop("PRISM_JOBS_IMMEDIATE", None)
+    popen = {"cwd": PROJECT, "env": env, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
+    # No control socket: its default path (~/.gunicorn/gunicorn.ctl) is shared by every gunicorn on the machine.
+    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--no-control-socket"], **popen)
+    worker = subprocess.Popen([sys.executable, "manage.py", "worker"], **popen)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -74,15 +89,18 @@ def server(tmp_path):
         except OSError:
             pass
         time.sleep(0.2)
-    yield base, token, process
-    process.terminate()
-    output = process.communicate(timeout=30)[0].decode(errors="replace")
-    assert "Traceback" not in output, output
+    try:
+        yield base, token, web, worker
+    finally:
+        for process in (web, worker):
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
 
 
-def test_gunicorn_serves_prism_with_models_loaded_after_fork(server):
-    """Both workers boot, load models on start (no request needed), and answer concurrent API calls."""
-    base, token, process = server
+def test_gunicorn_and_worker_serve_prism_and_stop_cleanly(server):
+    """Web workers warm their models, the job worker runs 8 concurrent predictions, both stop fast on SIGTERM."""
+    base, token, web, worker = server
     status, health = _get(base + "/healthz")
     assert status == 200
     assert [model["state"] for model in health["models"]] == ["ready", "ready"]
@@ -91,7 +109,23 @@ def test_gunicorn_serves_prism_with_models_loaded_after_fork(server):
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(lambda _: _get(base + "/api/v1/predict", headers, body), range(8)))
-    assert [status for status, _ in results] == [201] * 8
+    assert [status for status, _ in results] == [201] * 8, results
     assert len({payload["id"] for _, payload in results}) == 8
-    assert all(payload["sentiment"]["label"] == "positive" for _, payload in results)
-    assert process.poll() is None
+    assert all(payload["status"] == "done" for _, payload in results)
+    assert all(
+        payload["values"] == {"caption": "a 64x48 picture, mostly red", "sentiment": "positive"}
+        for _, payload in results
+    )
+    assert web.poll() is None and worker.poll() is None
+
+    web_seconds, web_output = _stop(web)
+    worker_seconds, worker_output = _stop(worker)
+    assert web.returncode == 0, web_output
+    assert worker.returncode == 0, worker_output
+    assert "Traceback" not in web_output, web_output
+    assert "Traceback" not in worker_output, worker_output
+    assert "Consumer exiting" in worker_output, worker_output
+    # gunicorn only queues: every one of the eight jobs ran in the worker process.
+    assert worker_output.count("Executing webapp.jobs.prism.run_analysis") == 8, worker_output
+    assert web_seconds < 10, f"gunicorn took {web_seconds:.1f} s to stop:\n{web_output}"
+    assert worker_seconds < 10, f"the worker took {worker_seconds:.1f} s to stop:\n{worker_output}"

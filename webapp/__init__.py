@@ -36,7 +36,7 @@ def create_app(test_config: dict[str, Any] | None = None, instance_path: str | N
 
 
 def register_extensions(app: Flask) -> None:
-    from . import database, inference
+    from . import database, inference, jobs, storage
     from .auth import login_manager_setup
     from .extensions import babel, csrf, db, migrate
     from .i18n import select_locale
@@ -48,6 +48,8 @@ def register_extensions(app: Flask) -> None:
     babel.init_app(app, locale_selector=select_locale)
     login_manager_setup(app)
     inference.init_app(app)
+    storage.init_app(app)
+    jobs.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:
@@ -55,13 +57,17 @@ def register_blueprints(app: Flask) -> None:
     from .api.views import bp as api_bp
     from .auth.views import bp as auth_bp
     from .history.views import bp as history_bp
+    from .jobs.views import bp as jobs_bp
     from .main.views import bp as main_bp
+    from .reviews.views import bp as reviews_bp
     from .scenarios.views import bp as scenarios_bp
 
     app.register_blueprint(main_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(scenarios_bp)
     app.register_blueprint(history_bp)
+    app.register_blueprint(reviews_bp)
+    app.register_blueprint(jobs_bp)
     app.register_blueprint(admin_bp)
     app.register_blueprint(api_bp)
 

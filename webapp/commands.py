@@ -132,17 +132,18 @@ def create_token_command(username: str, name: str) -> None:
     help="Where to write the JSON [default: bench-results/bench-<arch>-<UTC time>.json].",
 )
 @click.option("--history-rows", type=click.IntRange(min=1), default=100_000, show_default=True)
-@click.option("--only", type=click.Choice(["models", "history"]), help="Run one of the two benches.")
+@click.option("--only", type=click.Choice(["models", "queue", "history"]), help="Run one of the three benches.")
 @with_appcontext
 def bench_command(
     arches: tuple[str, ...], items: int | None, clients: str, out: Path | None, history_rows: int, only: str | None
 ) -> None:
-    """Measure the model service against the naive way, and the history pages on a large database.
+    """Measure the model service against the naive way, the job queue against the direct call, and the
+    history pages on a large database.
 
-    Prints a table per bench and every target of the performance issue as PASS/MISS, and writes all
-    of it as JSON. Run it on a quiet machine: the numbers are only as steady as the CPU is idle.
+    Prints a table per bench and every target as PASS/MISS, and writes all of it as JSON. Run it on a
+    quiet machine: the numbers are only as steady as the CPU is idle.
     """
-    from . import PROJECT_ROOT, history_bench
+    from . import PROJECT_ROOT, history_bench, queue_bench
     from .inference.bench import write_json
 
     try:
@@ -155,10 +156,23 @@ def bench_command(
         raise click.BadParameter("at least one level of one client or more", param_hint="--clients")
     result: dict[str, Any] = {}
     found: list[dict[str, Any]] = []
-    if only != "history":
-        result["models"] = _bench_models(arches, items, levels)
-        found += result["models"]["targets"]
-    if only != "models":
+    with tempfile.TemporaryDirectory(prefix="prism-bench-") as tmp:
+        sources = _bench_sources(arches, Path(tmp)) if only != "history" else {}
+        if only in (None, "models"):
+            result["models"] = _bench_models(sources, arches, items, levels)
+            found += result["models"]["targets"]
+        if only in (None, "queue"):
+            if sources.get("caption") is None:
+                click.echo("\nqueue: skipped (this run has no caption model)")
+            else:
+                click.echo("")
+                config = dict(current_app.config)
+                if arches:
+                    config.update(PRISM_MODEL_BACKEND="transformers", PRISM_MODEL_OFFLINE=True)
+                result["queue"] = queue_bench.run(config, sources["caption"], echo=click.echo)
+                click.echo(queue_bench.format_table(result["queue"]))
+                found += result["queue"]["targets"]
+    if only in (None, "history"):
         click.echo("")
         result["history"] = history_bench.run(history_rows, echo=click.echo)
         click.echo(history_bench.format_table(result["history"]))
@@ -176,10 +190,10 @@ def bench_command(
     click.echo(f"\nWrote {out}")
 
 
-def _bench_models(arches: tuple[str, ...], items: int | None, levels: tuple[int, ...]) -> dict[str, Any]:
-    """The model bench on ``--arch`` checkpoints built in a temporary directory, or the configured models."""
+def _bench_sources(arches: tuple[str, ...], directory: Path) -> dict[str, str | None]:
+    """The caption and sentiment checkpoints to bench: ``--arch`` ones built once into ``directory``
+    (random weights, real architecture), else the configured models."""
     from .inference import bench
-    from .inference.hub import ModelSourceError
     from .inference.settings import InferenceSettings
 
     settings = InferenceSettings.from_config(current_app.config)
@@ -189,42 +203,113 @@ def _bench_models(arches: tuple[str, ...], items: int | None, levels: tuple[int,
     kinds = [bench.ARCHES[arch] for arch in arches]
     if len(set(kinds)) != len(kinds):
         raise click.BadParameter("at most one caption and one sentiment architecture per run", param_hint="--arch")
-    if not arches and settings.backend != "transformers":
-        raise click.ClickException(
-            f"PRISM_MODEL_BACKEND is {settings.backend!r}: the bench measures the transformers backend "
-            "(set it, or use --arch)."
-        )
-    options = bench.BenchOptions(clients=levels, items=items)
-    with tempfile.TemporaryDirectory(prefix="prism-bench-") as tmp:
-        sources = {"caption": None, "sentiment": None}
-        if arches:
-            settings = replace(settings, backend="transformers", offline=True)
-            for arch, kind in zip(arches, kinds, strict=True):
-                click.echo(f"building {arch} with random weights (real architecture and size)")
-                started = time.perf_counter()
-                sources[kind] = str(bench.build_arch(arch, Path(tmp) / arch))
-                click.echo(f"  built in {time.perf_counter() - started:.1f} s")
-        else:
-            sources = {"caption": settings.caption_model, "sentiment": settings.sentiment_model}
-        try:
-            result = bench.run(
-                settings,
-                caption_model=sources["caption"],
-                sentiment_model=sources["sentiment"],
-                options=options,
-                random_weights=bool(arches),
-                echo=click.echo,
+    if not arches:
+        if settings.backend != "transformers":
+            raise click.ClickException(
+                f"PRISM_MODEL_BACKEND is {settings.backend!r}: the bench measures the transformers backend "
+                "(set it, or use --arch)."
             )
-        except (ModelSourceError, OSError, ValueError) as exc:
-            raise click.ClickException(f"the model bench could not load a model: {exc}") from exc
+        return {"caption": settings.caption_model, "sentiment": settings.sentiment_model}
+    sources: dict[str, str | None] = {"caption": None, "sentiment": None}
+    for arch, kind in zip(arches, kinds, strict=True):
+        click.echo(f"building {arch} with random weights (real architecture and size)")
+        started = time.perf_counter()
+        sources[kind] = str(bench.build_arch(arch, directory / arch))
+        click.echo(f"  built in {time.perf_counter() - started:.1f} s")
+    return sources
+
+
+def _bench_models(
+    sources: dict[str, str | None], arches: tuple[str, ...], items: int | None, levels: tuple[int, ...]
+) -> dict[str, Any]:
+    """The model bench on the given checkpoints (random weights when they were built from ``arches``)."""
+    from .inference import bench
+    from .inference.hub import ModelSourceError
+    from .inference.settings import InferenceSettings
+
+    settings = InferenceSettings.from_config(current_app.config)
+    random_weights = bool(arches)
+    if random_weights:
+        settings = replace(settings, backend="transformers", offline=True)
+    try:
+        result = bench.run(
+            settings,
+            caption_model=sources["caption"],
+            sentiment_model=sources["sentiment"],
+            options=bench.BenchOptions(clients=levels, items=items),
+            random_weights=random_weights,
+            echo=click.echo,
+        )
+    except (ModelSourceError, OSError, ValueError) as exc:
+        raise click.ClickException(f"the model bench could not load a model: {exc}") from exc
     result["arch"] = list(arches) or None
     click.echo("")
     click.echo(bench.format_report(result))
     return result
 
 
+@click.command("run")
+@click.option("--host", "-h", default="127.0.0.1", show_default=True)
+@click.option("--port", "-p", default=5000, show_default=True, type=int)
+@click.option(
+    "--worker/--no-worker",
+    default=None,
+    help="Run a job consumer inside this process [default: PRISM_INPROCESS_WORKER, on].",
+)
+@with_appcontext
+def run_command(host: str, port: int, worker: bool | None) -> None:
+    """Flask's development server plus, by default, a job consumer in the same process: one command
+    runs everything. In production run gunicorn and `manage.py worker` instead (see the README)."""
+    from werkzeug.serving import run_simple
+
+    from .jobs import create_consumer
+
+    app = current_app._get_current_object()
+    in_process = app.config["PRISM_INPROCESS_WORKER"] if worker is None else worker
+    consumer = None
+    if in_process and not app.config["PRISM_JOBS_IMMEDIATE"]:
+        consumer = create_consumer(app, in_process=True)
+        consumer.start()
+        click.echo(f" * Job consumer: {app.config['PRISM_WORKER_THREADS']} threads in this process")
+    try:
+        # Werkzeug's server directly: Flask ignores app.run() inside its own CLI.
+        run_simple(host, port, app, use_reloader=False, threaded=True)
+    finally:
+        if consumer is not None:
+            consumer.stop(graceful=False)
+
+
+@click.command("worker")
+@click.option("--threads", type=click.IntRange(min=1), help="Consumer threads [default: PRISM_WORKER_THREADS].")
+@with_appcontext
+def worker_command(threads: int | None) -> None:
+    """Run the job consumer: it loads the models and runs queued analyses (SIGINT/SIGTERM stop it).
+
+    Start as many as you like, on one host with the SQLite queue or on several with PRISM_REDIS_URL.
+    Work a killed worker held is picked up again once its lease expires (PRISM_JOB_LEASE_SECONDS).
+    """
+    import logging
+
+    from .jobs import create_consumer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = current_app._get_current_object()
+    if app.config["PRISM_JOBS_IMMEDIATE"]:
+        raise click.ClickException("PRISM_JOBS_IMMEDIATE is on: jobs run where they are queued; no worker needed.")
+    if threads:
+        app.config["PRISM_WORKER_THREADS"] = threads
+    create_consumer(app).run()
+
+
 def register(app: Flask) -> None:
     from .inference.cli import models_cli
 
-    for command in (create_admin_command, set_role_command, create_token_command, models_cli, bench_command):
+    for command in (
+        create_admin_command,
+        set_role_command,
+        create_token_command,
+        models_cli,
+        bench_command,
+        worker_command,
+    ):
         app.cli.add_command(command)

@@ -31,8 +31,26 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "SECRET_KEY": None,
         "SQLALCHEMY_DATABASE_URI": f"sqlite:///{instance / 'prism.sqlite'}",
         "UPLOAD_FOLDER": str(instance / "uploads"),
-        # Whole-request cap (Werkzeug answers 413); images are also pixel-capped in storage.py.
-        "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
+        # Whole-request cap (Werkzeug answers 413); a batch of phone photos needs room. Each image is
+        # also capped by size and pixels in uploads.py.
+        "MAX_CONTENT_LENGTH": 100 * 1024 * 1024,
+        "PRISM_MAX_BATCH_FILES": 50,
+        # Uploaded bytes (webapp/storage): "local" keeps them in UPLOAD_FOLDER.
+        "PRISM_STORAGE": "local",
+        # Background jobs (webapp/jobs): SQLite queue in instance/ unless PRISM_REDIS_URL is set.
+        "PRISM_REDIS_URL": None,
+        "PRISM_JOBS_DB": str(instance / "jobs.sqlite"),
+        "PRISM_JOBS_IMMEDIATE": False,
+        "PRISM_WORKER_THREADS": 8,
+        "PRISM_WORKER_MAX_POLL_MS": 250,
+        "PRISM_INPROCESS_WORKER": True,
+        "PRISM_JOB_LEASE_SECONDS": 120,
+        "PRISM_JOB_MAX_ATTEMPTS": 3,
+        # Review engine: confidence bands, and when a result counts as uncertain.
+        "PRISM_CONFIDENCE_HIGH": 0.8,
+        "PRISM_CONFIDENCE_MEDIUM": 0.6,
+        "PRISM_UNCERTAIN_MIN_SCORE": 0.5,
+        "PRISM_UNCERTAIN_MIN_MARGIN": 0.1,
         "PRISM_MAX_IMAGE_BYTES": 10 * 1024 * 1024,
         "PRISM_MAX_IMAGE_PIXELS": 40_000_000,
         "PRISM_MAX_TEXT_CHARS": 5000,
@@ -71,8 +89,10 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "PRISM_CAPTION_MAX_BATCH": 8,
         "PRISM_SENTIMENT_MAX_BATCH": 32,
         "PRISM_BATCH_WINDOW_MS": 0.0,
+        "PRISM_BATCH_BUSY_WINDOW_MS": 200.0,
         "PRISM_QUEUE_SIZE": 32,
         "PRISM_INFERENCE_TIMEOUT": 30.0,
+        "PRISM_FAKE_LATENCY_MS": 0.0,
     }
 
 
@@ -89,9 +109,25 @@ _INT_KEYS = {
     "PRISM_CAPTION_MAX_BATCH",
     "PRISM_SENTIMENT_MAX_BATCH",
     "PRISM_QUEUE_SIZE",
+    "PRISM_MAX_BATCH_FILES",
+    "PRISM_WORKER_THREADS",
+    "PRISM_WORKER_MAX_POLL_MS",
+    "PRISM_JOB_LEASE_SECONDS",
+    "PRISM_JOB_MAX_ATTEMPTS",
 }
-_FLOAT_KEYS = {"PRISM_MODEL_LOAD_WAIT", "PRISM_MODEL_RETRY_AFTER", "PRISM_BATCH_WINDOW_MS", "PRISM_INFERENCE_TIMEOUT"}
-_BOOL_KEYS = {"PRISM_MODEL_OFFLINE", "PRISM_SECURE_COOKIES"}
+_FLOAT_KEYS = {
+    "PRISM_MODEL_LOAD_WAIT",
+    "PRISM_MODEL_RETRY_AFTER",
+    "PRISM_BATCH_WINDOW_MS",
+    "PRISM_BATCH_BUSY_WINDOW_MS",
+    "PRISM_INFERENCE_TIMEOUT",
+    "PRISM_FAKE_LATENCY_MS",
+    "PRISM_CONFIDENCE_HIGH",
+    "PRISM_CONFIDENCE_MEDIUM",
+    "PRISM_UNCERTAIN_MIN_SCORE",
+    "PRISM_UNCERTAIN_MIN_MARGIN",
+}
+_BOOL_KEYS = {"PRISM_MODEL_OFFLINE", "PRISM_SECURE_COOKIES", "PRISM_JOBS_IMMEDIATE", "PRISM_INPROCESS_WORKER"}
 
 
 def _from_environment() -> dict[str, Any]:

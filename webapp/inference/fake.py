@@ -5,6 +5,8 @@ Its model ids say "fake" so a record made with it can never pass for a real mode
 
 from __future__ import annotations
 
+import time
+
 from PIL import Image, ImageStat
 
 from .types import ModelState
@@ -18,6 +20,9 @@ class FakeCaptionModel:
     revision = "1"
     precision = "none"
 
+    def __init__(self, delay_seconds: float = 0.0):
+        self.delay_seconds = delay_seconds  # simulated inference time per batch
+
     def prepare(self, image: Image.Image) -> Image.Image:
         return image
 
@@ -25,6 +30,7 @@ class FakeCaptionModel:
         return self.caption(images)
 
     def caption(self, images: list[Image.Image]) -> list[str]:
+        time.sleep(self.delay_seconds)
         captions = []
         for image in images:
             red, green, blue = (round(v) for v in ImageStat.Stat(image.convert("RGB")).mean)
@@ -38,7 +44,11 @@ class FakeSentimentModel:
     revision = "1"
     precision = "none"
 
+    def __init__(self, delay_seconds: float = 0.0):
+        self.delay_seconds = delay_seconds
+
     def classify(self, texts: list[str]) -> list[dict[str, float]]:
+        time.sleep(self.delay_seconds)
         results = []
         for text in texts:
             lowered = text.lower()
@@ -52,11 +62,11 @@ class FakeSentimentModel:
         return results
 
 
-def load_caption_model(progress) -> FakeCaptionModel:
+def load_caption_model(progress, delay_seconds: float = 0.0) -> FakeCaptionModel:
     progress(ModelState.LOADING, None, "fake backend")
-    return FakeCaptionModel()
+    return FakeCaptionModel(delay_seconds)
 
 
-def load_sentiment_model(progress) -> FakeSentimentModel:
+def load_sentiment_model(progress, delay_seconds: float = 0.0) -> FakeSentimentModel:
     progress(ModelState.LOADING, None, "fake backend")
-    return FakeSentimentModel()
+    return FakeSentimentModel(delay_seconds)

@@ -1,0 +1,173 @@
+"""One analysis job: claim the row, run each model task it still lacks, store each prediction, finish.
+
+Exactly-once results from at-least-once delivery:
+- a claim is one conditional UPDATE (pending, or running with an expired lease), so two workers
+  never both hold a live lease on one analysis;
+- each prediction is committed as it is made, with the lease renewed, under a unique
+  (analysis, kind) constraint, so a re-run skips what is stored and can never duplicate it;
+- a model that is loading or busy does not fail the job: the row goes back to pending (the attempt
+  is not counted) and the job is scheduled again for when the model expects to be ready.
+No transaction is held during inference: with SQLite that would hold the write lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from flask import current_app
+from PIL import Image
+from sqlalchemy import and_, or_, update
+from sqlalchemy.exc import IntegrityError
+
+from ..extensions import db
+from ..inference import ModelService, ModelUnavailable, get_model_service
+from ..models import DONE, FAILED, PENDING, RUNNING, Analysis, Prediction, utcnow
+from ..storage import ObjectMissing, get_storage
+from ..uploads import decode_rgb, image_key
+from . import enqueue_analyses
+
+logger = logging.getLogger(__name__)
+MAX_DEFER_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class JobInputs:
+    """An analysis's inputs as plain values, read before inference.
+
+    Touching an ORM attribute after the session's rollback would silently begin a new transaction,
+    and with SQLite (BEGIN IMMEDIATE) hold the write lock for the whole model call.
+    """
+
+    text: str | None
+    image_sha256: str | None
+    image_format: str | None
+    missing: tuple[str, ...]  # the kinds still without a prediction
+
+    def image(self) -> Image.Image:
+        data = get_storage().get(image_key(self.image_sha256, self.image_format))
+        return decode_rgb(data, self.image_format)
+
+
+# What each prediction kind asks of the model service, given the analysis's inputs.
+RUNNERS: dict[str, Callable[[ModelService, JobInputs], Any]] = {
+    "caption": lambda service, inputs: service.caption(inputs.image()),
+    "sentiment": lambda service, inputs: service.sentiment(inputs.text),
+}
+
+
+def _lease() -> timedelta:
+    return timedelta(seconds=current_app.config["PRISM_JOB_LEASE_SECONDS"])
+
+
+def claim(analysis_id: int) -> bool:
+    """Take the analysis for this worker; False when it is done, failed, or leased to a live worker."""
+    now = utcnow()
+    claimable = or_(Analysis.status == PENDING, and_(Analysis.status == RUNNING, Analysis.lease_expires_at < now))
+    result = db.session.execute(
+        update(Analysis)
+        .where(Analysis.id == analysis_id, claimable)
+        .values(status=RUNNING, attempts=Analysis.attempts + 1, started_at=now, lease_expires_at=now + _lease())
+    )
+    db.session.commit()
+    return result.rowcount == 1
+
+
+def _settle(analysis_id: int, **values: Any) -> None:
+    db.session.rollback()
+    db.session.execute(update(Analysis).where(Analysis.id == analysis_id).values(lease_expires_at=None, **values))
+    db.session.commit()
+
+
+def run(analysis_id: int) -> str:
+    """Run the job; returns what happened ("done", "failed", "deferred", "skipped") for logs and tests."""
+    if not claim(analysis_id):
+        return "skipped"
+    analysis = db.session.get(Analysis, analysis_id)
+    first = next((kind for kind in analysis.tasks if analysis.prediction(kind) is None), None)
+    if first is None:
+        return _work(analysis_id, analysis)
+    # Jobs of a burst reach the model at slightly different times (dequeue, claim, image read and
+    # decode); announcing the first model call now lets them share one batch.
+    with get_model_service().announce(first):
+        return _work(analysis_id, analysis)
+
+
+def _work(analysis_id: int, analysis: Analysis) -> str:
+    max_attempts = current_app.config["PRISM_JOB_MAX_ATTEMPTS"]
+    if analysis.attempts > max_attempts:
+        _settle(
+            analysis_id,
+            status=FAILED,
+            finished_at=utcnow(),
+            error=f"The job was started {max_attempts} times without finishing (its worker stopped each "
+            "time). Retry it to try again.",
+        )
+        return "failed"
+    inputs = JobInputs(
+        text=analysis.text,
+        image_sha256=analysis.image_sha256,
+        image_format=analysis.image_format,
+        missing=tuple(kind for kind in analysis.tasks if analysis.prediction(kind) is None),
+    )
+    db.session.rollback()  # from here on, no transaction (no SQLite write lock) while a model runs
+    service = get_model_service()
+    service.start_loading(caption="caption" in inputs.missing, sentiment="sentiment" in inputs.missing)
+    for kind in inputs.missing:
+        try:
+            result = RUNNERS[kind](service, inputs)
+        except ModelUnavailable as exc:
+            if exc.reason in ("not_ready", "busy"):
+                return _defer(analysis_id, exc)
+            _settle(analysis_id, status=FAILED, finished_at=utcnow(), error=str(exc), error_info=_info(exc))
+            return "failed"
+        except ObjectMissing:
+            _settle(
+                analysis_id, status=FAILED, finished_at=utcnow(), error="The uploaded image is missing from storage."
+            )
+            return "failed"
+        prediction = Prediction.KINDS[kind].from_result(result)
+        prediction.analysis_id = analysis_id
+        db.session.add(prediction)
+        last = kind == inputs.missing[-1]
+        # The last prediction and "done" land in one commit; earlier ones renew the lease.
+        finish = {"status": DONE, "finished_at": utcnow(), "error": None, "error_info": None, "lease_expires_at": None}
+        values = dict(finish) if last else {"lease_expires_at": utcnow() + _lease()}
+        if terms := prediction.search_terms():
+            values["search_text"] = Analysis.search_text + "".join("\n" + term for term in terms)
+        db.session.execute(
+            update(Analysis).where(Analysis.id == analysis_id, Analysis.status == RUNNING).values(**values)
+        )
+        try:
+            db.session.commit()
+        except IntegrityError:  # another worker stored this kind first (its lease had expired)
+            logger.info("analysis %s: %s prediction already stored", analysis_id, kind)
+            if last:
+                _settle(analysis_id, **finish)
+        db.session.rollback()  # end the transaction before the next model call
+    if not inputs.missing:
+        _settle(analysis_id, status=DONE, finished_at=utcnow(), error=None, error_info=None)
+    return "done"
+
+
+def _info(exc: ModelUnavailable) -> dict[str, str]:
+    return {"kind": exc.kind, "state": exc.state.value, "reason": exc.reason, "message": str(exc)}
+
+
+def _defer(analysis_id: int, exc: ModelUnavailable) -> str:
+    """Back to pending, attempt not counted, and queued again for when the model expects to be ready."""
+    delay = min(float(exc.retry_after), MAX_DEFER_SECONDS)
+    _settle(
+        analysis_id,
+        status=PENDING,
+        attempts=Analysis.attempts - 1,
+        queued_at=utcnow(),
+        error=str(exc),
+        error_info=_info(exc),
+    )
+    logger.info("analysis %s deferred %.0f s: %s", analysis_id, delay, exc)
+    enqueue_analyses([analysis_id], delay=delay)
+    return "deferred"
