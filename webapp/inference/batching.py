@@ -3,11 +3,12 @@
 Each model has a ``MicroBatcher``: a bounded queue plus the rule for cutting a batch from it. The
 ``InferenceWorker`` thread runs the batches of every model registered with it, always serving the
 model whose oldest item has waited longest. When it cuts a batch it takes what is queued (up to
-``max_batch``), waits up to ``window_seconds`` for more, and keeps waiting, up to
+``max_batch``), waits up to ``window_seconds`` for more (and up to ``busy_window_seconds`` until it
+holds as many as the previous batch: a lone user never pays it), and keeps waiting, up to
 ``max_wait_seconds``, while callers are still preparing an item they announced
-(``submit(..., prepare=...)``): a burst of clients whose preprocessing is spread out by the GIL then
-shares one batch instead of splitting into two, and a lone request never waits for company that is
-not coming.
+(``submit(..., prepare=...)``, or earlier with ``announce()``): a burst of clients whose
+preprocessing is spread out by the GIL then shares one batch instead of splitting into two, and a
+lone request never waits for company that is not coming.
 
 Why one thread for all models: it is the only thread that touches tokenizers and models (which are
 not thread-safe), and torch work runs fastest when a single long-lived thread does it. Measured
@@ -25,9 +26,10 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +108,7 @@ class MicroBatcher:
         window_seconds: float,
         queue_size: int,
         max_wait_seconds: float = 0.1,
+        busy_window_seconds: float = 0.0,
         worker: InferenceWorker | None = None,
     ):
         if max_batch < 1 or queue_size < 1:
@@ -114,12 +117,18 @@ class MicroBatcher:
         self._run_batch = run_batch
         self.max_batch = max_batch
         self.window_seconds = window_seconds
+        # While fewer items wait than the last batch held, wait up to this long for the rest: the
+        # clients of that batch are sending their next requests, and requests that go through
+        # background jobs arrive tens of ms apart. A lone user (last batch: 1) never waits.
+        self.busy_window_seconds = max(busy_window_seconds, window_seconds)
         self.max_wait_seconds = max(max_wait_seconds, window_seconds)
+        self._last_batch_size = 0
         self.queue_size = queue_size
         self.worker = worker or InferenceWorker(f"prism-batch-{name}")
         self.worker.register(self)
         self.jobs: collections.deque[_Job] = collections.deque()  # guarded by worker.changed
         self._arriving = 0  # callers preparing an item they are about to queue (guarded too)
+        self._announced = threading.local()  # per thread: an announcement not yet turned into a submit
         self.batches_run = 0  # for tests and the benchmark: how often run_batch was called
         self.items_run = 0
         self.last_batch_seconds = 1.0  # duration of the latest batch, for Retry-After estimates
@@ -135,7 +144,10 @@ class MicroBatcher:
         self.worker.ensure_running()
         changed = self.worker.changed
         with changed:
-            self._arriving += 1
+            if getattr(self._announced, "pending", False):
+                self._announced.pending = False  # this thread's announcement becomes this arrival
+            else:
+                self._arriving += 1
         job = None
         try:
             if prepare is not None:
@@ -155,16 +167,42 @@ class MicroBatcher:
             job.future.cancel()  # dropped by the worker if it has not started yet
             raise InferenceTimeout(f"{self.name}: no result within {timeout:g} s") from None
 
+    @contextmanager
+    def announce(self) -> Iterator[None]:
+        """Count this thread as arriving from now until its next ``submit`` queues the item.
+
+        For callers whose own work before ``submit`` is long enough to split a burst (a background
+        job reads its row and its image first): a batch being cut waits for them, as for callers
+        inside ``prepare``. Leaving without submitting withdraws the announcement.
+        """
+        changed = self.worker.changed
+        with changed:
+            self._arriving += 1
+            self._announced.pending = True
+        try:
+            yield
+        finally:
+            with changed:
+                if self._announced.pending:
+                    self._announced.pending = False
+                    self._arriving -= 1
+                    changed.notify_all()
+
     def cut_batch(self) -> list[_Job]:
         """Take the next batch (called by the worker while this queue holds at least one job)."""
         changed = self.worker.changed
         started = time.monotonic()
         window_end, patience_end = started + self.window_seconds, started + self.max_wait_seconds
+        busy_end = started + self.busy_window_seconds
+        # As many as last time: clients that just got their results are about to send the next ones.
+        expected = min(self.max_batch, self._last_batch_size)
         with changed:
             while len(self.jobs) < self.max_batch:
                 now = time.monotonic()
                 if now < window_end:
                     changed.wait(window_end - now)
+                elif len(self.jobs) < expected and now < busy_end:
+                    changed.wait(busy_end - now)
                 elif self._arriving and now < patience_end:
                     changed.wait(patience_end - now)  # an announced item is being prepared: wait for it
                 else:
@@ -187,6 +225,7 @@ class MicroBatcher:
             jobs[0].future.set_exception(exc)
             return
         self.last_batch_seconds = time.monotonic() - started
+        self._last_batch_size = len(jobs)
         self.batches_run += 1
         self.items_run += len(jobs)
         for job, result in zip(jobs, results, strict=True):

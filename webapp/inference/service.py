@@ -21,6 +21,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Generic, Protocol, TypeVar
 
 from PIL import Image
@@ -89,6 +90,7 @@ class ModelSlot(Generic[M]):
             lambda batch: run_batch(self._model, batch),
             max_batch=max_batch,
             window_seconds=settings.batch_window_ms / 1000.0,
+            busy_window_seconds=settings.batch_busy_window_ms / 1000.0,
             queue_size=settings.queue_size,
             worker=worker,
         )
@@ -279,6 +281,10 @@ class ModelService:
                 pass
         return self.statuses()
 
+    def announce(self, kind: str) -> AbstractContextManager[None]:
+        """Tell ``kind``'s batcher that this thread will submit one item soon (``MicroBatcher.announce``)."""
+        return {"caption": self.caption_slot, "sentiment": self.sentiment_slot}[kind].batcher.announce()
+
     def caption(self, image: Image.Image) -> CaptionResult:
         started = time.perf_counter()
         text, model = self.caption_slot.infer(image)
@@ -310,7 +316,11 @@ def _loaders(settings: InferenceSettings) -> tuple[Loader, Loader]:
     if settings.backend == "fake":
         from . import fake
 
-        return fake.load_caption_model, fake.load_sentiment_model
+        delay = settings.fake_latency_ms / 1000.0
+        return (
+            lambda progress: fake.load_caption_model(progress, delay),
+            lambda progress: fake.load_sentiment_model(progress, delay),
+        )
     if settings.backend == "transformers":
         # torch is imported by the first load, not here: create_app, init-db and the CLI stay fast.
         def load_caption(progress):

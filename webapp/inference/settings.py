@@ -29,8 +29,11 @@ class InferenceSettings:
     # Extra wait for company after the first item; callers already preparing an item are waited for
     # regardless (batching.py), so 0 costs a lone user nothing and bursts still batch.
     batch_window_ms: float = 0.0
+    # While the previous batch held several items: jobs of a burst reach the model tens of ms apart.
+    batch_busy_window_ms: float = 0.0
     queue_size: int = 32  # requests waiting per model before new ones are refused (503)
     inference_timeout_seconds: float = 30.0  # a request's wait for its result, queue included
+    fake_latency_ms: float = 0.0  # the fake backend sleeps this long per batch (job tests kill a worker mid-job)
 
     @classmethod
     def from_config(cls, config: Mapping) -> InferenceSettings:
@@ -54,6 +57,8 @@ class InferenceSettings:
             caption_max_batch=int(config["PRISM_CAPTION_MAX_BATCH"]),
             sentiment_max_batch=int(config["PRISM_SENTIMENT_MAX_BATCH"]),
             batch_window_ms=float(config["PRISM_BATCH_WINDOW_MS"]),
+            batch_busy_window_ms=float(config["PRISM_BATCH_BUSY_WINDOW_MS"]),
             queue_size=int(config["PRISM_QUEUE_SIZE"]),
             inference_timeout_seconds=float(config["PRISM_INFERENCE_TIMEOUT"]),
+            fake_latency_ms=float(config["PRISM_FAKE_LATENCY_MS"]),
         )
