@@ -14,7 +14,7 @@ from werkzeug.routing import IntegerConverter
 
 from tests.conftest import add_analysis, audit_rows, client_for, csrf_token, login, make_user, user_id
 from webapp.extensions import db
-from webapp.models import Analysis, AuditEvent, User
+from webapp.models import Analysis, AuditEvent, Review, User
 
 
 def admin_urls(app, ids: dict) -> list[tuple[str, str]]:
@@ -31,6 +31,30 @@ def admin_urls(app, ids: dict) -> list[tuple[str, str]]:
         method = "POST" if "POST" in rule.methods else "GET"
         found.append((method, adapter.build(rule.endpoint, values, method=method)))
     return found
+
+
+def prediction_id(app, analysis_id: int, kind: str) -> int:
+    with app.app_context():
+        return db.session.get(Analysis, analysis_id).prediction(kind).id
+
+
+def decide(client, analysis_id: int, prediction: int, decision: str, value: str | None = None):
+    """Post a review decision with the CSRF token of the record page's form, as a browser would."""
+    data = {"csrf_token": csrf_token(client, f"/history/{analysis_id}"), "decision": decision}
+    if value is not None:
+        data["value"] = value
+    return client.post(f"/review/predictions/{prediction}", data=data)
+
+
+@pytest.fixture
+def reviewed(app, alice):
+    """Three of alice's positive records: one corrected to negative, one rejected, one left as the AI said."""
+    alice_id = user_id(app, "alice")
+    records = {name: add_analysis(app, alice_id, text=name, sentiment="positive") for name in ("fixed", "no", "as-is")}
+    for name, decision, value in (("fixed", "correct", "negative"), ("no", "reject", None)):
+        response = decide(alice, records[name], prediction_id(app, records[name], "sentiment"), decision, value)
+        assert response.status_code == 303
+    return records
 
 
 def role_of(app, username: str) -> str:
@@ -125,6 +149,55 @@ def test_admin_viewing_another_users_record_is_audited(app, admin_client):
     assert [(r["actor_name"], r["target_id"], r["details"]) for r in rows] == [
         ("root", str(analysis_id), {"owner_id": alice_id, "part": "record"})
     ]
+
+
+def test_admin_cannot_review_another_users_record(app, admin_client):
+    """Admins audit: another user's record page has no review form, and a review POST is 403 and records nothing."""
+    analysis_id = add_analysis(app, make_user(app, "alice"), text="alice's", sentiment="positive")
+    prediction = prediction_id(app, analysis_id, "sentiment")
+    body = admin_client.get(f"/history/{analysis_id}").get_data(as_text=True)
+    assert f'id="prediction-{prediction}"' in body
+    assert "/review/predictions/" not in body and 'name="decision"' not in body
+    token = csrf_token(admin_client, "/account/")
+    response = admin_client.post(
+        f"/review/predictions/{prediction}", data={"csrf_token": token, "decision": "correct", "value": "negative"}
+    )
+    assert response.status_code == 403
+    with app.app_context():
+        assert db.session.scalars(db.select(Review)).all() == []
+        assert db.session.get(Analysis, analysis_id).prediction("sentiment").review_state == "unreviewed"
+    assert audit_rows(app, "review.record") == []
+
+
+def test_admin_dashboard_counts_the_sentiment_that_counts(admin_client, reviewed):
+    """The dashboard's sentiment totals use the human value: a correction moves a record, a rejection removes it."""
+    body = admin_client.get("/admin/").get_data(as_text=True)
+    counts = dict(re.findall(r'sentiment-(\w+)-text">(\d+)</span>', body))
+    assert counts == {"negative": "1", "neutral": "0", "positive": "1"}
+
+
+def test_admin_analyses_filter_on_reviews_and_show_the_value_that_counts(app, admin_client, reviewed):
+    """/admin/analyses filters by review state and by the counted sentiment, and shows the human value."""
+    corrected = admin_client.get("/admin/analyses?review=corrected").get_data(as_text=True)
+    assert re.findall(r'href="/history/(\d+)"', corrected) == [str(reviewed["fixed"])]
+    assert 'class="sentiment sentiment-negative"' in corrected and "✓ human" in corrected
+    negative = admin_client.get("/admin/analyses?sentiment=negative&owner=alice").get_data(as_text=True)
+    assert re.findall(r'href="/history/(\d+)"', negative) == [str(reviewed["fixed"])]
+    unreviewed = admin_client.get("/admin/analyses?review=unreviewed").get_data(as_text=True)
+    assert re.findall(r'href="/history/(\d+)"', unreviewed) == [str(reviewed["as-is"])]
+
+
+def test_admin_csv_export_carries_reviews(app, admin_client, reviewed):
+    """The admin CSV gives each record's counted sentiment, the reviewer, and the AI original beside it."""
+    text = admin_client.get("/admin/analyses/export.csv?owner=alice").get_data(as_text=True)
+    rows = {r["text"]: r for r in csv.DictReader(io.StringIO(text.lstrip("\ufeff")))}
+    assert {name: (r["sentiment"], r["sentiment_ai"], r["sentiment_review"]) for name, r in rows.items()} == {
+        "fixed": ("negative", "positive", "corrected"),
+        "no": ("", "positive", "rejected"),
+        "as-is": ("positive", "positive", "unreviewed"),
+    }
+    assert [rows[name]["sentiment_reviewer"] for name in ("fixed", "no", "as-is")] == ["alice", "alice", ""]
+    assert [rows[name]["sentiment_human_confirmed"] for name in ("fixed", "no", "as-is")] == ["True", "False", "False"]
 
 
 def test_admin_cannot_delete_another_users_record(app, admin_client):

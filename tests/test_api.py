@@ -6,6 +6,7 @@ import base64
 import hashlib
 import io
 import re
+import time
 from datetime import timedelta
 
 import pytest
@@ -117,8 +118,20 @@ def test_session_cookie_does_not_authenticate_api(alice):
     assert alice.post("/api/v1/predict", data={"text": "hello"}).status_code == 401
 
 
-def test_predict_multipart_creates_record(app, client, token):
-    """Multipart image + text + scenario → 201 with caption, sentiment and id; the row belongs to the token's user."""
+def token_for(app, username: str, role: str = "user") -> str:
+    """A new user with ``role`` and an API token of theirs."""
+    make_user(app, username, role=role)
+    return make_token(app, username)
+
+
+def by_kind(body: dict) -> dict:
+    """The predictions of an analysis dict, keyed by kind."""
+    return {prediction["kind"]: prediction for prediction in body["predictions"]}
+
+
+def test_predict_multipart_creates_record(app, client):
+    """Multipart image + text + scenario -> 201 with the done analysis (caption, sentiment); the row is the caller's."""
+    token = token_for(app, "tess", role="teacher")
     response = client.post(
         "/api/v1/predict",
         headers=bearer(token),
@@ -127,15 +140,23 @@ def test_predict_multipart_creates_record(app, client, token):
     )
     assert response.status_code == 201
     body = response.json
-    assert body["caption"]["text"] == "a 64x48 picture, mostly red"
-    assert body["caption"]["model"] == "prism/fake-caption"
-    assert body["sentiment"]["label"] == "positive"
-    assert body["sentiment"]["score"] == pytest.approx(0.8)
-    assert set(body["sentiment"]["scores"]) == {"negative", "neutral", "positive"}
-    assert body["scenario"] == "education" and body["owner"] == "alice"
-    [stored] = rows_for(app, "alice")
+    assert body["status"] == "done" and body["error"] is None
+    assert body["progress"] == {"done": 2, "total": 2}
+    assert body["values"] == {"caption": "a 64x48 picture, mostly red", "sentiment": "positive"}
+    predictions = by_kind(body)
+    assert [p["kind"] for p in body["predictions"]] == ["caption", "sentiment"]
+    assert predictions["caption"]["model"] == "prism/fake-caption"
+    assert predictions["caption"]["output"] == {"text": "a 64x48 picture, mostly red"}
+    assert predictions["sentiment"]["model"] == "prism/fake-sentiment"
+    assert predictions["sentiment"]["confidence"] == pytest.approx(0.8)
+    assert set(predictions["sentiment"]["output"]["scores"]) == {"negative", "neutral", "positive"}
+    assert body["scenario"] == "education" and body["owner"] == "tess"
+    assert body["image"]["filename"] == "hw.png" and (body["image"]["width"], body["image"]["height"]) == (64, 48)
+    [stored] = rows_for(app, "tess")
     assert stored.id == body["id"] and stored.image_filename == "hw.png" and stored.scenario == "education"
+    assert stored.status == "done"
     assert body["url"].endswith(f"/api/v1/analyses/{stored.id}")
+    assert body["history_url"].endswith(f"/history/{stored.id}")
 
 
 def test_predict_needs_no_csrf_token(app, client, token):
@@ -150,20 +171,37 @@ def test_predict_defaults_to_service_scenario(app, client, token):
     response = client.post("/api/v1/predict", headers=bearer(token), json={"text": "hello"})
     assert response.status_code == 201
     assert response.json["scenario"] == "service"
+    assert [stored.scenario for stored in rows_for(app, "alice")] == ["service"]
 
 
 @pytest.mark.parametrize("prefix", ["", "data:image/png;base64,"], ids=["plain", "data-url"])
-def test_predict_json_with_base64_image(app, client, token, prefix):
-    """A JSON body with a base64 image (optionally a data: URL) is analysed."""
+def test_predict_json_with_base64_image(app, client, prefix):
+    """A JSON body with a base64 image (optionally a data: URL) is analysed; a medical note gets no sentiment."""
+    token = token_for(app, "carol", role="clinician")
     encoded = prefix + base64.b64encode(png_bytes(size=(8, 8), color=(0, 0, 250))).decode()
     response = client.post(
-        "/api/v1/predict", headers=bearer(token), json={"scenario": "medical", "image": encoded, "filename": "scan.png"}
+        "/api/v1/predict",
+        headers=bearer(token),
+        json={"scenario": "medical", "image": encoded, "filename": "scan.png", "text": "great, less pain"},
     )
     assert response.status_code == 201
-    assert response.json["caption"]["text"] == "a 8x8 picture, mostly blue"
-    assert response.json["sentiment"] is None
-    [stored] = rows_for(app, "alice")
+    assert response.json["values"] == {"caption": "a 8x8 picture, mostly blue"}
+    assert [p["kind"] for p in response.json["predictions"]] == ["caption"]
+    [stored] = rows_for(app, "carol")
     assert stored.scenario == "medical" and stored.image_filename == "scan.png"
+    assert stored.text == "great, less pain" and stored.tasks == ["caption"]
+
+
+def test_predict_in_a_scenario_the_role_may_not_use_is_403(app, client, token):
+    """A plain user predicting in 'medical' or 'education' gets 403 JSON and nothing is stored."""
+    image = base64.b64encode(png_bytes()).decode()
+    for scenario in ("medical", "education"):
+        response = client.post(
+            "/api/v1/predict", headers=bearer(token), json={"scenario": scenario, "image": image, "text": "hi"}
+        )
+        assert response.status_code == 403
+        assert response.json["error"]["message"] == f"Your role may not submit to the {scenario} scenario."
+    assert rows_for(app, "alice") == []
 
 
 @pytest.mark.parametrize(
@@ -172,7 +210,7 @@ def test_predict_json_with_base64_image(app, client, token, prefix):
         ({"image": "not base64!!"}, "'image' is not valid base64."),
         ({"image": 12345}, "'image' must be a base64 string."),
         ({"text": ["a list"]}, "'text' must be a string."),
-        ({"text": "hi", "scenario": "legal"}, "'scenario' must be one of service, medical, education."),
+        ({"text": "hi", "scenario": "legal"}, "Unknown scenario 'legal'."),
         ({}, "Add an image, a text, or both."),
         ({"text": "   "}, "Add an image, a text, or both."),
         ({"image": base64.b64encode(b"GIF89a<script>alert(1)</script>").decode()}, "not a supported image"),
@@ -228,8 +266,9 @@ def test_predict_fake_image_is_400_and_audited(app, client, token):
     assert row["actor_name"] == "alice" and row["details"]["via"] == "api"
 
 
-def test_predict_model_unavailable_is_503_with_retry_after(app, client, token, monkeypatch):
-    """A model that is not ready gives 503 JSON with Retry-After, the model and its state; nothing is stored."""
+def test_predict_model_not_ready_defers_and_answers_503_with_retry_after(app, client, token, monkeypatch):
+    """A loading model defers the job: 503 + Retry-After, id and url at the deadline; the record stays pending."""
+    app.config["PRISM_INFERENCE_TIMEOUT"] = 0.5
 
     def not_ready(self, text):
         raise ModelUnavailable(
@@ -237,17 +276,49 @@ def test_predict_model_unavailable_is_503_with_retry_after(app, client, token, m
         )
 
     monkeypatch.setattr(ModelService, "sentiment", not_ready)
+    started = time.monotonic()
     response = client.post("/api/v1/predict", headers=bearer(token), json={"text": "hello"})
+    waited = time.monotonic() - started
     assert response.status_code == 503
-    assert response.headers["Retry-After"] == "7"
-    assert response.json["error"] == {
-        "status": 503,
-        "message": "The sentiment model is not ready yet.",
-        "model": "sentiment",
+    assert int(response.headers["Retry-After"]) >= 1
+    assert 0.5 <= waited < 5
+    [stored] = rows_for(app, "alice")
+    error = response.json["error"]
+    assert error["status"] == 503 and error["id"] == stored.id and error["analysis_status"] == "pending"
+    assert error["url"].endswith(f"/api/v1/analyses/{stored.id}")
+    assert "The sentiment model is not ready yet." in error["message"]
+    assert stored.status == "pending" and stored.text == "hello"
+    assert stored.error_info == {
+        "kind": "sentiment",
         "state": "downloading",
         "reason": "not_ready",
+        "message": "The sentiment model is not ready yet.",
     }
-    assert rows_for(app, "alice") == []
+    later = client.get(f"/api/v1/analyses/{stored.id}", headers=bearer(token))
+    assert later.status_code == 200 and later.json["status"] == "pending" and later.json["predictions"] == []
+
+
+def test_predict_model_failed_to_load_is_503_with_the_reason(app, client, token, monkeypatch):
+    """A model that failed to load fails the job at once: 503 JSON with the reason; the record is failed, input kept."""
+
+    def failed(self, text):
+        raise ModelUnavailable(
+            "sentiment", ModelState.FAILED, "The sentiment model could not be loaded: OSError: no weights"
+        )
+
+    monkeypatch.setattr(ModelService, "sentiment", failed)
+    started = time.monotonic()
+    response = client.post("/api/v1/predict", headers=bearer(token), json={"text": "hello"})
+    assert time.monotonic() - started < 5  # a failure is answered at once, not at the deadline
+    assert response.status_code == 503
+    [stored] = rows_for(app, "alice")
+    error = response.json["error"]
+    assert error["message"] == "The sentiment model could not be loaded: OSError: no weights"
+    assert error["status"] == 503 and error["analysis_status"] == "failed"
+    assert error["id"] == stored.id and error["url"].endswith(f"/api/v1/analyses/{stored.id}")
+    assert stored.status == "failed" and stored.text == "hello"
+    assert stored.error == "The sentiment model could not be loaded: OSError: no weights"
+    assert stored.error_info["reason"] == "failed"
 
 
 @pytest.mark.parametrize("kind", ["multipart", "json"])
@@ -339,3 +410,254 @@ def test_token_last_used_is_written_at_most_once_a_minute(app, client, token):
     client.get("/api/v1/analyses", headers=bearer(token))
     with app.app_context():
         assert db.session.scalar(db.select(ApiToken.last_used_at)) > first - timedelta(minutes=2)
+
+
+# --- The asynchronous contract: analyses, reviews, batches ---------------------------------------
+
+
+def _create(client, token, **data):
+    """POST /api/v1/analyses as multipart (``image`` given as bytes); returns the response."""
+    if "image" in data:
+        data["image"] = (io.BytesIO(data["image"]), data.pop("filename", "shot.png"))
+    return client.post("/api/v1/analyses", headers=bearer(token), data=data, content_type="multipart/form-data")
+
+
+def _review(client, token, analysis_id, **payload):
+    return client.post(f"/api/v1/analyses/{analysis_id}/reviews", headers=bearer(token), json=payload)
+
+
+def test_create_analysis_is_202_with_id_status_url_and_location(app, client, token):
+    """POST /api/v1/analyses answers 202 with id, status, progress and url, and a Location header to poll."""
+    response = _create(client, token, text="great, thanks", image=png_bytes())
+    assert response.status_code == 202
+    body = response.json
+    [stored] = rows_for(app, "alice")
+    assert body["id"] == stored.id
+    assert body["status"] == "done"  # tests run jobs inside the request (PRISM_JOBS_IMMEDIATE)
+    assert body["progress"] == {"done": 2, "total": 2} and body["error"] is None
+    assert body["url"].endswith(f"/api/v1/analyses/{stored.id}")
+    assert response.headers["Location"] == body["url"]
+
+
+def test_create_analysis_with_a_real_queue_is_pending_until_a_worker_runs_it(app, client, token):
+    """Without immediate jobs the 202 says pending and the job waits in the queue; once run, GET shows it done."""
+    app.config["PRISM_JOBS_IMMEDIATE"] = False  # before the queue is built: a SqliteHuey in PRISM_JOBS_DB
+    response = _create(client, token, text="great, thanks")
+    assert response.status_code == 202
+    assert response.json["status"] == "pending" and response.json["progress"] == {"done": 0, "total": 1}
+    analysis_id = response.json["id"]
+    polled = client.get(response.headers["Location"], headers=bearer(token))
+    assert polled.json["status"] == "pending" and polled.json["predictions"] == []
+    queue = app.extensions["prism_jobs"]
+    with app.app_context():
+        assert queue.queued_ids() == {analysis_id}
+        huey = queue.huey
+        huey.execute(huey.dequeue())  # what `manage.py worker` does
+    done = client.get(response.headers["Location"], headers=bearer(token)).json
+    assert done["status"] == "done" and done["values"] == {"sentiment": "positive"}
+
+
+def test_get_analysis_shows_predictions_with_model_confidence_and_review(app, client, token):
+    """GET /api/v1/analyses/<id> is done with each prediction's kind, model, revision, output, confidence, review."""
+    analysis_id = _create(client, token, text="my order is broken", image=png_bytes()).json["id"]
+    response = client.get(f"/api/v1/analyses/{analysis_id}", headers=bearer(token))
+    assert response.status_code == 200
+    body = response.json
+    assert body["status"] == "done" and body["progress"] == {"done": 2, "total": 2}
+    assert body["history_url"].endswith(f"/history/{analysis_id}")
+    caption, sentiment = body["predictions"]
+    assert caption["kind"] == "caption" and caption["model"] == "prism/fake-caption" and caption["revision"] == "1"
+    assert caption["output"] == {"text": "a 64x48 picture, mostly red"}
+    assert caption["confidence"] is None and caption["uncertain"] is False
+    assert sentiment["kind"] == "sentiment" and sentiment["model"] == "prism/fake-sentiment"
+    assert sentiment["revision"] == "1"
+    assert sentiment["output"]["label"] == "negative"
+    assert sentiment["output"]["scores"] == {"negative": 0.8, "neutral": 0.15, "positive": 0.05}
+    assert sentiment["confidence"] == pytest.approx(0.8) and sentiment["uncertain"] is False
+    for prediction in (caption, sentiment):
+        assert prediction["review"] == {
+            "state": "unreviewed",
+            "value": None,
+            "reviewer": None,
+            "at": None,
+            "comment": None,
+        }
+        assert prediction["human_confirmed"] is False
+    assert body["values"] == {"caption": "a 64x48 picture, mostly red", "sentiment": "negative"}
+
+
+@pytest.mark.parametrize(
+    "kind, decision, value, counts, state",
+    [
+        ("sentiment", "accept", None, "positive", "accepted"),
+        ("sentiment", "correct", "negative", "negative", "corrected"),
+        ("sentiment", "reject", None, None, "rejected"),
+        ("caption", "correct", "a red square", "a red square", "corrected"),
+    ],
+    ids=["accept", "correct", "reject", "correct-caption"],
+)
+def test_review_is_201_and_the_human_value_counts(app, client, token, kind, decision, value, counts, state):
+    """POST .../reviews records the decision (201, the prediction); GET then shows it in `values` and `review`."""
+    analysis_id = _create(client, token, text="great, thanks", image=png_bytes()).json["id"]
+    response = _review(client, token, analysis_id, kind=kind, decision=decision, value=value, comment="checked")
+    assert response.status_code == 201
+    assert response.json["kind"] == kind and response.json["review"]["state"] == state
+    body = client.get(f"/api/v1/analyses/{analysis_id}", headers=bearer(token)).json
+    assert body["values"][kind] == counts
+    prediction = by_kind(body)[kind]
+    assert prediction["value"] == counts
+    assert prediction["human_confirmed"] is (state in ("accepted", "corrected"))
+    review = prediction["review"]
+    assert review["state"] == state and review["reviewer"] == "alice" and review["comment"] == "checked"
+    assert review["value"] == (value if decision == "correct" else None)
+    assert review["at"] and review["at"].endswith("Z")
+    other = "sentiment" if kind == "caption" else "caption"
+    assert by_kind(body)[other]["review"]["state"] == "unreviewed"
+    [row] = audit_rows(app, "review.record")
+    assert row["actor_name"] == "alice" and row["details"]["decision"] == decision
+
+
+def test_review_with_invalid_sentiment_label_is_400(app, client, token):
+    """Correcting a sentiment to a label that does not exist is 400 JSON and changes nothing."""
+    analysis_id = _create(client, token, text="great, thanks").json["id"]
+    response = _review(client, token, analysis_id, kind="sentiment", decision="correct", value="furious")
+    assert response.status_code == 400
+    assert response.json["error"]["message"] == "A corrected sentiment is one of: negative, neutral, positive."
+    body = client.get(f"/api/v1/analyses/{analysis_id}", headers=bearer(token)).json
+    assert body["values"] == {"sentiment": "positive"}
+    assert by_kind(body)["sentiment"]["review"]["state"] == "unreviewed"
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        ({"kind": "sentiment", "decision": "approve"}, "'decision' must be one of: accept, correct, reject, reopen."),
+        ({"kind": "sentiment", "decision": "accept", "comment": 5}, "'comment' must be a string."),
+        (["sentiment", "accept"], "The body must be a JSON object with 'kind' and 'decision'."),
+    ],
+    ids=["decision", "comment", "not-object"],
+)
+def test_review_with_bad_body_is_400(app, client, token, payload, message):
+    """A review with an unknown decision, a non-string comment or a non-object body is 400 JSON."""
+    analysis_id = _create(client, token, text="great, thanks").json["id"]
+    response = client.post(f"/api/v1/analyses/{analysis_id}/reviews", headers=bearer(token), json=payload)
+    assert response.status_code == 400
+    assert response.json["error"]["message"] == message
+    assert audit_rows(app, "review.record") == []
+
+
+def test_review_of_unknown_kind_is_404(app, client, token):
+    """Reviewing a kind the analysis has no prediction of (a made-up kind, or caption on a text) is 404."""
+    analysis_id = _create(client, token, text="great, thanks").json["id"]
+    for kind in ("ocr", "caption"):
+        response = _review(client, token, analysis_id, kind=kind, decision="accept")
+        assert response.status_code == 404
+        assert "(it has: sentiment)" in response.json["error"]["message"]
+    assert audit_rows(app, "review.record") == []
+
+
+def test_review_of_other_users_analysis_is_404(app, client, token):
+    """Another user's analysis id is 404 on the review endpoint, exactly like a missing one; nothing is recorded."""
+    bobs = add_analysis(app, make_user(app, "bob"), sentiment="positive")
+    other = _review(client, token, bobs, kind="sentiment", decision="reject")
+    missing = _review(client, token, 999999, kind="sentiment", decision="reject")
+    assert other.status_code == missing.status_code == 404
+    assert other.json == missing.json
+    assert audit_rows(app, "review.record") == []
+
+
+def test_plain_user_cannot_review_a_clinicians_analysis(app, client, token):
+    """A clinician's medical analysis is invisible to a plain user: reviewing it is 404."""
+    carol = token_for(app, "carol", role="clinician")
+    response = _create(client, carol, scenario="medical", image=png_bytes())
+    assert response.status_code == 202
+    analysis_id = response.json["id"]
+    assert _review(client, token, analysis_id, kind="caption", decision="reject").status_code == 404
+    body = client.get(f"/api/v1/analyses/{analysis_id}", headers=bearer(carol)).json
+    assert body["predictions"][0]["review"]["state"] == "unreviewed"
+
+
+def test_review_in_a_scenario_the_role_no_longer_allows_is_403(app, client, token):
+    """A plain user owning an education record (role changed since) may not review it: 403, nothing recorded."""
+    analysis_id = add_analysis(app, user_id(app, "alice"), scenario="education", caption="x")
+    response = _review(client, token, analysis_id, kind="caption", decision="accept")
+    assert response.status_code == 403
+    assert response.json["error"]["message"] == "Your role may not review in the education scenario."
+    body = client.get(f"/api/v1/analyses/{analysis_id}", headers=bearer(token)).json
+    assert body["predictions"][0]["review"]["state"] == "unreviewed"
+    assert audit_rows(app, "review.record") == []
+
+
+@pytest.mark.parametrize("endpoint", ["/api/v1/analyses", "/api/v1/batches"])
+def test_plain_user_submitting_in_medical_is_403(app, client, token, endpoint):
+    """A plain user may not submit to 'medical' (one analysis or a batch): 403 JSON, nothing stored."""
+    field = "image" if endpoint.endswith("analyses") else "images"
+    response = client.post(
+        endpoint,
+        headers=bearer(token),
+        data={"scenario": "medical", field: (io.BytesIO(png_bytes()), "scan.png")},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 403
+    assert response.json["error"]["message"] == "Your role may not submit to the medical scenario."
+    assert rows_for(app, "alice") == []
+
+
+def test_create_analysis_json_with_base64_image(app, client, token):
+    """A JSON body with a base64 image still works on /api/v1/analyses."""
+    encoded = base64.b64encode(png_bytes(size=(10, 20), color=(0, 200, 0))).decode()
+    response = client.post(
+        "/api/v1/analyses", headers=bearer(token), json={"image": encoded, "filename": "g.png", "text": "thanks"}
+    )
+    assert response.status_code == 202
+    body = client.get(response.headers["Location"], headers=bearer(token)).json
+    assert body["values"] == {"caption": "a 10x20 picture, mostly green", "sentiment": "positive"}
+    assert body["image"]["filename"] == "g.png" and body["image"]["format"] == "PNG"
+
+
+def test_batch_of_three_with_one_broken_image(app, client, token):
+    """POST /api/v1/batches with three files (one not an image) is 202; GET shows total 3, done 2, failed 1."""
+    files = [
+        (io.BytesIO(png_bytes(color=(250, 0, 0))), "a.png"),
+        (io.BytesIO(b"%PDF-1.4 not an image"), "broken.png"),
+        (io.BytesIO(png_bytes(color=(0, 0, 250))), "c.png"),
+    ]
+    response = client.post(
+        "/api/v1/batches", headers=bearer(token), data={"images": files}, content_type="multipart/form-data"
+    )
+    assert response.status_code == 202
+    batch_id = response.json["id"]
+    assert response.headers["Location"] == response.json["url"]
+    assert response.json["url"].endswith(f"/api/v1/batches/{batch_id}")
+    summary = client.get(f"/api/v1/batches/{batch_id}", headers=bearer(token))
+    assert summary.status_code == 200
+    body = summary.json
+    assert (body["total"], body["done"], body["failed"]) == (3, 2, 1)
+    assert body["finished"] is True and body["scenario"] == "service"
+    stored = rows_for(app, "alice")
+    assert [item["id"] for item in body["items"]] == [row.id for row in stored]
+    assert [item["status"] for item in body["items"]] == ["done", "failed", "done"]
+    assert [row.image_filename for row in stored] == ["a.png", "broken.png", "c.png"]
+    assert all(row.batch_id == batch_id for row in stored)
+    assert "not a supported image" in stored[1].error
+    first = client.get(f"/api/v1/analyses/{stored[0].id}", headers=bearer(token)).json
+    assert first["batch_id"] == batch_id and first["values"] == {"caption": "a 64x48 picture, mostly red"}
+
+
+def test_batch_errors(app, client, token):
+    """A batch without files is 400; another user's batch id is 404 like a missing one."""
+    empty = client.post(
+        "/api/v1/batches", headers=bearer(token), data={"scenario": "service"}, content_type="multipart/form-data"
+    )
+    assert empty.status_code == 400
+    bob = token_for(app, "bob")
+    bobs = client.post(
+        "/api/v1/batches",
+        headers=bearer(bob),
+        data={"images": [(io.BytesIO(png_bytes()), "b.png")]},
+        content_type="multipart/form-data",
+    ).json["id"]
+    other = client.get(f"/api/v1/batches/{bobs}", headers=bearer(token))
+    missing = client.get("/api/v1/batches/999999", headers=bearer(token))
+    assert other.status_code == missing.status_code == 404
+    assert other.json == missing.json

@@ -15,7 +15,9 @@ import pytest
 from tests.conftest import add_analysis, audit_rows, client_for, csrf_token, make_user, png_bytes, submit, user_id
 from webapp import exports
 from webapp.extensions import db
-from webapp.models import Analysis
+from webapp.models import Analysis, User
+
+UNCERTAIN = {"negative": 0.335, "neutral": 0.33, "positive": 0.335}
 
 
 def record_id(response) -> int:
@@ -38,6 +40,36 @@ def image_path(app, analysis: Analysis) -> Path:
 def detail_links(body: str) -> list[int]:
     """Record ids linked from a history table, in page order."""
     return [int(found) for found in re.findall(r'href="/history/(\d+)"', body)]
+
+
+def cells(body: str, analysis_id: int) -> list[str]:
+    """The cells of the history-table row of record ``analysis_id`` (caption and sentiment are the last two)."""
+    found = re.search(rf'<tr>\s*<td><a href="/history/{analysis_id}">.*?</tr>', body, re.S)
+    assert found, f"no row for record {analysis_id}"
+    return re.findall(r"<td[^>]*>(.*?)</td>", found.group(0), re.S)
+
+
+def set_role(app, username: str, role: str) -> None:
+    """Change a role in the database, as an admin would; the next request sees it."""
+    with app.app_context():
+        db.session.scalar(db.select(User).where(User.username == username)).role = role
+        db.session.commit()
+
+
+def decide(client, analysis_id: int, kind: str, decision: str, value: str | None = None, comment: str = ""):
+    """Review the record's ``kind`` prediction as a browser would: read the form on the record page, post it."""
+    page = client.get(f"/history/{analysis_id}").get_data(as_text=True)
+    found = re.search(rf'class="card prediction prediction-{kind} [^"]*" id="prediction-(\d+)"', page)
+    assert found, f"no {kind} prediction on record {analysis_id}"
+    prediction_id = int(found.group(1))
+    assert f'action="/review/predictions/{prediction_id}"' in page
+    data = {"csrf_token": csrf_token(client, f"/history/{analysis_id}"), "decision": decision, "comment": comment}
+    if value is not None:
+        data["value"] = value
+    response = client.post(f"/review/predictions/{prediction_id}", data=data)
+    assert response.status_code == 303, response.status_code
+    assert response.headers["Location"] == f"/history/{analysis_id}#prediction-{prediction_id}"
+    return response
 
 
 @pytest.fixture
@@ -97,13 +129,16 @@ def test_pagination_links_keep_filters(app, alice):
 
 @pytest.fixture
 def mixed_history(app, alice):
-    """Records across scenarios and sentiments, made through the real form."""
+    """Records across scenarios and sentiments, made through the real form (alice's role switched to be allowed)."""
     ids = {
         "happy": record_id(submit(alice, "service", text="Thanks, great service!")),
         "angry": record_id(submit(alice, "service", text="The parcel arrived broken")),
-        "neutral": record_id(submit(alice, "education", text="The lesson covered fractions")),
-        "picture": record_id(submit(alice, "medical", text=None, image=png_bytes())),
     }
+    set_role(app, "alice", "teacher")
+    ids["neutral"] = record_id(submit(alice, "education", text="The lesson covered fractions"))
+    set_role(app, "alice", "clinician")
+    ids["picture"] = record_id(submit(alice, "medical", text=None, image=png_bytes()))
+    set_role(app, "alice", "user")
     return ids
 
 
@@ -121,8 +156,8 @@ def test_filter_by_sentiment(alice, mixed_history):
 
 
 def test_unknown_filter_values_are_ignored(alice, mixed_history):
-    """An unknown scenario or sentiment value is ignored rather than matching nothing or erroring."""
-    response = alice.get("/history/?scenario=<script>&sentiment=ecstatic")
+    """Unknown scenario, sentiment, review, confidence or status values are ignored, not matched or errors."""
+    response = alice.get("/history/?scenario=<script>&sentiment=ecstatic&review=maybe&confidence=total&status=lost")
     assert response.status_code == 200
     assert len(detail_links(response.get_data(as_text=True))) == 4
 
@@ -135,8 +170,8 @@ def test_text_search_matches_text_and_caption(alice, mixed_history):
 
 def test_chinese_text_search(app, alice):
     """Chinese text is found by a Chinese substring."""
-    wanted = record_id(submit(alice, "education", text="我觉得这次作业很有意思。"))
-    submit(alice, "education", text="订单到了但是坏了")
+    wanted = record_id(submit(alice, "service", text="我觉得这次作业很有意思。"))
+    submit(alice, "service", text="订单到了但是坏了")
     body = alice.get("/history/", query_string={"q": "作业"}).get_data(as_text=True)
     assert detail_links(body) == [wanted]
 
@@ -172,6 +207,159 @@ def test_filter_by_date_range(app, alice):
     assert len(detail_links(alice.get("/history/?from=not-a-date").get_data(as_text=True))) == 3
 
 
+def test_filter_by_status(app, alice):
+    """?status= keeps only records whose job is in that state."""
+    alice_id = user_id(app, "alice")
+    records = {
+        "done": add_analysis(app, alice_id, text="finished", sentiment="positive"),
+        "failed": add_analysis(app, alice_id, text="broke", status="failed", error="The model raised."),
+        "pending": add_analysis(app, alice_id, text="waiting", status="pending", tasks=["sentiment"]),
+    }
+    for status, analysis_id in records.items():
+        assert detail_links(alice.get(f"/history/?status={status}").get_data(as_text=True)) == [analysis_id], status
+    assert detail_links(alice.get("/history/?status=running").get_data(as_text=True)) == []
+
+
+def test_filter_by_review_state(app, alice):
+    """?review= keeps records with a prediction in that state, after decisions posted through the review form."""
+    alice_id = user_id(app, "alice")
+    records = {
+        state: add_analysis(app, alice_id, text=state, sentiment="positive", created_at=datetime(2024, 1, day))
+        for day, state in enumerate(("accepted", "corrected", "rejected", "unreviewed"), start=1)
+    }
+    add_analysis(app, alice_id, text="no predictions", status="failed")
+    decide(alice, records["accepted"], "sentiment", "accept")
+    decide(alice, records["corrected"], "sentiment", "correct", value="neutral")
+    decide(alice, records["rejected"], "sentiment", "reject")
+    for state, analysis_id in records.items():
+        assert detail_links(alice.get(f"/history/?review={state}").get_data(as_text=True)) == [analysis_id], state
+    # A record matches every state one of its predictions is in.
+    both = add_analysis(app, alice_id, text="two", caption="a cat", sentiment="negative")
+    decide(alice, both, "caption", "accept")
+    assert detail_links(alice.get("/history/?review=accepted").get_data(as_text=True)) == [both, records["accepted"]]
+    assert detail_links(alice.get("/history/?review=unreviewed").get_data(as_text=True)) == [
+        both,
+        records["unreviewed"],
+    ]
+
+
+def test_filter_by_confidence(app, alice):
+    """?confidence= keeps records with a prediction in that band; "uncertain" is a near tie or a weak top class."""
+    alice_id = user_id(app, "alice")
+    records = {
+        name: add_analysis(app, alice_id, text=name, sentiment=scores, created_at=datetime(2024, 1, day))
+        for day, (name, scores) in enumerate(
+            (
+                ("high", {"negative": 0.05, "neutral": 0.05, "positive": 0.9}),
+                ("medium", {"negative": 0.7, "neutral": 0.2, "positive": 0.1}),
+                ("low", {"negative": 0.05, "neutral": 0.55, "positive": 0.4}),
+                ("uncertain", UNCERTAIN),  # a near tie: margin 0
+                ("weak", {"negative": 0.25, "neutral": 0.3, "positive": 0.45}),  # clear margin, weak top class
+            ),
+            start=1,
+        )
+    }
+    add_analysis(app, alice_id, caption="a caption has no confidence")
+
+    def listed(confidence: str) -> list[int]:
+        return detail_links(alice.get(f"/history/?confidence={confidence}").get_data(as_text=True))
+
+    assert listed("high") == [records["high"]]
+    assert listed("medium") == [records["medium"]]
+    assert listed("low") == [records["weak"], records["uncertain"], records["low"]]  # uncertain ones are low too
+    assert listed("uncertain") == [records["weak"], records["uncertain"]]
+
+
+def test_sentiment_filter_matches_the_human_correction(app, alice):
+    """Once a review corrects a sentiment, ?sentiment= matches the human value, not the AI's; rejected matches none."""
+    happy = record_id(submit(alice, text="Thanks, great service!"))
+    angry = record_id(submit(alice, text="The parcel arrived broken"))
+    assert detail_links(alice.get("/history/?sentiment=positive").get_data(as_text=True)) == [happy]
+
+    decide(alice, happy, "sentiment", "correct", value="negative", comment="sarcasm")
+
+    assert detail_links(alice.get("/history/?sentiment=positive").get_data(as_text=True)) == []
+    assert detail_links(alice.get("/history/?sentiment=negative").get_data(as_text=True)) == [angry, happy]
+    decide(alice, angry, "sentiment", "reject")
+    assert detail_links(alice.get("/history/?sentiment=negative").get_data(as_text=True)) == [happy]
+    assert detail_links(alice.get("/history/?review=corrected").get_data(as_text=True)) == [happy]
+
+
+def test_history_table_shows_the_value_that_counts(app, alice):
+    """The list shows a corrected sentiment as the human value marked human, and a rejected one as no value."""
+    corrected = record_id(submit(alice, text="Thanks, great service!"))
+    rejected = record_id(submit(alice, text="The parcel arrived broken"))
+    untouched = record_id(submit(alice, text="Thanks a lot, great"))
+    decide(alice, corrected, "sentiment", "correct", value="negative")
+    decide(alice, rejected, "sentiment", "reject")
+    body = alice.get("/history/").get_data(as_text=True)
+
+    cell = cells(body, corrected)[-1]
+    assert 'class="sentiment sentiment-negative"' in cell and "Negative" in cell
+    assert "Positive" not in cell and "✓ human" in cell
+    cell = cells(body, rejected)[-1]
+    assert "sentiment-negative" not in cell and "—" in cell and "rejected" in cell
+    cell = cells(body, untouched)[-1]
+    assert 'class="sentiment sentiment-positive"' in cell and "80% · high" in cell and "human" not in cell
+
+
+def test_history_never_shows_an_uncertain_sentiment_as_a_confident_label(app, alice):
+    """An uncertain sentiment's cell is marked sentiment-uncertain and says "uncertain"; a confident one is not."""
+    alice_id = user_id(app, "alice")
+    uncertain = add_analysis(app, alice_id, text="hmm", sentiment=UNCERTAIN)
+    sure = add_analysis(app, alice_id, text="yes", sentiment={"negative": 0.05, "neutral": 0.05, "positive": 0.9})
+    body = alice.get("/history/").get_data(as_text=True)
+
+    cell = cells(body, uncertain)[-1]
+    assert re.search(r'class="sentiment sentiment-\w+ sentiment-uncertain"', cell)
+    assert "uncertain" in re.sub(r"<[^>]+>", " ", cell)  # said in words, not only by a class
+    assert "· high" not in cell and "· low" not in cell
+    cell = cells(body, sure)[-1]
+    assert 'class="sentiment sentiment-positive"' in cell and "uncertain" not in cell and "90% · high" in cell
+
+
+def test_exports_show_the_human_value_reviewer_and_keep_the_ai_original(app, alice):
+    """After a correction, CSV and JSON give the human value, human_confirmed, the reviewer, and the AI original."""
+    reviewed = record_id(submit(alice, text="Thanks, great service!", image=png_bytes()))
+    untouched = record_id(submit(alice, text="The parcel arrived broken"))
+    decide(alice, reviewed, "sentiment", "correct", value="neutral", comment="polite, not happy")
+    decide(alice, reviewed, "caption", "accept")
+
+    rows = {int(r["id"]): r for r in _csv_rows(alice.get("/history/export.csv"))}
+    exported = rows[reviewed]
+    assert (exported["sentiment"], exported["sentiment_ai"], exported["sentiment_review"]) == (
+        "neutral",
+        "positive",
+        "corrected",
+    )
+    assert exported["sentiment_human_confirmed"] == "True" and exported["sentiment_reviewer"] == "alice"
+    assert exported["score_positive"] == "0.8"  # the model's scores are kept as they were
+    assert exported["caption"] == exported["caption_ai"] == "a 64x48 picture, mostly red"
+    assert (exported["caption_review"], exported["caption_human_confirmed"]) == ("accepted", "True")
+    other = rows[untouched]
+    assert (other["sentiment"], other["sentiment_human_confirmed"], other["sentiment_reviewer"]) == (
+        "negative",
+        "False",
+        "",
+    )
+
+    items = {item["id"]: item for item in alice.get("/history/export.json").json}
+    item = items[reviewed]
+    assert item["values"] == {"caption": "a 64x48 picture, mostly red", "sentiment": "neutral"}
+    sentiment = next(p for p in item["predictions"] if p["kind"] == "sentiment")
+    assert sentiment["value"] == "neutral" and sentiment["human_confirmed"] is True
+    assert sentiment["output"]["label"] == "positive"
+    review = sentiment["review"]
+    assert (review["state"], review["value"], review["reviewer"], review["comment"]) == (
+        "corrected",
+        "neutral",
+        "alice",
+        "polite, not happy",
+    )
+    assert items[untouched]["values"] == {"sentiment": "negative"}
+    assert items[untouched]["predictions"][0]["human_confirmed"] is False
+
+
 def test_detail_shows_results_and_provenance(app, alice):
     """The record page shows caption, sentiment label, confidence, every class score, model ids and latency."""
     analysis_id = record_id(submit(alice, "service", text="Thanks, great service!", image=png_bytes(size=(20, 10))))
@@ -184,8 +372,13 @@ def test_detail_shows_results_and_provenance(app, alice):
     for label, percent in (("Negative", "5.0%"), ("Neutral", "15.0%"), ("Positive", "80.0%")):
         assert re.search(rf"<th scope=\"row\">{label}</th><td>{re.escape(percent)}</td>", body), label
     assert "prism/fake-caption" in body and "prism/fake-sentiment" in body
-    analysis = row(app, analysis_id)
-    assert analysis.caption_ms is not None and analysis.sentiment_ms is not None
+    with app.app_context():
+        analysis = db.session.get(Analysis, analysis_id)
+        assert analysis.status == "done"
+        assert [(p.kind, p.latency_ms is not None) for p in analysis.predictions] == [
+            ("caption", True),
+            ("sentiment", True),
+        ]
     assert body.count(" ms</dd>") == 2
     assert f'src="/history/{analysis_id}/image"' in body
 
@@ -275,7 +468,7 @@ def _csv_rows(response) -> list[dict]:
 
 
 def test_csv_export_own_rows_with_header_and_bom(app, alice, bob):
-    """The CSV export starts with a BOM and a header, and holds only the user's rows."""
+    """The CSV export starts with a BOM and the documented header, and holds only the user's rows."""
     mine = record_id(submit(alice, text="订单到了但是坏了"))
     submit(bob, text="bob only")
     response = alice.get("/history/export.csv")
@@ -284,16 +477,29 @@ def test_csv_export_own_rows_with_header_and_bom(app, alice, bob):
     assert response.headers["Content-Disposition"].startswith('attachment; filename="prism-history-')
     assert response.headers["Cache-Control"] == "private, no-store"
     rows = _csv_rows(response)
-    assert [(r["id"], r["owner"], r["text"], r["sentiment_label"]) for r in rows] == [
-        (str(mine), "alice", "订单到了但是坏了", "negative")
+    assert [(r["id"], r["owner"], r["status"], r["text"], r["sentiment"], r["sentiment_ai"]) for r in rows] == [
+        (str(mine), "alice", "done", "订单到了但是坏了", "negative", "negative")
     ]
-    assert {"score_negative", "score_neutral", "score_positive", "sentiment_model", "caption_model"} <= set(rows[0])
+    assert rows[0]["sentiment_review"] == "unreviewed" and rows[0]["sentiment_human_confirmed"] == "False"
+    assert rows[0]["sentiment_reviewer"] == "" and rows[0]["caption"] == "" and rows[0]["caption_model"] == ""
+    assert (rows[0]["score_negative"], rows[0]["score_neutral"], rows[0]["score_positive"]) == ("0.8", "0.15", "0.05")
+
+
+def test_csv_header_is_the_documented_column_list(alice):
+    """The header names the base columns, then per kind value/review/AI/model columns, the scores, app_version."""
+    per_kind = ["", "_human_confirmed", "_review", "_reviewer", "_ai", "_confidence", "_uncertain"]
+    per_kind += ["_model", "_revision", "_precision"]
+    expected = ["id", "created_at", "owner", "scenario", "status", "text", "image_filename", "image_sha256"]
+    expected += ["caption" + suffix for suffix in per_kind] + ["sentiment" + suffix for suffix in per_kind]
+    expected += ["score_negative", "score_neutral", "score_positive", "app_version"]
+    text = alice.get("/history/export.csv").get_data(as_text=True)
+    assert next(csv.reader(io.StringIO(text[1:]))) == expected
 
 
 def test_csv_export_of_empty_history_has_header(alice):
     """With no records the CSV is just the BOM and the header."""
     text = alice.get("/history/export.csv").get_data(as_text=True)
-    assert text.startswith("\ufeffid,created_at,owner,scenario,text")
+    assert text.startswith("\ufeffid,created_at,owner,scenario,status,text")
     assert text.count("\n") == 1
 
 
@@ -312,7 +518,7 @@ def test_csv_export_neutralises_formulas(app, alice, text):
 
 
 def test_json_export(app, alice, bob):
-    """The JSON export parses, holds only the user's records and their fields."""
+    """The JSON export parses, holds only the user's records, their predictions and the values that count."""
     mine = record_id(submit(alice, text="Thanks, great service!", image=png_bytes()))
     submit(bob, text="bob only")
     response = alice.get("/history/export.json")
@@ -321,10 +527,15 @@ def test_json_export(app, alice, bob):
     data = json.loads(response.get_data(as_text=True))
     assert [item["id"] for item in data] == [mine]
     item = data[0]
-    assert item["owner"] == "alice" and item["scenario"] == "service"
-    assert item["caption"]["model"] == "prism/fake-caption"
-    assert item["sentiment"]["label"] == "positive"
-    assert set(item["sentiment"]["scores"]) == {"negative", "neutral", "positive"}
+    assert item["owner"] == "alice" and item["scenario"] == "service" and item["status"] == "done"
+    assert item["progress"] == {"done": 2, "total": 2}
+    caption, sentiment = item["predictions"]
+    assert (caption["kind"], caption["model"]) == ("caption", "prism/fake-caption")
+    assert (sentiment["kind"], sentiment["model"]) == ("sentiment", "prism/fake-sentiment")
+    assert sentiment["output"]["label"] == "positive" and sentiment["band"] == "high"
+    assert set(sentiment["output"]["scores"]) == {"negative", "neutral", "positive"}
+    assert sentiment["human_confirmed"] is False and sentiment["review"]["state"] == "unreviewed"
+    assert item["values"] == {"caption": "a 64x48 picture, mostly red", "sentiment": "positive"}
     assert item["image"]["sha256"] == row(app, mine).image_sha256
 
 

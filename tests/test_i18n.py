@@ -17,9 +17,10 @@ from werkzeug.datastructures import LanguageAccept
 from werkzeug.http import parse_accept_header
 
 from tests.conftest import audit_rows, csrf_token, login, make_token, make_user, png_bytes, submit
-from webapp.i18n import match_accept_language
+from webapp.extensions import db
+from webapp.i18n import job_error, match_accept_language, model_unavailable_message
 from webapp.inference import ModelService, ModelState, ModelUnavailable
-from webapp.scenarios.views import model_unavailable_message
+from webapp.models import Analysis
 
 ROOT = Path(__file__).resolve().parent.parent
 MESSAGES = ROOT / "webapp" / "translations" / "zh" / "LC_MESSAGES"
@@ -48,6 +49,24 @@ def zh_alice(app, zh_client):
     make_user(app, "alice")
     assert login(zh_client, "alice").status_code == 302
     return zh_client
+
+
+@pytest.fixture
+def zh_clinician(app):
+    """A signed-in clinician (medical is hers) whose browser prefers Simplified Chinese."""
+    make_user(app, "alice", role="clinician")
+    client = app.test_client()
+    client.environ_base["HTTP_ACCEPT_LANGUAGE"] = ZH["Accept-Language"]
+    assert login(client, "alice").status_code == 302
+    return client
+
+
+def only_analysis(app) -> Analysis:
+    """The one analysis in the database, detached."""
+    with app.app_context():
+        [row] = db.session.scalars(db.select(Analysis)).all()
+        db.session.expunge(row)
+        return row
 
 
 @pytest.mark.parametrize(
@@ -135,25 +154,45 @@ def test_register_flash_and_validation_errors_in_chinese(zh_client):
     assert "欢迎使用 Prism！" in good
 
 
-def test_scenario_pages_in_chinese(zh_alice):
+def test_scenario_pages_in_chinese(zh_clinician):
     """Scenario titles, labels, help texts and placeholders come from the Chinese catalogue."""
-    body = zh_alice.get("/medical/").get_data(as_text=True)
+    body = zh_clinician.get("/medical/").get_data(as_text=True)
     assert title(body) == "医学影像 · Prism"
     assert "<h1>医学影像</h1>" in body
     assert "临床备注或问题（可选）" in body
     assert 'placeholder="例如：复查影像，患者自述疼痛较上次就诊减轻。"' in body
-    assert "支持 PNG、JPEG、WebP、GIF、BMP 或 TIFF 格式，最大 10 MB。" in body
+    assert "支持 PNG、JPEG、WebP、GIF、BMP 或 TIFF 格式，每个文件最大 10 MB。" in body
+    assert "图片将生成图像描述供您审核；备注会随记录一起保存。" in body
     assert 'data-still-waiting="仍在等待……您可以重新提交。"' in body
 
 
 def test_analysis_flash_and_record_in_chinese(zh_alice):
-    """After an analysis the flash, the record page and the sentiment names are in Chinese."""
+    """After an analysis the flash, the record page, the prediction card and the sentiment names are in Chinese."""
     response = submit(zh_alice, text="太好了，谢谢！")
     assert response.status_code == 302
     body = zh_alice.get(response.headers["Location"]).get_data(as_text=True)
-    assert "分析结果已保存到您的历史记录。" in body
-    assert "AI 情感分析" in body
+    assert "已保存到您的历史记录，模型正在处理。" in body
+    assert "<h3>情感 " in body and "AI 建议" in body
     assert "正面" in body and "置信度" in body
+    assert "您的决定" in body and ">接受</button>" in body
+    assert "Saved to your history" not in body
+
+
+def test_batch_page_in_chinese(app, zh_client):
+    """A teacher's batch: the flash, the summary line and the status names are in Chinese."""
+    make_user(app, "tina", role="teacher")
+    assert login(zh_client, "tina").status_code == 302
+    files = [(io.BytesIO(png_bytes(color=(200, 10, 10))), "a.png"), (io.BytesIO(b"not an image"), "b.png")]
+    response = zh_client.post(
+        "/education/",
+        data={"csrf_token": csrf_token(zh_client, "/education/"), "image": files},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 302 and response.headers["Location"].startswith("/batches/")
+    body = zh_client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "已将 2 个文件加入队列；每个文件都会成为此批次中的一条记录。" in body
+    assert "共 2 项：1 项已完成，1 项失败。" in body
+    assert ">已完成</span>" in body and ">失败</span>" in body
 
 
 def test_history_page_in_chinese(zh_alice):
@@ -162,7 +201,7 @@ def test_history_page_in_chinese(zh_alice):
     assert title(body) == "历史记录 · Prism"
     assert "<h1>我的历史记录</h1>" in body
     assert "起始日期" in body and "截止日期" in body
-    assert "这里还没有记录。" in body
+    assert "这里还没有记录。从这里开始：" in body
 
 
 def test_404_page_in_chinese(zh_client):
@@ -184,32 +223,56 @@ def test_upload_rejection_in_chinese_audited_in_english(app, zh_alice):
     assert row["details"]["reason"].startswith("The file is not a supported image")
 
 
-def test_model_not_ready_message_in_chinese(zh_alice, monkeypatch):
-    """A model that is not ready gives a Chinese message built from the exception's kind and state."""
+def test_model_not_ready_message_in_chinese(app, zh_alice, monkeypatch):
+    """A model that is not ready keeps the record pending with its text; the page explains why in Chinese."""
 
     def fail(self, *args, **kwargs):
         raise ModelUnavailable("sentiment", ModelState.LOADING, "The sentiment model is not ready yet: loading.")
 
     monkeypatch.setattr(ModelService, "sentiment", fail)
     response = submit(zh_alice, text="我的退款呢？")
-    body = response.get_data(as_text=True)
-    assert response.status_code == 503
+    assert response.status_code == 302
+    row = only_analysis(app)
+    assert response.headers["Location"] == f"/history/{row.id}"
+    assert (row.status, row.text) == ("pending", "我的退款呢？")
+    assert row.error == "The sentiment model is not ready yet: loading."  # stored in English
+    assert row.error_info["reason"] == "not_ready"
+    body = zh_alice.get(response.headers["Location"]).get_data(as_text=True)
+    assert "正在等待处理；此页面会自动更新。" in body
     assert "情感分析模型尚未就绪（加载中），请稍后再试。" in body
-    assert "您输入的文本已保留在下方" in body
+    assert ">排队中</span>" in body
     assert "我的退款呢？" in body
+    assert "The sentiment model is not ready yet" not in body
 
 
-def test_failed_model_message_keeps_english_detail(app, zh_alice):
-    """A model that failed to load is explained in Chinese, with the service's English diagnosis."""
+def test_failed_model_message_keeps_english_detail(app, zh_clinician):
+    """A model that failed to load fails the record, explained in Chinese with the service's English diagnosis."""
     slot = app.extensions["prism_models"].caption_slot
 
     def broken_loader(progress):
         raise OSError("weights missing")
 
     slot._loader = broken_loader
-    body = submit(zh_alice, "medical", text=None, image=png_bytes()).get_data(as_text=True)
+    response = submit(zh_clinician, "medical", text=None, image=png_bytes())
+    assert response.status_code == 302
+    assert only_analysis(app).status == "failed"
+    body = zh_clinician.get(response.headers["Location"]).get_data(as_text=True)
+    assert "模型未能完成此记录的分析。" in body
     assert "图像描述模型无法加载（详情：The caption model could not be loaded" in body
     assert "weights missing" in body
+    assert ">重试</button>" in body
+
+
+def test_job_error_follows_the_reader_language(app):
+    """job_error translates a reason the model service gave, and shows any other stored error as it is."""
+    info = {"kind": "caption", "state": "loading", "reason": "not_ready", "message": "The caption model is not ready."}
+    waiting = Analysis(error="The caption model is not ready.", error_info=info)
+    refused = Analysis(error="The uploaded image is missing from storage.", error_info=None)
+    with app.test_request_context(headers=ZH):
+        assert job_error(waiting) == "图像描述模型尚未就绪（加载中），请稍后再试。"
+        assert job_error(refused) == "The uploaded image is missing from storage."
+    with app.test_request_context():
+        assert job_error(waiting) == "The caption model is not ready."
 
 
 @pytest.mark.parametrize(
@@ -367,9 +430,14 @@ def test_po_matches_the_sources():
 
 
 class _VisibleText(HTMLParser):
-    """Text nodes and human-readable attributes, skipping <pre> (code samples) and <script>."""
+    """Text nodes and human-readable attributes, skipping <pre> (code samples) and <script>.
 
-    ATTRIBUTES = {"alt", "title", "placeholder", "aria-label", "data-confirm", "value"}
+    ``value`` is shown only on <input> buttons; on <option>, <button> and other inputs it is the
+    code the form sends (``accept``, ``uncertain``), not text a reader sees.
+    """
+
+    ATTRIBUTES = {"alt", "title", "placeholder", "aria-label", "data-confirm"}
+    BUTTON_TYPES = {"submit", "button", "reset"}
 
     def __init__(self):
         super().__init__()
@@ -380,6 +448,8 @@ class _VisibleText(HTMLParser):
         if tag in ("pre", "script", "style"):
             self.skip += 1
         self.texts += [value for name, value in attrs if name in self.ATTRIBUTES and value]
+        if tag == "input" and dict(attrs).get("type") in self.BUTTON_TYPES:
+            self.texts += [value for name, value in attrs if name == "value" and value]
 
     def handle_endtag(self, tag):
         if tag in ("pre", "script", "style"):

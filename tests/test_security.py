@@ -16,7 +16,7 @@ from tests.conftest import (
     user_id,
 )
 from webapp.extensions import db
-from webapp.models import Analysis, ApiToken, User
+from webapp.models import Analysis, ApiToken, Prediction, Review, User
 
 
 def _post_routes(app) -> list:
@@ -30,7 +30,9 @@ def _state(app) -> dict:
     with app.app_context():
         return {
             "users": db.session.execute(db.select(User.username, User.role, User.session_token)).all(),
-            "analyses": db.session.scalars(db.select(Analysis.id)).all(),
+            "analyses": db.session.execute(db.select(Analysis.id, Analysis.status, Analysis.attempts)).all(),
+            "predictions": db.session.execute(db.select(Prediction.id, Prediction.review_state)).all(),
+            "reviews": db.session.scalars(db.select(Review.id)).all(),
             "tokens": db.session.execute(db.select(ApiToken.id, ApiToken.revoked_at)).all(),
         }
 
@@ -40,15 +42,31 @@ def test_every_form_post_route_rejects_missing_csrf(app, alice):
     make_token(app, "alice")
     with app.app_context():
         token_id = db.session.scalar(db.select(ApiToken.id))
+    # A failed record with a caption: a retry, a review or a delete would each visibly change it.
+    analysis_id = add_analysis(app, user_id(app, "alice"), text="mine", caption="a cat", status="failed", error="x")
+    with app.app_context():
+        prediction_id = db.session.scalar(db.select(Prediction.id).where(Prediction.analysis_id == analysis_id))
     ids = {
-        "analysis_id": add_analysis(app, user_id(app, "alice"), text="mine"),
+        "analysis_id": analysis_id,
+        "prediction_id": prediction_id,
         "token_id": token_id,
         "user_id": make_user(app, "bob"),
     }
     routes = _post_routes(app)
     endpoints = {rule.endpoint for rule in routes}
-    # A guard against the enumeration silently finding nothing.
-    assert {"auth.login", "auth.logout", "auth.register", "history.delete", "admin.set_role"} <= endpoints
+    # A guard against the enumeration silently finding nothing, and for the routes of the review engine.
+    assert {
+        "auth.login",
+        "auth.logout",
+        "auth.register",
+        "history.delete",
+        "history.retry",
+        "reviews.review",
+        "admin.set_role",
+        "scenarios.service",
+        "scenarios.medical",
+        "scenarios.education",
+    } <= endpoints
 
     before = _state(app)
     failures = []
@@ -61,7 +79,10 @@ def test_every_form_post_route_rejects_missing_csrf(app, alice):
         path = app.url_map.bind("localhost").build(rule.endpoint, values, method="POST")
         for client in (alice, app.test_client()):  # signed in and anonymous
             count = len(audit_rows(app, "security.csrf_failed"))
-            response = client.post(path, data={"text": "x", "username": "alice", "password": "whatever123"})
+            response = client.post(
+                path,
+                data={"text": "x", "username": "alice", "password": "whatever123", "decision": "accept"},
+            )
             rows = audit_rows(app, "security.csrf_failed")
             if response.status_code != 400 or len(rows) != count + 1 or rows[-1]["details"]["path"] != path:
                 failures.append((path, response.status_code, len(rows) - count))

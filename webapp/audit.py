@@ -21,6 +21,8 @@ LOGOUT = "auth.logout"
 ANALYSIS_CREATED = "analysis.create"
 ANALYSIS_VIEWED_BY_OTHER = "analysis.view_other"
 ANALYSIS_DELETED = "analysis.delete"
+ANALYSIS_RETRIED = "analysis.retry"
+REVIEW_RECORDED = "review.record"
 HISTORY_EXPORTED = "history.export"
 ROLE_CHANGED = "admin.role_change"
 TOKEN_CREATED = "token.create"  # noqa: S105 (an action name, not a secret)
@@ -37,6 +39,8 @@ ACTIONS = (
     ANALYSIS_CREATED,
     ANALYSIS_VIEWED_BY_OTHER,
     ANALYSIS_DELETED,
+    ANALYSIS_RETRIED,
+    REVIEW_RECORDED,
     HISTORY_EXPORTED,
     ROLE_CHANGED,
     TOKEN_CREATED,

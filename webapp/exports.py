@@ -9,37 +9,39 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from sqlalchemy import Select, select
-from sqlalchemy.orm import selectinload
 
+from .analyses import LISTING_LOAD
 from .extensions import db
-from .models import Analysis
+from .models import Analysis, ConfidencePolicy, Prediction
 
 T = TypeVar("T")
 _BATCH_SIZE = 500
 
-CSV_COLUMNS = (
-    "id",
-    "created_at",
-    "owner",
-    "scenario",
-    "text",
-    "image_filename",
-    "image_sha256",
-    "caption",
-    "caption_model",
-    "caption_revision",
-    "caption_precision",
-    "sentiment_label",
-    "sentiment_score",
-    "score_negative",
-    "score_neutral",
-    "score_positive",
-    "sentiment_model",
-    "sentiment_revision",
-    "sentiment_precision",
-    "app_version",
+# Columns every record has, then per prediction kind (Prediction.KINDS, in registration order): the
+# value that counts, whether a human confirmed it, the review state and reviewer, the AI original,
+# its confidence and uncertainty, the model stamp, then the kind's own extra columns.
+BASE_COLUMNS = ("id", "created_at", "owner", "scenario", "status", "text", "image_filename", "image_sha256")
+KIND_COLUMNS = (
+    "",
+    "_human_confirmed",
+    "_review",
+    "_reviewer",
+    "_ai",
+    "_confidence",
+    "_uncertain",
+    "_model",
+    "_revision",
+    "_precision",
 )
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_columns() -> tuple[str, ...]:
+    columns = list(BASE_COLUMNS)
+    for kind, prediction_class in Prediction.KINDS.items():
+        columns += [kind + suffix for suffix in KIND_COLUMNS]
+        columns += prediction_class.csv_columns()
+    return (*columns, "app_version")
 
 
 def _csv_cell(value) -> str:
@@ -48,30 +50,37 @@ def _csv_cell(value) -> str:
     return "'" + text if text.startswith(_FORMULA_PREFIXES) else text
 
 
-def _csv_row(analysis: Analysis) -> list[str]:
-    scores = analysis.sentiment_scores or {}
-    values = (
+def _csv_row(analysis: Analysis, policy: ConfidencePolicy) -> list[str]:
+    values: list = [
         analysis.id,
         analysis.created_at.isoformat() + "Z",
         analysis.user.username,
         analysis.scenario,
+        analysis.status,
         analysis.text,
         analysis.image_filename,
         analysis.image_sha256,
-        analysis.caption,
-        analysis.caption_model,
-        analysis.caption_revision,
-        analysis.caption_precision,
-        analysis.sentiment_label,
-        analysis.sentiment_score,
-        scores.get("negative"),
-        scores.get("neutral"),
-        scores.get("positive"),
-        analysis.sentiment_model,
-        analysis.sentiment_revision,
-        analysis.sentiment_precision,
-        analysis.app_version,
-    )
+    ]
+    for kind, prediction_class in Prediction.KINDS.items():
+        prediction = analysis.prediction(kind)
+        if prediction is None:
+            values += [None] * (len(KIND_COLUMNS) + len(prediction_class.csv_columns()))
+            continue
+        review = prediction.latest_review
+        values += [
+            prediction.value,
+            prediction.human_confirmed,
+            prediction.review_state,
+            review.reviewer_name if review else None,
+            prediction.ai_value,
+            prediction.confidence,
+            policy.is_uncertain(prediction.confidence, prediction.margin),
+            prediction.model_id,
+            prediction.revision,
+            prediction.precision,
+            *prediction.csv_extra(),
+        ]
+    values.append(analysis.app_version)
     return [_csv_cell(value) for value in values]
 
 
@@ -86,18 +95,18 @@ def _rendered(statement: Select, render: Callable[[Analysis], T]) -> Iterator[T]
     db.session.rollback()
     for start in range(0, len(ids), _BATCH_SIZE):
         batch = ids[start : start + _BATCH_SIZE]
-        rows = db.session.scalars(select(Analysis).where(Analysis.id.in_(batch)).options(selectinload(Analysis.user)))
+        rows = db.session.scalars(select(Analysis).where(Analysis.id.in_(batch)).options(*LISTING_LOAD))
         rendered = {analysis.id: render(analysis) for analysis in rows}
         db.session.rollback()
         yield from (rendered[analysis_id] for analysis_id in batch if analysis_id in rendered)
 
 
-def iter_csv(statement: Select) -> Iterator[str]:
+def iter_csv(statement: Select, policy: ConfidencePolicy) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     buffer.write("\ufeff")  # BOM: Excel then opens Chinese text as UTF-8
-    writer.writerow(CSV_COLUMNS)
-    for row in _rendered(statement, _csv_row):
+    writer.writerow(csv_columns())
+    for row in _rendered(statement, lambda analysis: _csv_row(analysis, policy)):
         writer.writerow(row)
         yield buffer.getvalue()
         buffer.seek(0)
@@ -105,8 +114,8 @@ def iter_csv(statement: Select) -> Iterator[str]:
     yield buffer.getvalue()
 
 
-def iter_json(statement: Select) -> Iterator[str]:
+def iter_json(statement: Select, policy: ConfidencePolicy) -> Iterator[str]:
     yield "["
-    for index, data in enumerate(_rendered(statement, Analysis.as_dict)):
+    for index, data in enumerate(_rendered(statement, lambda analysis: analysis.as_dict(policy))):
         yield ("," if index else "") + json.dumps(data, ensure_ascii=False)
     yield "]"

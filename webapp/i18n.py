@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from flask import has_request_context, request, session
 from flask_babel import force_locale, get_locale
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from werkzeug.datastructures import LanguageAccept
 
 from .errors import wants_json
+from .inference.types import ModelState, ModelUnavailable
 
 DEFAULT_LOCALE = "en"
 # Locale -> (its <html lang> tag, its name in itself for the switcher). "zh" is Simplified Chinese.
@@ -34,9 +36,20 @@ STATE_NAMES = {
     "ready": _l("ready"),
     "failed": _l("failed"),
 }
+REVIEW_NAMES = {
+    "unreviewed": _l("not reviewed"),
+    "accepted": _l("accepted"),
+    "corrected": _l("corrected"),
+    "rejected": _l("rejected"),
+}
+STATUS_NAMES = {"pending": _l("queued"), "running": _l("running"), "done": _l("done"), "failed": _l("failed")}
+KIND_NAMES = {"caption": _l("Caption"), "sentiment": _l("Sentiment")}
 NAMES = {
     "sentiment": SENTIMENT_NAMES,
     "band": BAND_NAMES,
+    "review": REVIEW_NAMES,
+    "status": STATUS_NAMES,
+    "kind": KIND_NAMES,
     "role": ROLE_NAMES,
     "model": MODEL_NAMES,
     "state": STATE_NAMES,
@@ -91,3 +104,36 @@ def clear_session_keeping_locale() -> None:
     session.clear()
     if chosen in LOCALES:
         session[SESSION_KEY] = chosen
+
+
+def job_error(analysis) -> str:
+    """Why a job failed or waits, in the reader's language when the model service gave the reason."""
+    info = analysis.error_info
+    if not info:
+        return analysis.error or ""
+    exc = ModelUnavailable(info["kind"], ModelState(info["state"]), info["message"], reason=info["reason"])
+    return model_unavailable_message(exc)
+
+
+def model_unavailable_message(exc: ModelUnavailable) -> str:
+    """What to tell the user when a model cannot answer.
+
+    The model service speaks English only (it knows nothing of Flask). Its message is shown as is in
+    English; other languages get a sentence chosen by ``exc.reason``, plus the English message where
+    it carries a diagnosis worth reporting (why a load failed, what the model raised).
+    """
+    if current_locale() == DEFAULT_LOCALE:
+        return str(exc)
+    model = MODEL_NAMES.get(exc.kind, exc.kind)
+    if exc.reason == "busy":
+        return _(
+            "Prism is busy: the %(model)s has more requests than it can take right now. "
+            "Please try again in a few seconds.",
+            model=model,
+        )
+    if exc.reason == "failed":
+        return _("The %(model)s could not be loaded (details: %(detail)s).", model=model, detail=str(exc))
+    if exc.reason == "error":
+        return _("The %(model)s failed on this input (details: %(detail)s).", model=model, detail=str(exc))
+    state = STATE_NAMES.get(exc.state.value, exc.state.value)  # "not_ready": loading or downloading
+    return _("The %(model)s is not ready yet (%(state)s). Try again shortly.", model=model, state=state)

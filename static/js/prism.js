@@ -1,6 +1,8 @@
 // Progressive enhancement only: every page works without this file.
-// - drag-and-drop and clipboard paste onto the image field, with a preview;
-// - a visible "Analysing…" state (and no double submit) while the server runs the models;
+// - drag-and-drop (one file or many: a batch) and clipboard paste onto the image field, with a preview;
+// - a visible "Uploading…" state (and no double submit) while the upload is sent;
+// - pages of queued or running work poll their status and reload when it changes (the no-JS
+//   fallback is a <noscript> meta refresh);
 // - confirmation before destructive POST buttons; copy-to-clipboard for new API tokens.
 // Texts shown by this file come translated from the page's data-* attributes.
 (function () {
@@ -14,18 +16,29 @@
     preview.hidden = false;
   }
 
-  function setFile(zone, file) {
+  function showCount(zone, count) {
+    var note = zone.querySelector("[data-file-count]");
+    if (!note) return;
+    note.hidden = count < 2;
+    note.textContent = note.dataset.template.replace("{n}", count);
+  }
+
+  function setFiles(zone, files) {
     var input = zone.querySelector("input[type=file]");
-    if (!input || !file) return;
+    if (!input || !files.length) return;
     var transfer = new DataTransfer();
-    transfer.items.add(file);
+    for (var i = 0; i < files.length; i++) transfer.items.add(files[i]);
     input.files = transfer.files;
-    showPreview(zone, file);
+    showPreview(zone, files[0]);
+    showCount(zone, files.length);
   }
 
   document.querySelectorAll("[data-dropzone]").forEach(function (zone) {
     var input = zone.querySelector("input[type=file]");
-    if (input) input.addEventListener("change", function () { showPreview(zone, input.files[0]); });
+    if (input) input.addEventListener("change", function () {
+      showPreview(zone, input.files[0]);
+      showCount(zone, input.files.length);
+    });
     ["dragenter", "dragover"].forEach(function (name) {
       zone.addEventListener(name, function (event) { event.preventDefault(); zone.classList.add("dragover"); });
     });
@@ -34,7 +47,7 @@
     });
     zone.addEventListener("drop", function (event) {
       event.preventDefault();
-      if (event.dataTransfer && event.dataTransfer.files.length) setFile(zone, event.dataTransfer.files[0]);
+      if (event.dataTransfer && event.dataTransfer.files.length) setFiles(zone, event.dataTransfer.files);
     });
     document.addEventListener("paste", function (event) {
       var items = (event.clipboardData && event.clipboardData.items) || [];
@@ -42,7 +55,7 @@
         if (items[i].kind === "file" && items[i].type.indexOf("image/") === 0) {
           var blob = items[i].getAsFile();
           var name = "pasted-" + Date.now() + "." + (blob.type.split("/")[1] || "png");
-          setFile(zone, new File([blob], name, { type: blob.type }));
+          setFiles(zone, [new File([blob], name, { type: blob.type })]);
           event.preventDefault();
           return;
         }
@@ -65,6 +78,28 @@
         if (busy) busy.textContent = busy.dataset.stillWaiting;
       }, 90000);
     });
+  });
+
+  // Record and batch pages while work is queued or running: poll, and reload once something moved.
+  document.querySelectorAll("[data-poll]").forEach(function (panel) {
+    var interval = 1500;
+    function check() {
+      fetch(panel.dataset.poll, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (response) { return response.ok ? response.json() : null; })
+        .then(function (data) {
+          if (!data) return;
+          var done = data.progress ? data.progress.done : data.done + data.failed;
+          var status = data.status || (data.finished ? "finished" : "running");
+          if (String(done) !== panel.dataset.pollDone || (panel.dataset.pollStatus && status !== panel.dataset.pollStatus)) {
+            window.location.reload();
+            return;
+          }
+          interval = Math.min(interval * 1.3, 10000);
+          setTimeout(check, interval);
+        })
+        .catch(function () { setTimeout(check, 10000); });
+    }
+    setTimeout(check, interval);
   });
 
   document.querySelectorAll("form[data-confirm]").forEach(function (form) {

@@ -34,19 +34,21 @@ def real_app(request, tmp_path, sentiment3_dir):
 def test_form_submission_captions_and_classifies_with_local_models(real_app, sentiment3_dir):
     """A browser submission runs both local models and stores their output with ids and revisions."""
     client = real_app.test_client()
-    make_user(real_app, "alice")
-    login(client, "alice")
+    make_user(real_app, "tess", role="teacher")
+    login(client, "tess")
     response = submit(client, "education", text="I enjoyed this homework", image=png_bytes((80, 60)))
     assert response.status_code == 302, response.get_data(as_text=True)
     with real_app.app_context():
         record = db.session.scalar(db.select(Analysis))
-        assert record.caption_model == real_app.caption_dir.name
-        assert record.sentiment_model == sentiment3_dir.name
-        assert record.caption_revision and record.sentiment_revision
-        assert record.caption_precision == record.sentiment_precision == _expected_precision()
-        assert isinstance(record.caption, str)
-        assert record.sentiment_label in {"negative", "neutral", "positive"}
-        assert abs(sum(record.sentiment_scores.values()) - 1.0) < 1e-3
+        assert record.status == "done", record.error
+        caption, sentiment = record.prediction("caption"), record.prediction("sentiment")
+        assert caption.model_id == real_app.caption_dir.name
+        assert sentiment.model_id == sentiment3_dir.name
+        assert caption.revision and sentiment.revision
+        assert caption.precision == sentiment.precision == _expected_precision()
+        assert isinstance(caption.ai_value, str)
+        assert sentiment.label in {"negative", "neutral", "positive"}
+        assert abs(sum(sentiment.scores.values()) - 1.0) < 1e-3
     page = client.get(response.location).get_data(as_text=True)
     assert real_app.caption_dir.name in page and sentiment3_dir.name in page
     assert f"<code>{_expected_precision()}</code>" in page
@@ -54,8 +56,8 @@ def test_form_submission_captions_and_classifies_with_local_models(real_app, sen
     assert [model["state"] for model in health["models"]] == ["ready", "ready"]
 
 
-def test_api_predict_with_local_models(real_app):
-    """The JSON API answers 201 with the local models' caption and sentiment."""
+def test_api_predict_with_local_models(real_app, sentiment3_dir):
+    """The JSON API answers 201 with the local models' caption and sentiment predictions."""
     make_user(real_app, "bob")
     token = make_token(real_app, "bob")
     client = real_app.test_client()
@@ -66,10 +68,14 @@ def test_api_predict_with_local_models(real_app):
     )
     assert response.status_code == 201, response.get_json()
     body = response.get_json()
-    assert body["caption"]["model"] == real_app.caption_dir.name
-    assert isinstance(body["caption"]["text"], str)
-    assert body["caption"]["precision"] == body["sentiment"]["precision"] == _expected_precision()
-    assert set(body["sentiment"]["scores"]) == {"negative", "neutral", "positive"}
+    assert body["status"] == "done"
+    caption, sentiment = body["predictions"]
+    assert caption["kind"] == "caption" and sentiment["kind"] == "sentiment"
+    assert caption["model"] == real_app.caption_dir.name and sentiment["model"] == sentiment3_dir.name
+    assert isinstance(caption["output"]["text"], str) and body["values"]["caption"] == caption["output"]["text"]
+    assert caption["precision"] == sentiment["precision"] == _expected_precision()
+    assert set(sentiment["output"]["scores"]) == {"negative", "neutral", "positive"}
+    assert body["values"]["sentiment"] == sentiment["output"]["label"]
 
 
 def _expected_precision() -> str:

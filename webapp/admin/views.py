@@ -10,7 +10,7 @@ from ..analyses import HistoryFilters
 from ..extensions import db, login_manager
 from ..history.views import export_response, render_history_list
 from ..i18n import ROLE_NAMES
-from ..models import Analysis, AuditEvent, User
+from ..models import Analysis, AuditEvent, Prediction, User
 from ..scenarios import SCENARIO_PAGES
 from .forms import RoleForm
 
@@ -30,11 +30,11 @@ def require_admin():
 @bp.route("/")
 def index():
     by_scenario = dict(db.session.execute(select(Analysis.scenario, func.count()).group_by(Analysis.scenario)).all())
-    by_sentiment = dict(
+    by_sentiment = dict(  # the values that count: a human correction wins
         db.session.execute(
-            select(Analysis.sentiment_label, func.count())
-            .where(Analysis.sentiment_label.is_not(None))
-            .group_by(Analysis.sentiment_label)
+            select(Prediction.final_label, func.count())
+            .where(Prediction.kind == "sentiment", Prediction.final_label.is_not(None))
+            .group_by(Prediction.final_label)
         ).all()
     )
     recent = db.session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(10)).all()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 from sqlalchemy import select
@@ -17,18 +18,25 @@ from .. import audit
 from ..analyses import (
     AnalysisInputError,
     HistoryFilters,
-    create_analysis,
-    select_history,
+    ScenarioForbidden,
+    confidence_policy,
+    paginate_history,
+    pending_ids,
+    submit_analysis,
+    submit_batch,
     validate_upload,
 )
 from ..errors import api_error
 from ..extensions import csrf, db
-from ..inference import ModelUnavailable
-from ..models import SCENARIOS, Analysis, ApiToken, utcnow
-from ..storage import UploadRejected
+from ..jobs import enqueue_analyses
+from ..jobs.views import batch_summary
+from ..models import DONE, FAILED, Analysis, ApiToken, Batch, utcnow
+from ..reviews import ReviewInputError, record_review
+from ..uploads import UploadRejected
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)
+PREDICT_POLL_SECONDS = 0.02
 
 
 @bp.before_request
@@ -82,40 +90,89 @@ def _read_submission() -> tuple[str, str | None, bytes | None, str | None]:
 
 
 def _analysis_json(analysis: Analysis) -> dict:
-    data = analysis.as_dict()
+    data = analysis.as_dict(confidence_policy())
     data["url"] = url_for("api.analysis", analysis_id=analysis.id, _external=True)
     data["history_url"] = url_for("history.detail", analysis_id=analysis.id, _external=True)
     return data
 
 
-@bp.route("/predict", methods=["POST"])
-def predict():
-    try:
-        scenario, text, image_bytes, filename = _read_submission()
-        if scenario not in SCENARIOS:
-            raise AnalysisInputError(f"'scenario' must be one of {', '.join(SCENARIOS)}.")
-        image = validate_upload(image_bytes, filename) if image_bytes is not None else None
-        analysis = create_analysis(g.api_user, scenario, text, image)
-    except UploadRejected as exc:
+def _accepted(data: dict, url: str):
+    response = jsonify({**data, "url": url})
+    response.status_code = 202
+    response.headers["Location"] = url
+    return response
+
+
+def _submission_error(exc: Exception):
+    """The JSON answer for input that ``submit_*`` refused (the one error ladder of the API)."""
+    if isinstance(exc, UploadRejected):
         audit.record(audit.UPLOAD_REJECTED, actor=g.api_user, details={"reason": str(exc), "via": "api"})
         db.session.commit()
         return api_error(400, str(exc))
-    except AnalysisInputError as exc:
-        return api_error(400, str(exc))
-    except ModelUnavailable as exc:
+    if isinstance(exc, ScenarioForbidden):
         db.session.rollback()
-        current_app.logger.warning("api analysis refused: %s model %s", exc.kind, exc.state.value)
-        return api_error(
-            503, str(exc), retry_after=exc.retry_after, model=exc.kind, state=exc.state.value, reason=exc.reason
-        )
+        return api_error(403, f"Your role may not submit to the {exc} scenario.")
+    db.session.rollback()
+    return api_error(400, str(exc))
+
+
+def _submit_one():
+    """Read, validate and store one submission, then queue its job; returns the pending analysis."""
+    scenario, text, image_bytes, filename = _read_submission()
+    image = validate_upload(image_bytes, filename) if image_bytes is not None else None
+    analysis = submit_analysis(g.api_user, scenario, text, image)
+    analysis_id = analysis.id
     db.session.commit()
-    return jsonify(_analysis_json(analysis)), 201
+    enqueue_analyses([analysis_id])
+    return analysis_id
+
+
+@bp.route("/analyses", methods=["POST"])
+def create_analysis():
+    try:
+        analysis_id = _submit_one()
+    except (UploadRejected, AnalysisInputError, ScenarioForbidden) as exc:
+        return _submission_error(exc)
+    found = db.session.get(Analysis, analysis_id)
+    return _accepted(found.status_dict(), url_for("api.analysis", analysis_id=analysis_id, _external=True))
+
+
+@bp.route("/predict", methods=["POST"])
+def predict():
+    """The v1 synchronous call: queue the job and wait for it (up to PRISM_INFERENCE_TIMEOUT)."""
+    try:
+        analysis_id = _submit_one()
+    except (UploadRejected, AnalysisInputError, ScenarioForbidden) as exc:
+        return _submission_error(exc)
+    deadline = time.monotonic() + current_app.config["PRISM_INFERENCE_TIMEOUT"]
+    while True:
+        found = db.session.get(Analysis, analysis_id, populate_existing=True)
+        if found.status == DONE:
+            return jsonify(_analysis_json(found)), 201
+        url = url_for("api.analysis", analysis_id=analysis_id, _external=True)
+        if found.status == FAILED:
+            # As in v1, a model that cannot answer is a 503; the record keeps the reason.
+            return api_error(
+                503, found.error or "The analysis failed.", id=analysis_id, analysis_status=found.status, url=url
+            )
+        if time.monotonic() >= deadline:
+            return api_error(
+                503,
+                "The analysis is queued but not finished yet; it completes in the background: poll its url."
+                + (f" ({found.error})" if found.error else ""),
+                retry_after=5,
+                id=analysis_id,
+                analysis_status=found.status,
+                url=url,
+            )
+        db.session.rollback()  # hold no transaction (with SQLite: the write lock) while waiting
+        time.sleep(PREDICT_POLL_SECONDS)
 
 
 @bp.route("/analyses")
 def analyses():
     filters = HistoryFilters.from_args(request.args)
-    page = db.paginate(select_history(filters, owner=g.api_user), max_per_page=100, error_out=False)
+    page = paginate_history(filters, owner=g.api_user)
     return jsonify(
         {
             "items": [_analysis_json(item) for item in page.items],
@@ -123,14 +180,72 @@ def analyses():
             "per_page": page.per_page,
             "pages": page.pages,
             "total": page.total,
+            "total_capped": page.total_capped,  # a text search counts at most 1,000 matches
         }
     )
 
 
+def _own_analysis(analysis_id: int) -> Analysis | None:
+    # The caller's own records only, admins included: the API is not an audit tool.
+    return db.session.scalar(select(Analysis).where(Analysis.id == analysis_id, Analysis.user_id == g.api_user.id))
+
+
 @bp.route("/analyses/<int:analysis_id>")
 def analysis(analysis_id: int):
-    # The caller's own records only, admins included: the API is not an audit tool.
-    found = db.session.scalar(select(Analysis).where(Analysis.id == analysis_id, Analysis.user_id == g.api_user.id))
+    found = _own_analysis(analysis_id)
     if found is None:
         return api_error(404, "No such analysis.")
     return jsonify(_analysis_json(found))
+
+
+@bp.route("/analyses/<int:analysis_id>/reviews", methods=["POST"])
+def review(analysis_id: int):
+    found = _own_analysis(analysis_id)
+    if found is None:
+        return api_error(404, "No such analysis.")
+    payload = request.get_json(silent=True)
+    if not isinstance(payload, dict):
+        return api_error(400, "The body must be a JSON object with 'kind' and 'decision'.")
+    prediction = found.prediction(str(payload.get("kind")))
+    if prediction is None:
+        kinds = ", ".join(p.kind for p in found.predictions) or "none yet"
+        return api_error(404, f"This analysis has no {payload.get('kind')!r} prediction (it has: {kinds}).")
+    comment = payload.get("comment")
+    if comment is not None and not isinstance(comment, str):
+        return api_error(400, "'comment' must be a string.")
+    try:
+        record_review(prediction, g.api_user, str(payload.get("decision")), payload.get("value"), comment)
+    except ScenarioForbidden:
+        db.session.rollback()
+        return api_error(403, f"Your role may not review in the {found.scenario} scenario.")
+    except ReviewInputError as exc:
+        db.session.rollback()
+        return api_error(400, str(exc))
+    db.session.commit()
+    return jsonify(prediction.as_dict(confidence_policy())), 201
+
+
+@bp.route("/batches", methods=["POST"])
+def create_batch():
+    uploads = [upload for upload in request.files.getlist("images") if upload and upload.filename]
+    if not uploads:
+        return api_error(400, "Send one or more files as repeated 'images' fields (multipart).")
+    try:
+        batch = submit_batch(
+            g.api_user, request.form.get("scenario") or "service", [(up.read(), up.filename) for up in uploads]
+        )
+    except (AnalysisInputError, ScenarioForbidden) as exc:
+        return _submission_error(exc)
+    batch_id, ids = batch.id, pending_ids(batch)
+    db.session.commit()
+    enqueue_analyses(ids)
+    summary = batch_summary(db.session.get(Batch, batch_id))
+    return _accepted(summary, url_for("api.batch", batch_id=batch_id, _external=True))
+
+
+@bp.route("/batches/<int:batch_id>")
+def batch(batch_id: int):
+    found = db.session.scalar(select(Batch).where(Batch.id == batch_id, Batch.user_id == g.api_user.id))
+    if found is None:
+        return api_error(404, "No such batch.")
+    return jsonify(batch_summary(found))

@@ -8,10 +8,10 @@ from flask import (
     abort,
     current_app,
     flash,
+    jsonify,
     redirect,
     render_template,
     request,
-    send_file,
     stream_with_context,
     url_for,
 )
@@ -19,13 +19,26 @@ from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from .. import audit
-from ..analyses import HistoryFilters, delete_analysis, get_visible_analysis, image_store, select_history
+from ..analyses import (
+    AnalysisInputError,
+    HistoryFilters,
+    confidence_policy,
+    delete_analysis,
+    get_visible_analysis,
+    paginate_history,
+    retry_analysis,
+    select_history,
+)
 from ..exports import iter_csv, iter_json
 from ..extensions import db
 from ..forms import EmptyForm
-from ..models import SCENARIOS, SENTIMENT_LABELS, Analysis
+from ..jobs import enqueue_analyses
+from ..models import SCENARIOS, Analysis
+from ..reviews import may_review
+from ..reviews.forms import ReviewForm
 from ..scenarios import SCENARIO_PAGES
-from ..storage import MIME_TYPES
+from ..storage import ObjectMissing, get_storage
+from ..uploads import MIME_TYPES, image_key
 
 bp = Blueprint("history", __name__, url_prefix="/history")
 
@@ -52,19 +65,14 @@ def _visible_or_404(analysis_id: int, *, part: str) -> Analysis:
 def render_history_list(template: str, *, owner, endpoint: str) -> str:
     """A filtered, paginated listing: ``owner``'s records, or everyone's when ``owner`` is None (admin)."""
     filters = HistoryFilters.from_args(request.args, allow_owner=owner is None)
-    page = db.paginate(
-        select_history(filters, owner=owner),
-        per_page=current_app.config["PRISM_PAGE_SIZE"],
-        max_per_page=100,
-        error_out=False,
-    )
+    page = paginate_history(filters, owner=owner, per_page=current_app.config["PRISM_PAGE_SIZE"])
     return render_template(
         template,
         page=page,
         filters=filters,
         scenarios=SCENARIOS,
-        sentiments=SENTIMENT_LABELS,
         scenario_pages=SCENARIO_PAGES,
+        policy=confidence_policy(),
         endpoint=endpoint,
     )
 
@@ -77,9 +85,42 @@ def index():
 @bp.route("/<int:analysis_id>")
 def detail(analysis_id: int):
     analysis = _visible_or_404(analysis_id, part="record")
+    queue = request.args.get("queue")
     return render_template(
-        "history/detail.html", analysis=analysis, scenario_pages=SCENARIO_PAGES, delete_form=EmptyForm()
+        "history/detail.html",
+        analysis=analysis,
+        scenario_pages=SCENARIO_PAGES,
+        delete_form=EmptyForm(),
+        retry_form=EmptyForm(),
+        review_form=ReviewForm(),
+        can_review=may_review(current_user, analysis),
+        queue=queue if queue in SCENARIO_PAGES else None,
+        policy=confidence_policy(),
     )
+
+
+@bp.route("/<int:analysis_id>/status")
+def status(analysis_id: int):
+    """The job's state, for the record page's script (it reloads the page when this changes)."""
+    return jsonify(_visible_or_404(analysis_id, part="status").status_dict())
+
+
+@bp.route("/<int:analysis_id>/retry", methods=["POST"])
+def retry(analysis_id: int):
+    analysis = db.first_or_404(
+        db.select(Analysis).where(Analysis.id == analysis_id, Analysis.user_id == current_user.id)
+    )
+    if EmptyForm().validate_on_submit():
+        try:
+            retry_analysis(analysis)
+        except AnalysisInputError as exc:
+            db.session.rollback()
+            flash(str(exc), "error")
+        else:
+            db.session.commit()
+            enqueue_analyses([analysis_id])
+            flash(_("The analysis is queued again."), "info")
+    return redirect(url_for("history.detail", analysis_id=analysis_id))
 
 
 @bp.route("/<int:analysis_id>/image")
@@ -87,10 +128,11 @@ def image(analysis_id: int):
     analysis = _visible_or_404(analysis_id, part="image")
     if analysis.image_sha256 is None:
         abort(404)
-    path = image_store().path_for(analysis.image_sha256, analysis.image_format)
-    if not path.is_file():
+    try:
+        data = get_storage().get(image_key(analysis.image_sha256, analysis.image_format))
+    except ObjectMissing:
         abort(404)
-    response = send_file(path, mimetype=MIME_TYPES[analysis.image_format], max_age=0, conditional=True)
+    response = Response(data, mimetype=MIME_TYPES[analysis.image_format])
     response.headers["Cache-Control"] = "private, no-store"
     return response
 
@@ -115,9 +157,9 @@ def export_response(filters: HistoryFilters, *, owner, fmt: str, basename: str) 
     statement = select_history(filters, owner=owner)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     if fmt == "csv":
-        body, mimetype = iter_csv(statement), "text/csv; charset=utf-8"
+        body, mimetype = iter_csv(statement, confidence_policy()), "text/csv; charset=utf-8"
     else:
-        body, mimetype = iter_json(statement), "application/json"
+        body, mimetype = iter_json(statement, confidence_policy()), "application/json"
     response = Response(stream_with_context(body), mimetype=mimetype)
     response.headers["Content-Disposition"] = f'attachment; filename="{basename}-{stamp}.{fmt}"'
     response.headers["Cache-Control"] = "private, no-store"

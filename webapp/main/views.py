@@ -1,15 +1,16 @@
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, redirect, render_template, request, session, url_for
+from flask_login import current_user
 from sqlalchemy import text
 
 from .. import __version__
 from ..extensions import db
-from ..i18n import LANGUAGES, LOCALES, NAMES, SESSION_KEY, current_locale, html_lang
+from ..i18n import LANGUAGES, LOCALES, NAMES, SESSION_KEY, current_locale, html_lang, job_error
 from ..inference import ModelState, get_model_service
-from ..scenarios import SCENARIO_PAGES
+from ..scenarios import SCENARIO_PAGES, scenarios_for
 from ..security import is_safe_redirect
-from ..storage import human_size
+from ..uploads import human_size
 
 bp = Blueprint("main", __name__)
 
@@ -24,11 +25,12 @@ def inject_model_statuses():
             s for s in statuses if s.state in (ModelState.DOWNLOADING, ModelState.LOADING, ModelState.FAILED)
         ],
         "app_version": __version__,
-        "scenario_nav": SCENARIO_PAGES,
+        "scenario_nav": scenarios_for(current_user),
         "locale": current_locale(),
         "html_lang": html_lang(),
         "languages": LANGUAGES,
         "names": NAMES,
+        "job_error": job_error,
     }
 
 
@@ -37,7 +39,8 @@ bp.add_app_template_filter(human_size, "human_size")
 
 @bp.route("/")
 def index():
-    return render_template("main/index.html", pages=SCENARIO_PAGES)
+    pages = scenarios_for(current_user) if current_user.is_authenticated else SCENARIO_PAGES
+    return render_template("main/index.html", pages=pages)
 
 
 @bp.route(f"/lang/<any({', '.join(LOCALES)}):code>")

@@ -1,6 +1,8 @@
-"""The three scenario pages. In v1 they share one form and one result view; each names its inputs.
+"""The scenario registry: for each scenario, who may submit and review, what it takes, what runs.
 
-The texts are lazy strings, rendered in the language of the request that shows them.
+One generic view serves all three (``views.py``); a scenario gets its own module only where it
+needs pages of its own. Admins read and audit everything but submit or review only where their
+role is listed, as anyone else. The texts are lazy strings, rendered in the request's language.
 """
 
 from __future__ import annotations
@@ -9,6 +11,10 @@ from dataclasses import dataclass
 
 from flask_babel import LazyString
 from flask_babel import lazy_gettext as _l
+
+from ..models import ROLES
+
+OPTIONAL, REQUIRED, UNUSED = "optional", "required", "unused"
 
 
 @dataclass(frozen=True)
@@ -20,6 +26,27 @@ class Scenario:
     image_help: LazyString
     text_label: LazyString
     text_placeholder: LazyString
+    roles: frozenset[str]  # may submit, and review their own records
+    image: str = OPTIONAL
+    text: str = OPTIONAL
+    text_task: str | None = "sentiment"  # what runs on the text (a clinical question gets none)
+    image_task: str | None = "caption"
+    # Review policy: whether every AI result waits for a human decision before it counts as final.
+    review_required: bool = False
+
+    def may_submit(self, user) -> bool:
+        return user.is_authenticated and user.role in self.roles
+
+    may_review = may_submit
+
+    def tasks_for(self, *, has_image: bool, has_text: bool) -> list[str]:
+        """The prediction kinds a submission with these inputs gets, in display order."""
+        tasks = []
+        if has_image and self.image_task:
+            tasks.append(self.image_task)
+        if has_text and self.text_task:
+            tasks.append(self.text_task)
+        return tasks
 
 
 SCENARIO_PAGES = {
@@ -34,29 +61,41 @@ SCENARIO_PAGES = {
         image_help=_l("Paste with Ctrl+V, drop a file here, or choose one."),
         text_label=_l("Customer message"),
         text_placeholder=_l("e.g. My order arrived broken and nobody answers my emails. / 订单到了但是坏了…"),
+        roles=frozenset(ROLES),
     ),
     "medical": Scenario(
         key="medical",
         title=_l("Medical imaging"),
         summary=_l(
-            "Upload an image and add a clinical note or question. Prism proposes a caption for you "
-            "to review; it is a suggestion, never a diagnosis."
+            "Upload an image and add a clinical note or question. Prism proposes a caption that you "
+            "accept, correct or reject; it is a suggestion, never a diagnosis."
         ),
         image_label=_l("Image (PNG or JPEG)"),
         image_help=_l("Drop a file here or choose one."),
         text_label=_l("Clinical note or question (optional)"),
         text_placeholder=_l("e.g. Follow-up image, patient reports less pain than last visit."),
+        roles=frozenset({"clinician"}),
+        image=REQUIRED,
+        text_task=None,
+        review_required=True,
     ),
     "education": Scenario(
         key="education",
         title=_l("Education"),
         summary=_l(
-            "Upload a photo of homework and paste the student's written answer or reflection. "
-            "Prism describes the photo and reads the tone of the reflection."
+            "Upload photos of homework (several at once make a batch) or paste a student's written "
+            "reflection. Prism describes each photo and reads the tone of the reflection; you review both."
         ),
         image_label=_l("Homework photo"),
         image_help=_l("Drop a file here or choose one."),
         text_label=_l("Student's answer or reflection"),
         text_placeholder=_l("e.g. I found fractions hard at first but now I enjoy them. / 我觉得这次作业很有意思。"),
+        roles=frozenset({"teacher"}),
+        review_required=True,
     ),
 }
+
+
+def scenarios_for(user) -> dict[str, Scenario]:
+    """The scenarios ``user`` may work in, in menu order."""
+    return {key: page for key, page in SCENARIO_PAGES.items() if page.may_submit(user)}
