@@ -60,3 +60,28 @@ def test_healthz_needs_no_login_and_sets_headers(client):
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_healthz_reports_the_job_backlog(app, alice):
+    """Pending jobs and the oldest one's wait show on /healthz, so a missing worker is visible."""
+    from datetime import timedelta
+
+    from webapp.models import Analysis, utcnow
+
+    assert app.test_client().get("/healthz").json["jobs"] == {
+        "pending": 0,
+        "running": 0,
+        "oldest_pending_seconds": None,
+    }
+    queue = app.extensions["prism_jobs"].huey
+    queue.immediate = False  # nobody consumes: the jobs wait
+    try:
+        submit(alice, text="one")
+        submit(alice, text="two")
+    finally:
+        queue.immediate = True
+    with app.app_context():
+        db.session.execute(db.update(Analysis).values(queued_at=utcnow() - timedelta(minutes=3)))
+        db.session.commit()
+    jobs = app.test_client().get("/healthz").json["jobs"]
+    assert jobs["pending"] == 2 and jobs["running"] == 0 and 179 <= jobs["oldest_pending_seconds"] <= 200

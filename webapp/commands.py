@@ -298,6 +298,8 @@ def worker_command(threads: int | None) -> None:
         raise click.ClickException("PRISM_JOBS_IMMEDIATE is on: jobs run where they are queued; no worker needed.")
     if threads:
         app.config["PRISM_WORKER_THREADS"] = threads
+    # Start loading every model now, in the background: the first job should not wait for it.
+    app.extensions["prism_models"].start_loading(caption=True, sentiment=True)
     create_consumer(app).run()
 
 

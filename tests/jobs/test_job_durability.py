@@ -272,3 +272,41 @@ def _json(url: str, token: str) -> dict:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
         return json.loads(response.read())
+
+
+def test_web_process_never_imports_torch_when_workers_run_the_models(tmp_path):
+    """With the transformers backend configured, submitting and viewing through the web tier (jobs
+    queued for a worker) loads no torch: the models live in `manage.py worker`."""
+    script = f"""
+import io, sys
+from flask_migrate import upgrade
+from PIL import Image
+from webapp import create_app
+from webapp.extensions import db
+from webapp.models import User
+app = create_app({{
+    "SECRET_KEY": "x", "SQLALCHEMY_DATABASE_URI": "sqlite:///{tmp_path / "web.sqlite"}",
+    "PRISM_JOBS_DB": "{tmp_path / "jobs.sqlite"}", "UPLOAD_FOLDER": "{tmp_path / "uploads"}",
+    "PRISM_MODEL_BACKEND": "transformers", "PRISM_MODEL_OFFLINE": True, "WTF_CSRF_ENABLED": False,
+    "PRISM_PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
+}}, instance_path="{tmp_path}")
+with app.app_context():
+    upgrade(directory=app.extensions["migrate"].directory)
+    user = User(username="alice", role="user"); user.set_password("x" * 10, "pbkdf2:sha256:1000")
+    db.session.add(user); db.session.commit()
+client = app.test_client()
+assert client.post("/login", data={{"username": "alice", "password": "x" * 10}}).status_code == 302
+image = io.BytesIO(); Image.new("RGB", (32, 32), "red").save(image, "PNG"); image.seek(0)
+response = client.post("/service/", data={{"text": "hello", "image": (image, "a.png")}})
+assert response.status_code == 302, response.status_code
+page = client.get(response.headers["Location"])
+assert page.status_code == 200 and b"job-pending" in page.data
+for path in ("/", "/history/", "/review/service/", "/healthz"):
+    assert client.get(path).status_code == 200, path
+print("torch" in sys.modules, "transformers" in sys.modules)
+"""
+    result = subprocess.run(  # noqa: S603 (our own code, in a fresh interpreter)
+        [sys.executable, "-c", script], cwd=PROJECT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "False False"

@@ -25,7 +25,7 @@ from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
 from huey.api import TaskWrapper
 from huey.consumer import Consumer, Worker
 from huey.storage import SqliteStorage
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from ..extensions import db
 from ..models import PENDING, RUNNING, Analysis, utcnow
@@ -135,6 +135,24 @@ def enqueue_analyses(analysis_ids: Iterable[int], *, delay: float | None = None)
         else:
             with _WAKE:
                 _WAKE.notify()
+
+
+def job_backlog() -> dict[str, Any]:
+    """Pending and running analyses, and how long the oldest pending one has waited: a backlog that
+    only grows means no consumer is running (start `manage.py worker`)."""
+    counts = dict(
+        db.session.execute(
+            select(Analysis.status, func.count())
+            .where(Analysis.status.in_((PENDING, RUNNING)))
+            .group_by(Analysis.status)
+        ).all()
+    )
+    oldest = db.session.scalar(select(func.min(Analysis.queued_at)).where(Analysis.status == PENDING))
+    return {
+        "pending": counts.get(PENDING, 0),
+        "running": counts.get(RUNNING, 0),
+        "oldest_pending_seconds": round((utcnow() - oldest).total_seconds(), 1) if oldest else None,
+    }
 
 
 def requeue_stalled(*, pending_grace_seconds: float = 5.0) -> int:

@@ -8,6 +8,7 @@ from .. import __version__
 from ..extensions import db
 from ..i18n import LANGUAGES, LOCALES, NAMES, SESSION_KEY, current_locale, html_lang, job_error
 from ..inference import ModelState, get_model_service
+from ..jobs import job_backlog
 from ..scenarios import SCENARIO_PAGES, scenarios_for
 from ..security import is_safe_redirect
 from ..uploads import human_size
@@ -57,9 +58,11 @@ def set_language(code: str):
 
 @bp.route("/healthz")
 def healthz():
-    """Database and model states as JSON; 503 when the database is down. Contains no secrets."""
+    """Database, model and job-queue states as JSON; 503 when the database is down. Contains no secrets."""
+    jobs = None
     try:
         db.session.execute(text("SELECT 1"))
+        jobs = job_backlog()
         db.session.rollback()
         database = {"ok": True}
     except Exception as exc:  # report, don't raise: a health check must answer
@@ -70,6 +73,8 @@ def healthz():
         "status": "ok" if database["ok"] else "error",
         "version": __version__,
         "database": database,
+        # Models in *this* process; with `manage.py worker` they load in the workers instead.
         "models": models,
+        "jobs": jobs,
     }
     return jsonify(body), 200 if database["ok"] else 503
