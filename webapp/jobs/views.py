@@ -6,6 +6,7 @@ from flask import Blueprint, abort, jsonify, render_template
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
+from ..analyses import confidence_policy
 from ..extensions import db
 from ..models import DONE, FAILED, Batch
 from ..scenarios import SCENARIO_PAGES
@@ -47,7 +48,13 @@ def visible_batch_or_404(batch_id: int) -> Batch:
 @bp.route("/batches/<int:batch_id>")
 def batch(batch_id: int):
     found = visible_batch_or_404(batch_id)
-    return render_template("jobs/batch.html", batch=found, summary=batch_summary(found), scenario_pages=SCENARIO_PAGES)
+    return render_template(
+        "jobs/batch.html",
+        batch=found,
+        summary=batch_summary(found),
+        scenario_pages=SCENARIO_PAGES,
+        policy=confidence_policy(),
+    )
 
 
 @bp.route("/batches/<int:batch_id>/status")
