@@ -123,6 +123,8 @@ class MicroBatcher:
         self.busy_window_seconds = max(busy_window_seconds, window_seconds)
         self.max_wait_seconds = max(max_wait_seconds, window_seconds)
         self._last_batch_size = 0
+        self._running = False  # a batch of this model is running (guarded by worker.changed)
+        self._arrived_while_running = 0
         self.queue_size = queue_size
         self.worker = worker or InferenceWorker(f"prism-batch-{name}")
         self.worker.register(self)
@@ -157,6 +159,8 @@ class MicroBatcher:
                     raise QueueFull(f"{self.name}: {self.queue_size} requests already waiting")
                 job = _Job(payload)
                 self.jobs.append(job)
+                if self._running:
+                    self._arrived_while_running += 1
         finally:
             with changed:
                 self._arriving -= 1
@@ -194,8 +198,11 @@ class MicroBatcher:
         started = time.monotonic()
         window_end, patience_end = started + self.window_seconds, started + self.max_wait_seconds
         busy_end = started + self.busy_window_seconds
-        # As many as last time: clients that just got their results are about to send the next ones.
-        expected = min(self.max_batch, self._last_batch_size)
+        # The current load: the last batch's clients, who just got their results and are sending the
+        # next requests, plus everyone who queued while that batch ran. A lone user expects only
+        # themselves; a burst that split into two groups expects both and merges again.
+        with changed:
+            expected = min(self.max_batch, self._last_batch_size + self._arrived_while_running)
         with changed:
             while len(self.jobs) < self.max_batch:
                 now = time.monotonic()
@@ -212,11 +219,14 @@ class MicroBatcher:
 
     def run(self, jobs: list[_Job]) -> None:
         started = time.monotonic()
+        with self.worker.changed:
+            self._running, self._arrived_while_running = True, 0
         try:
             results = self._run_batch([job.payload for job in jobs])
             if len(results) != len(jobs):
                 raise RuntimeError(f"{self.name}: batch returned {len(results)} results for {len(jobs)} items")
         except Exception as exc:  # the worker must survive any model error
+            self._stopped_running()
             if len(jobs) > 1:
                 # One bad item must not fail its neighbours: retry them one by one.
                 for job in jobs:
@@ -224,9 +234,14 @@ class MicroBatcher:
                 return
             jobs[0].future.set_exception(exc)
             return
+        self._stopped_running()  # before the results go out: their callers' next items are new arrivals
         self.last_batch_seconds = time.monotonic() - started
         self._last_batch_size = len(jobs)
         self.batches_run += 1
         self.items_run += len(jobs)
         for job, result in zip(jobs, results, strict=True):
             job.future.set_result(result)
+
+    def _stopped_running(self) -> None:
+        with self.worker.changed:
+            self._running = False

@@ -20,7 +20,7 @@ from typing import Any
 
 from flask import current_app
 from PIL import Image
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
@@ -36,16 +36,17 @@ MAX_DEFER_SECONDS = 30.0
 
 @dataclass(frozen=True)
 class JobInputs:
-    """An analysis's inputs as plain values, read before inference.
+    """An analysis's inputs as plain values, read with the claim, before inference.
 
-    Touching an ORM attribute after the session's rollback would silently begin a new transaction,
-    and with SQLite (BEGIN IMMEDIATE) hold the write lock for the whole model call.
+    Plain values, not the ORM row: touching an ORM attribute after a commit silently begins a new
+    transaction, and with SQLite (BEGIN IMMEDIATE) would hold the write lock for the whole model call.
     """
 
     text: str | None
     image_sha256: str | None
     image_format: str | None
     missing: tuple[str, ...]  # the kinds still without a prediction
+    attempts: int  # claims so far, this one included
 
     def image(self) -> Image.Image:
         data = get_storage().get(image_key(self.image_sha256, self.image_format))
@@ -63,17 +64,29 @@ def _lease() -> timedelta:
     return timedelta(seconds=current_app.config["PRISM_JOB_LEASE_SECONDS"])
 
 
-def claim(analysis_id: int) -> bool:
-    """Take the analysis for this worker; False when it is done, failed, or leased to a live worker."""
+def claim(analysis_id: int) -> JobInputs | None:
+    """Take the analysis for this worker and read its inputs, in one transaction; None when it is
+    done, failed, or leased to a live worker. (UPDATE ... RETURNING: SQLite 3.35+ and PostgreSQL.)"""
     now = utcnow()
     claimable = or_(Analysis.status == PENDING, and_(Analysis.status == RUNNING, Analysis.lease_expires_at < now))
-    result = db.session.execute(
+    row = db.session.execute(
         update(Analysis)
         .where(Analysis.id == analysis_id, claimable)
         .values(status=RUNNING, attempts=Analysis.attempts + 1, started_at=now, lease_expires_at=now + _lease())
-    )
+        .returning(Analysis.text, Analysis.image_sha256, Analysis.image_format, Analysis.tasks, Analysis.attempts)
+    ).one_or_none()
+    if row is None:
+        db.session.commit()
+        return None
+    stored = set(db.session.scalars(select(Prediction.kind).where(Prediction.analysis_id == analysis_id)))
     db.session.commit()
-    return result.rowcount == 1
+    return JobInputs(
+        text=row.text,
+        image_sha256=row.image_sha256,
+        image_format=row.image_format,
+        missing=tuple(kind for kind in row.tasks if kind not in stored),
+        attempts=row.attempts,
+    )
 
 
 def _settle(analysis_id: int, **values: Any) -> None:
@@ -84,21 +97,20 @@ def _settle(analysis_id: int, **values: Any) -> None:
 
 def run(analysis_id: int) -> str:
     """Run the job; returns what happened ("done", "failed", "deferred", "skipped") for logs and tests."""
-    if not claim(analysis_id):
+    inputs = claim(analysis_id)
+    if inputs is None:
         return "skipped"
-    analysis = db.session.get(Analysis, analysis_id)
-    first = next((kind for kind in analysis.tasks if analysis.prediction(kind) is None), None)
-    if first is None:
-        return _work(analysis_id, analysis)
+    if not inputs.missing:
+        return _work(analysis_id, inputs)
     # Jobs of a burst reach the model at slightly different times (dequeue, claim, image read and
     # decode); announcing the first model call now lets them share one batch.
-    with get_model_service().announce(first):
-        return _work(analysis_id, analysis)
+    with get_model_service().announce(inputs.missing[0]):
+        return _work(analysis_id, inputs)
 
 
-def _work(analysis_id: int, analysis: Analysis) -> str:
+def _work(analysis_id: int, inputs: JobInputs) -> str:
     max_attempts = current_app.config["PRISM_JOB_MAX_ATTEMPTS"]
-    if analysis.attempts > max_attempts:
+    if inputs.attempts > max_attempts:
         _settle(
             analysis_id,
             status=FAILED,
@@ -107,13 +119,6 @@ def _work(analysis_id: int, analysis: Analysis) -> str:
             "time). Retry it to try again.",
         )
         return "failed"
-    inputs = JobInputs(
-        text=analysis.text,
-        image_sha256=analysis.image_sha256,
-        image_format=analysis.image_format,
-        missing=tuple(kind for kind in analysis.tasks if analysis.prediction(kind) is None),
-    )
-    db.session.rollback()  # from here on, no transaction (no SQLite write lock) while a model runs
     service = get_model_service()
     service.start_loading(caption="caption" in inputs.missing, sentiment="sentiment" in inputs.missing)
     for kind in inputs.missing:
