@@ -154,12 +154,12 @@ def format_table(result: dict[str, Any]) -> str:
         )
     lines += [
         "SQL: statements one request runs (a page of 20 that runs 20 more loads each row's predictions lazily).",
-        "Text search is LIKE '%word%', which no B-tree index can serve: the page and its COUNT(*) read every "
-        "row in the user's range, so its time grows with the user's rows (full-text search, e.g. SQLite FTS5, "
-        "is the fix when it misses).",
-        "Filters on predictions (sentiment, review, confidence) are EXISTS subqueries: COUNT(*) walks every "
-        'analysis in range and looks up its predictions ("prediction per row"), so it grows with the user\'s '
-        "rows, not with the matches.",
+        "Text search is LIKE '%word%', which no B-tree index can serve: the page reads rows until it has 20 "
+        "matches, and its count stops at 1,000 matches (analyses.SEARCH_COUNT_CAP); full-text search (SQLite "
+        "FTS5, PostgreSQL pg_trgm) is the fix if a rare word's full scan gets too slow.",
+        "Filters on predictions (sentiment, review, confidence): a page checks each analysis with EXISTS and "
+        "stops after 20 matches; its count reads a covering prediction index once (IN), except for "
+        "'unreviewed', which most predictions are, where checking each analysis is cheaper.",
     ]
     return "\n".join(lines)
 
