@@ -240,3 +240,29 @@ def test_teacher_sized_batch_runs_with_progress(app, count):
             db.session.scalar(db.select(db.func.count(Analysis.id)).where(Analysis.user_id == user_id(app, "tina")))
             == count
         )
+
+
+def test_a_prediction_stored_meanwhile_by_another_worker_still_finishes_the_job(app, alice, monkeypatch):
+    """If another worker stored the last kind first (unique constraint), this one marks the job done, once."""
+    from tests.conftest import fake_sentiment
+    from webapp.jobs import runner as job_runner
+    from webapp.models import SentimentPrediction
+
+    analysis_id = _pending(app, alice, text="great service")
+    real = job_runner.RUNNERS["sentiment"]
+
+    def raced(service, inputs):
+        result = real(service, inputs)
+        with app.app_context():  # a second session: the other worker, committing first
+            row = SentimentPrediction.from_result(fake_sentiment("neutral"))
+            row.analysis_id = analysis_id
+            db.session.add(row)
+            db.session.commit()
+        return result
+
+    monkeypatch.setitem(job_runner.RUNNERS, "sentiment", raced)
+    with app.app_context():
+        assert run(analysis_id) == "done"
+        analysis = db.session.get(Analysis, analysis_id)
+        assert analysis.status == "done" and analysis.lease_expires_at is None
+        assert [(p.kind, p.value) for p in analysis.predictions] == [("sentiment", "neutral")]

@@ -139,23 +139,27 @@ def _work(analysis_id: int, inputs: JobInputs) -> str:
         db.session.add(prediction)
         last = kind == inputs.missing[-1]
         # The last prediction and "done" land in one commit; earlier ones renew the lease.
-        finish = {"status": DONE, "finished_at": utcnow(), "error": None, "error_info": None, "lease_expires_at": None}
-        values = dict(finish) if last else {"lease_expires_at": utcnow() + _lease()}
+        values = {**_done(), "lease_expires_at": None} if last else {"lease_expires_at": utcnow() + _lease()}
         if terms := prediction.search_terms():
             values["search_text"] = Analysis.search_text + "".join("\n" + term for term in terms)
-        db.session.execute(
-            update(Analysis).where(Analysis.id == analysis_id, Analysis.status == RUNNING).values(**values)
-        )
-        try:
+        try:  # the update's autoflush inserts the prediction: the constraint can fire there or at commit
+            db.session.execute(
+                update(Analysis).where(Analysis.id == analysis_id, Analysis.status == RUNNING).values(**values)
+            )
             db.session.commit()
-        except IntegrityError:  # another worker stored this kind first (its lease had expired)
+        except IntegrityError:
+            db.session.rollback()  # another worker stored this kind first (its lease had expired)
             logger.info("analysis %s: %s prediction already stored", analysis_id, kind)
             if last:
-                _settle(analysis_id, **finish)
+                _settle(analysis_id, **_done())
         db.session.rollback()  # end the transaction before the next model call
     if not inputs.missing:
-        _settle(analysis_id, status=DONE, finished_at=utcnow(), error=None, error_info=None)
+        _settle(analysis_id, **_done())
     return "done"
+
+
+def _done() -> dict[str, Any]:
+    return {"status": DONE, "finished_at": utcnow(), "error": None, "error_info": None}
 
 
 def _info(exc: ModelUnavailable) -> dict[str, str]:
