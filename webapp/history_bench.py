@@ -281,7 +281,6 @@ def _analysis_rows(
                 "model_id": "bench/caption",
                 "latency_ms": round(rng.uniform(100, 900), 1),
                 "output": {"text": caption},
-                "label": None,
                 "confidence": None,
                 "margin": None,
             }
@@ -304,7 +303,6 @@ def _analysis_rows(
                 "model_id": "bench/sentiment",
                 "latency_ms": round(rng.uniform(5, 80), 1),
                 "output": {"label": label, "scores": scores, "raw_scores": scores},
-                "label": label,
                 "confidence": score,
                 "margin": round(score - second, 4),
             }
@@ -320,7 +318,7 @@ def _analysis_rows(
             revision="0" * 40,
             precision="fp32",
             review_state="unreviewed",
-            final_label=prediction["label"],
+            final_label=prediction["output"].get("label"),
         )
         review = _review_row(rng, prediction, user_id, username)
         if review is not None:
@@ -341,13 +339,14 @@ def _review_row(rng: random.Random, prediction: dict[str, Any], user_id: int, us
     value = None
     if decision == "correct":
         if prediction["kind"] == "sentiment":
-            value = rng.choice([name for name in _LABELS if name != prediction["label"]])
+            value = rng.choice([name for name in _LABELS if name != prediction["output"]["label"]])
         else:
             value = " ".join(rng.choices(_CAPTION_WORDS, k=rng.randint(5, 14)))
     state = {"accept": "accepted", "correct": "corrected", "reject": "rejected"}[decision]
     prediction["review_state"] = state
-    if prediction["label"] is not None:
-        prediction["final_label"] = {"accepted": prediction["label"], "corrected": value, "rejected": None}[state]
+    if prediction["kind"] == "sentiment":
+        accepted = prediction["output"]["label"]
+        prediction["final_label"] = {"accepted": accepted, "corrected": value, "rejected": None}[state]
     return {
         "prediction_id": prediction["id"],
         "reviewer_id": user_id,

@@ -1,7 +1,7 @@
 """What a model said (``Prediction``) and what a person decided about it (``Review``).
 
 Predictions follow Label Studio's split of predictions from annotations and MONAI Label's
-ORIGINAL / FINAL tags: the model's output (``output``, ``label``, ``confidence``, ``margin``) is
+ORIGINAL / FINAL tags: the model's output (``output``, ``confidence``, ``margin``) is
 written once and never changed. Reviews are appended, never edited; the latest one counts, and
 ``review_state`` / ``final_label`` cache its effect so history can filter on it with an index.
 
@@ -115,7 +115,6 @@ class Prediction(db.Model):
     precision: Mapped[str | None] = mapped_column(String(8))
     latency_ms: Mapped[float | None]
     output: Mapped[dict[str, Any]] = mapped_column(JSON)
-    label: Mapped[str | None] = mapped_column(String(64))  # the AI's class, for kinds that have classes
     confidence: Mapped[float | None]
     margin: Mapped[float | None]  # top score minus the runner-up's
     # The latest review's effect, kept in step by ``apply`` (never by hand).
@@ -129,6 +128,7 @@ class Prediction(db.Model):
 
     __mapper_args__: ClassVar[dict[str, Any]] = {"polymorphic_on": "kind"}
     KIND: ClassVar[str] = ""
+    HAS_CLASSES: ClassVar[bool] = False  # its value is one of a fixed set of labels (cached in final_label)
     KINDS: ClassVar[dict[str, type[Prediction]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -192,7 +192,7 @@ class Prediction(db.Model):
         self.reviews.append(review)
         self.review_state = DECISIONS[review.decision]
         value = self.value
-        self.final_label = value if self.label is not None and isinstance(value, str) else None
+        self.final_label = value if self.HAS_CLASSES else None
         self.analysis.refresh_search_text()
 
     def as_dict(self, policy: ConfidencePolicy) -> dict[str, Any]:
@@ -258,6 +258,7 @@ class SentimentPrediction(Prediction):
     """A sentiment. ``output``: ``label``, ``scores`` (normalised classes), ``raw_scores`` (the model's own)."""
 
     KIND = "sentiment"
+    HAS_CLASSES = True
     __mapper_args__: ClassVar[dict[str, Any]] = {"polymorphic_identity": "sentiment"}
 
     @classmethod
@@ -274,7 +275,6 @@ class SentimentPrediction(Prediction):
                 "scores": scores,
                 "raw_scores": {label: round(score, 4) for label, score in result.raw_scores.items()},
             },
-            label=result.label,
             final_label=result.label,
             confidence=round(result.score, 4),
             margin=round(ranked[0] - ranked[1], 4) if len(ranked) > 1 else None,
@@ -283,6 +283,8 @@ class SentimentPrediction(Prediction):
     @property
     def ai_value(self) -> str:
         return self.output["label"]
+
+    label = ai_value  # the model's class, by its usual name
 
     @property
     def scores(self) -> dict[str, float]:
