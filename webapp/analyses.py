@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from datetime import time as day_time
+from typing import Any
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
@@ -63,6 +64,13 @@ def validate_upload(data: bytes, filename: str | None) -> ValidatedImage:
         max_bytes=current_app.config["PRISM_MAX_IMAGE_BYTES"],
         max_pixels=current_app.config["PRISM_MAX_IMAGE_PIXELS"],
     )
+
+
+def record_rejected_upload(exc: UploadRejected, actor: User, **details: Any) -> str:
+    """Stage the audit row of a refused upload; returns the reason in English, as audit rows read."""
+    reason = in_english(exc)
+    audit.record(audit.UPLOAD_REJECTED, actor=actor, details={"reason": reason, **details})
+    return reason
 
 
 def scenario_for_submission(user: User, scenario: str) -> Scenario:
@@ -154,10 +162,9 @@ def submit_batch(user: User, scenario: str, files: Sequence[tuple[bytes, str | N
                 page.tasks_for(has_image=True, has_text=False),
                 status=FAILED,
                 image_filename=display_filename(filename),
-                error=in_english(exc),
+                error=record_rejected_upload(exc, user, scenario=scenario),
                 finished_at=utcnow(),
             )
-            audit.record(audit.UPLOAD_REJECTED, actor=user, details={"reason": in_english(exc), "scenario": scenario})
         else:
             submit_analysis(user, scenario, None, image, batch=batch)
     db.session.flush()

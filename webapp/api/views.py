@@ -22,6 +22,7 @@ from ..analyses import (
     confidence_policy,
     paginate_history,
     pending_ids,
+    record_rejected_upload,
     submit_analysis,
     submit_batch,
     validate_upload,
@@ -106,7 +107,7 @@ def _accepted(data: dict, url: str):
 def _submission_error(exc: Exception):
     """The JSON answer for input that ``submit_*`` refused (the one error ladder of the API)."""
     if isinstance(exc, UploadRejected):
-        audit.record(audit.UPLOAD_REJECTED, actor=g.api_user, details={"reason": str(exc), "via": "api"})
+        record_rejected_upload(exc, g.api_user, via="api")
         db.session.commit()
         return api_error(400, str(exc))
     if isinstance(exc, ScenarioForbidden):

@@ -6,10 +6,15 @@ from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
-from .. import audit
-from ..analyses import AnalysisInputError, pending_ids, submit_analysis, submit_batch, validate_upload
+from ..analyses import (
+    AnalysisInputError,
+    pending_ids,
+    record_rejected_upload,
+    submit_analysis,
+    submit_batch,
+    validate_upload,
+)
 from ..extensions import db
-from ..i18n import in_english
 from ..jobs import enqueue_analyses
 from ..uploads import UploadRejected
 from . import SCENARIO_PAGES
@@ -39,7 +44,7 @@ def scenario_page(scenario: str):
                 message = _("Saved to your history; the models are working on it.")
         except UploadRejected as exc:
             db.session.rollback()
-            audit.record(audit.UPLOAD_REJECTED, details={"reason": in_english(exc), "scenario": scenario})
+            record_rejected_upload(exc, current_user, scenario=scenario)
             db.session.commit()
             form.image.errors.append(str(exc))
             status = 400
