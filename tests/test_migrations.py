@@ -180,6 +180,28 @@ def test_models_match_the_migrated_schema(app):
     assert diff == []
 
 
+def test_id_deleted_before_the_upgrade_is_not_given_again(tmp_path):
+    """A record v1 created and deleted (so only the audit log remembers its id) keeps its id retired."""
+    app = _app(tmp_path)
+    with app.app_context():
+        directory = app.extensions["migrate"].directory
+        upgrade(directory=directory, revision="0003")
+        with db.engine.begin() as connection:
+            _insert_v1_rows(connection)  # ids 1, 2, 5 survive
+            for action in ("analysis.create", "analysis.delete"):
+                connection.execute(
+                    text(
+                        "INSERT INTO audit_event (created_at, action, target_type, target_id) "
+                        "VALUES ('2026-01-09', :action, 'Analysis', '9')"
+                    ),
+                    {"action": action},
+                )
+        upgrade(directory=directory)
+        db.session.add(Analysis(user_id=1, scenario="service", app_version="x", tasks=[]))
+        db.session.commit()
+        assert db.session.scalar(db.select(db.func.max(Analysis.id))) == 10
+
+
 def test_deleted_record_id_is_never_given_again(app, alice):
     """Delete the newest record, create another: the new one gets a new id, never the deleted one."""
     from tests.conftest import csrf_token

@@ -121,6 +121,20 @@ def upgrade():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Skipped unsupported reflection of expression-based index")
         _rebuild_analysis()
+    if _is_sqlite():
+        _skip_ids_used_before()
+
+
+def _skip_ids_used_before() -> None:
+    """Start the new AUTOINCREMENT sequence above every id v1 ever gave out, not just the surviving ones.
+
+    v1's table reused the highest id after a delete; the audit log names every analysis it created,
+    so a record deleted before this upgrade cannot have its id handed to a new one either.
+    """
+    op.execute(
+        "UPDATE sqlite_sequence SET seq = MAX(seq, COALESCE((SELECT MAX(CAST(target_id AS INTEGER)) "
+        "FROM audit_event WHERE target_type = 'Analysis'), 0)) WHERE name = 'analysis'"
+    )
 
 
 def _rebuild_analysis() -> None:
