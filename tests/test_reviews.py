@@ -202,3 +202,15 @@ def test_medical_record_says_every_result_needs_a_decision(app):
     _review(clinician, analysis_id, _prediction_id(app, analysis_id, "caption"), "accept")
     page = clinician.get(f"/history/{analysis_id}").get_data(as_text=True)
     assert "needs a human decision on every AI result" not in page
+
+
+def test_review_queue_pages_through_every_waiting_result(app, alice):
+    """A queue longer than a page links to the next page, which lists the rest."""
+    uid = user_id(app, "alice")
+    ids = [add_analysis(app, uid, text=f"t{n}", sentiment="positive") for n in range(app.config["PRISM_PAGE_SIZE"] + 3)]
+    first = alice.get("/review/service/").get_data(as_text=True)
+    assert f"{len(ids)} results waiting" in first
+    assert 'href="/review/service/?page=2"' in first
+    second = alice.get("/review/service/?page=2").get_data(as_text=True)
+    listed = set(re.findall(r'href="/history/(\d+)\?queue=service', first + second))
+    assert listed == {str(i) for i in ids}
