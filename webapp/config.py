@@ -35,8 +35,17 @@ def defaults(instance_path: str) -> dict[str, Any]:
         # also capped by size and pixels in uploads.py.
         "MAX_CONTENT_LENGTH": 100 * 1024 * 1024,
         "PRISM_MAX_BATCH_FILES": 50,
-        # Uploaded bytes (webapp/storage): "local" keeps them in UPLOAD_FOLDER.
-        "PRISM_STORAGE": "local",
+        # Uploaded bytes (webapp/storage): UPLOAD_FOLDER unless PRISM_STORAGE_URL names an S3-compatible
+        # bucket (s3://bucket/prefix); the PRISM_S3_* settings say where and how to reach it, and fall
+        # back to boto3's own (AWS_* variables, ~/.aws, instance roles) when unset.
+        "PRISM_STORAGE_URL": None,
+        "PRISM_S3_ENDPOINT_URL": None,
+        "PRISM_S3_REGION": None,
+        "PRISM_S3_ACCESS_KEY_ID": None,
+        "PRISM_S3_SECRET_ACCESS_KEY": None,
+        # Which parts this process runs: "all" (the Quickstart: pages, and `manage.py run` also runs
+        # jobs), "web" (pages only; never loads a model: jobs wait for `manage.py worker`), "worker".
+        "PRISM_ROLE": "all",
         # Background jobs (webapp/jobs): SQLite queue in instance/ unless PRISM_REDIS_URL is set.
         "PRISM_REDIS_URL": None,
         "PRISM_JOBS_DB": str(instance / "jobs.sqlite"),
@@ -46,6 +55,15 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "PRISM_INPROCESS_WORKER": True,
         "PRISM_JOB_LEASE_SECONDS": 120,
         "PRISM_JOB_MAX_ATTEMPTS": 3,
+        # Each consumer re-queues stalled work this often, and says it is alive this often (webapp/jobs).
+        "PRISM_JOB_SWEEP_SECONDS": 60.0,
+        "PRISM_WORKER_HEARTBEAT_SECONDS": 10.0,
+        # Rate limits ("N per minute" strings, see the `limits` library); counted in Redis when
+        # PRISM_REDIS_URL is set (shared by every process and host), else in this process's memory.
+        "PRISM_RATELIMIT_ENABLED": True,
+        "PRISM_RATELIMIT_LOGIN": "10 per minute",
+        "PRISM_RATELIMIT_SUBMIT": "60 per minute",
+        "PRISM_RATELIMIT_API": "600 per minute",
         # Review engine: confidence bands, and when a result counts as uncertain.
         "PRISM_CONFIDENCE_HIGH": 0.8,
         "PRISM_CONFIDENCE_MEDIUM": 0.6,
@@ -122,12 +140,21 @@ _FLOAT_KEYS = {
     "PRISM_BATCH_BUSY_WINDOW_MS",
     "PRISM_INFERENCE_TIMEOUT",
     "PRISM_FAKE_LATENCY_MS",
+    "PRISM_JOB_SWEEP_SECONDS",
+    "PRISM_WORKER_HEARTBEAT_SECONDS",
     "PRISM_CONFIDENCE_HIGH",
     "PRISM_CONFIDENCE_MEDIUM",
     "PRISM_UNCERTAIN_MIN_SCORE",
     "PRISM_UNCERTAIN_MIN_MARGIN",
 }
-_BOOL_KEYS = {"PRISM_MODEL_OFFLINE", "PRISM_SECURE_COOKIES", "PRISM_JOBS_IMMEDIATE", "PRISM_INPROCESS_WORKER"}
+_BOOL_KEYS = {
+    "PRISM_MODEL_OFFLINE",
+    "PRISM_SECURE_COOKIES",
+    "PRISM_JOBS_IMMEDIATE",
+    "PRISM_INPROCESS_WORKER",
+    "PRISM_RATELIMIT_ENABLED",
+}
+ROLES = ("all", "web", "worker")
 
 
 def _from_environment() -> dict[str, Any]:
@@ -165,6 +192,8 @@ def load(app: Flask, test_config: dict[str, Any] | None) -> None:
         key_file = Path(app.instance_path) / SECRET_KEY_FILE
         if key_file.is_file():
             app.config["SECRET_KEY"] = key_file.read_text().strip()
+    if app.config["PRISM_ROLE"] not in ROLES:
+        raise RuntimeError(f"PRISM_ROLE={app.config['PRISM_ROLE']!r}: choose one of {', '.join(ROLES)}")
     if not app.config["SECRET_KEY"]:
         raise RuntimeError(
             "No SECRET_KEY: run `python manage.py init-db` (it writes instance/secret_key) or set PRISM_SECRET_KEY."
