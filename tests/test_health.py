@@ -1,7 +1,8 @@
-"""/healthz: database and model states as JSON, without secrets."""
+"""/healthz: database, queue, object store, workers and model states as JSON, without secrets."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy.exc import OperationalError
 
 from tests.conftest import png_bytes, submit
@@ -18,7 +19,10 @@ def test_healthz_reports_database_and_unloaded_models(app, client):
     assert response.status_code == 200
     assert response.is_json
     body = response.json
-    assert body["status"] == "ok" and body["database"] == {"ok": True}
+    assert body["status"] == "ok" and body["database"] == {"ok": True, "dialect": "sqlite"}
+    assert body["storage"] == {"backend": "local", "ok": True}
+    assert body["queue"]["backend"] == "immediate" and body["queue"]["ok"] is True
+    assert body["workers"] == [] and body["role"] == "all"
     assert states(response) == {"caption": "not_loaded", "sentiment": "not_loaded"}
     assert states(client.get("/healthz")) == {"caption": "not_loaded", "sentiment": "not_loaded"}
 
@@ -32,10 +36,10 @@ def test_healthz_reports_models_ready_after_an_analysis(app, alice):
 
 
 def test_healthz_contains_no_secrets_or_paths(app, client, tmp_path):
-    """The body never contains the secret key, the database URI or instance paths."""
+    """The body never contains the secret key, the database URI or instance paths (backend names only)."""
     text = client.get("/healthz").get_data(as_text=True)
     assert app.config["SECRET_KEY"] not in text
-    assert "sqlite" not in text.lower()
+    assert app.config["SQLALCHEMY_DATABASE_URI"] not in text and "sqlite:" not in text
     assert str(tmp_path) not in text
 
 
@@ -52,6 +56,7 @@ def test_healthz_reports_database_failure_as_503(app, client, monkeypatch):
     assert response.status_code == 503
     assert response.json["status"] == "error"
     assert response.json["database"] == {"ok": False, "error": "OperationalError"}
+    assert response.json["workers"] == []
     assert uri not in response.get_data(as_text=True)
 
 
@@ -68,20 +73,81 @@ def test_healthz_reports_the_job_backlog(app, alice):
 
     from webapp.models import Analysis, utcnow
 
-    assert app.test_client().get("/healthz").json["jobs"] == {
-        "pending": 0,
-        "running": 0,
-        "oldest_pending_seconds": None,
-    }
+    queue_state = app.test_client().get("/healthz").json["queue"]
+    assert (queue_state["pending"], queue_state["running"], queue_state["oldest_pending_seconds"]) == (0, 0, None)
     queue = app.extensions["prism_jobs"].huey
     queue.immediate = False  # nobody consumes: the jobs wait
     try:
         submit(alice, text="one")
         submit(alice, text="two")
+        with app.app_context():
+            db.session.execute(db.update(Analysis).values(queued_at=utcnow() - timedelta(minutes=3)))
+            db.session.commit()
+        jobs = app.test_client().get("/healthz").json["queue"]
     finally:
         queue.immediate = True
-    with app.app_context():
-        db.session.execute(db.update(Analysis).values(queued_at=utcnow() - timedelta(minutes=3)))
-        db.session.commit()
-    jobs = app.test_client().get("/healthz").json["jobs"]
     assert jobs["pending"] == 2 and jobs["running"] == 0 and 179 <= jobs["oldest_pending_seconds"] <= 200
+    assert jobs["waiting"] == 2  # the queue's own depth: both jobs sit in it
+
+
+def test_healthz_lists_live_workers_and_degrades_when_none_runs_waiting_jobs(app, alice):
+    """Workers are listed from their heartbeat rows; a stopped or silent one is not. With work waiting
+    on a real queue and no live worker, the status is "degraded" (pages work, jobs wait), still 200."""
+    from datetime import timedelta
+
+    from webapp.jobs.housekeeping import Housekeeper
+    from webapp.models import Worker, utcnow
+
+    keeper = Housekeeper(app, threads=3)
+    with app.app_context():
+        keeper._beat(first=True)
+        db.session.add(
+            Worker(name="gone:1", hostname="gone", pid=1, threads=1, started_at=utcnow(),
+                   last_seen_at=utcnow() - timedelta(minutes=5), models=[])
+        )
+        db.session.commit()
+    body = app.test_client().get("/healthz").json
+    assert [w["name"] for w in body["workers"]] == [keeper.name_in_db]
+    assert body["workers"][0]["threads"] == 3 and body["workers"][0]["jobs_done"] == 0
+    with app.app_context():
+        db.session.execute(db.update(Worker).values(stopped_at=utcnow()))
+        db.session.commit()
+    app.config["PRISM_JOBS_IMMEDIATE"] = False  # a real queue, read only by the health check
+    queue = app.extensions["prism_jobs"].huey
+    queue.immediate = False
+    try:
+        submit(alice, text="waiting")
+        response = app.test_client().get("/healthz")
+    finally:
+        queue.immediate = True
+        app.config["PRISM_JOBS_IMMEDIATE"] = True
+    assert response.status_code == 200
+    assert response.json["workers"] == [] and response.json["status"] == "degraded"
+
+
+def test_healthz_degrades_when_the_object_store_fails(app, client, monkeypatch):
+    """A failing object store is named by error type and makes the status "degraded"."""
+    from webapp.storage import get_storage
+
+    with app.app_context():
+        storage = get_storage()
+
+    def unreachable():
+        raise ConnectionError("http://secret-endpoint")
+
+    monkeypatch.setattr(storage, "check", unreachable)
+    body = client.get("/healthz").json
+    assert body["status"] == "degraded"
+    assert body["storage"] == {"backend": "local", "ok": False, "error": "ConnectionError"}
+    assert "secret-endpoint" not in client.get("/healthz").get_data(as_text=True)
+
+
+def test_web_role_reports_no_models_and_refuses_to_run_jobs(tmp_path):
+    """PRISM_ROLE=web: /healthz has no models of its own, and no consumer can start in the process."""
+    from tests.conftest import make_app
+    from webapp.jobs import create_consumer
+
+    app = make_app(tmp_path, PRISM_ROLE="web", PRISM_JOBS_IMMEDIATE=False)
+    assert "models" not in app.test_client().get("/healthz").json
+    with pytest.raises(RuntimeError, match="PRISM_ROLE=web"):
+        create_consumer(app)

@@ -266,6 +266,8 @@ def run_command(host: str, port: int, worker: bool | None) -> None:
 
     app = current_app._get_current_object()
     in_process = app.config["PRISM_INPROCESS_WORKER"] if worker is None else worker
+    if app.config["PRISM_ROLE"] == "web":
+        in_process = False  # pages only: `manage.py worker` processes run the jobs
     consumer = None
     if in_process and not app.config["PRISM_JOBS_IMMEDIATE"]:
         consumer = create_consumer(app, in_process=True)
@@ -296,6 +298,8 @@ def worker_command(threads: int | None) -> None:
     app = current_app._get_current_object()
     if app.config["PRISM_JOBS_IMMEDIATE"]:
         raise click.ClickException("PRISM_JOBS_IMMEDIATE is on: jobs run where they are queued; no worker needed.")
+    if app.config["PRISM_ROLE"] == "web":
+        raise click.ClickException("PRISM_ROLE=web is for processes that serve pages; a worker needs all or worker.")
     if threads:
         app.config["PRISM_WORKER_THREADS"] = threads
     # Start loading every model now, in the background: the first job should not wait for it.

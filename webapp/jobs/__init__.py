@@ -6,9 +6,9 @@ Which queue: ``PRISM_JOBS_IMMEDIATE`` (tests: the job runs inside the call that 
 ``create_app``, so building the app writes no file.
 
 The queue only carries "run analysis N". The analysis row is the source of truth (see
-``runner.py``): Huey drops a task from its queue before running it, so the consumer re-enqueues, on
-start and every minute, pending rows missing from the queue and running rows whose lease expired
-(``requeue_stalled``). Running a job twice is harmless: a claim is one conditional UPDATE, and a
+``runner.py``): Huey drops a task from its queue before running it, so each consumer re-enqueues, on
+start and every ``PRISM_JOB_SWEEP_SECONDS``, pending rows missing from the queue and running rows whose
+lease expired (``requeue_stalled``; ``housekeeping.py`` runs it, and the workers' heartbeats). Running a job twice is harmless: a claim is one conditional UPDATE, and a
 prediction kind is unique per analysis.
 """
 
@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
 from flask import Flask, current_app
-from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
+from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey
 from huey.api import TaskWrapper
 from huey.consumer import Consumer, Worker
 from huey.storage import SqliteStorage
@@ -33,7 +34,6 @@ from ..models import PENDING, RUNNING, Analysis, utcnow
 logger = logging.getLogger(__name__)
 EXTENSION_KEY = "prism_jobs"
 RUN_ANALYSIS = "prism.run_analysis"
-SWEEP = "prism.requeue_stalled"
 # Consumer threads of this process that sleep between polls wait on this; enqueueing wakes one, so a
 # consumer in the web process (`manage.py run`) starts a job at once instead of at its next poll.
 _WAKE = threading.Condition()
@@ -61,6 +61,7 @@ class JobQueue:
         self._lock = threading.Lock()
         self._huey: Huey | None = None
         self.run_analysis: TaskWrapper | None = None
+        self._outcomes: Counter[str] = Counter()  # what jobs run here returned ("done", "failed", ...)
 
     @property
     def huey(self) -> Huey:
@@ -84,15 +85,26 @@ class JobQueue:
             from .runner import run
 
             with app.app_context():
-                return run(analysis_id)
-
-        def sweep() -> int:
-            with app.app_context():
-                return requeue_stalled()
+                outcome = run(analysis_id)
+            with self._lock:
+                self._outcomes[outcome] += 1
+            return outcome
 
         self.run_analysis = huey.task(name=RUN_ANALYSIS)(run_analysis)
-        huey.periodic_task(crontab(minute="*"), name=SWEEP)(sweep)
         return huey
+
+    @property
+    def backend(self) -> str:
+        """Which queue this is, for /healthz: "immediate", "redis" or "sqlite"."""
+        config = self._app.config
+        if config["PRISM_JOBS_IMMEDIATE"]:
+            return "immediate"
+        return "redis" if config["PRISM_REDIS_URL"] else "sqlite"
+
+    def outcome_counts(self, *outcomes: str) -> tuple[int, ...]:
+        """How many jobs this process ran that ended in each of ``outcomes`` (for the heartbeat)."""
+        with self._lock:
+            return tuple(self._outcomes[outcome] for outcome in outcomes)
 
     def queued_ids(self) -> set[int]:
         """Analysis ids with a job waiting in the queue or scheduled for later."""
@@ -138,8 +150,8 @@ def enqueue_analyses(analysis_ids: Iterable[int], *, delay: float | None = None)
 
 
 def job_backlog() -> dict[str, Any]:
-    """Pending and running analyses, and how long the oldest pending one has waited: a backlog that
-    only grows means no consumer is running (start `manage.py worker`)."""
+    """Pending and running analyses (from the database), and how long the oldest pending one has
+    waited: a backlog that only grows means no consumer is running (start `manage.py worker`)."""
     counts = dict(
         db.session.execute(
             select(Analysis.status, func.count())
@@ -188,7 +200,24 @@ class PrismWorker(Worker):
 
 
 class PrismConsumer(Consumer):
+    """Huey's consumer plus this process's ``Housekeeper`` (heartbeat and stalled-job sweep)."""
+
     worker_class = PrismWorker
+
+    def __init__(self, huey: Huey, *, app: Flask, **options: Any):
+        from .housekeeping import Housekeeper
+
+        super().__init__(huey, **options)
+        self.housekeeper = Housekeeper(app, threads=options["workers"])
+
+    def start(self) -> None:
+        super().start()
+        self.housekeeper.start()
+
+    def stop(self, graceful: bool = False) -> None:
+        super().stop(graceful=graceful)
+        if self.housekeeper.is_alive():
+            self.housekeeper.stop()
 
 
 class InProcessConsumer(PrismConsumer):
@@ -201,15 +230,18 @@ class InProcessConsumer(PrismConsumer):
 def create_consumer(app: Flask, *, in_process: bool = False) -> Consumer:
     """A Huey consumer with ``PRISM_WORKER_THREADS`` threads that submit to the model service at once
     (so its micro-batching still batches); stalled work is re-queued before it starts."""
+    if app.config["PRISM_ROLE"] == "web":
+        raise RuntimeError("PRISM_ROLE=web never runs jobs (they load the models): start `manage.py worker`")
     with app.app_context():
         huey = get_queue().huey
         requeue_stalled(pending_grace_seconds=0)
     consumer_class = InProcessConsumer if in_process else PrismConsumer
     return consumer_class(
         huey,
+        app=app,
         workers=app.config["PRISM_WORKER_THREADS"],
         worker_type="thread",
-        periodic=True,
+        periodic=False,  # the sweep runs on the housekeeper's clock, not as a Huey periodic task
         # Polling (SQLite has no blocking read): quick after work, backing off to a ceiling when idle.
         initial_delay=0.005,
         backoff=1.2,

@@ -29,6 +29,7 @@ from ..models import DONE, FAILED, PENDING, RUNNING, Analysis, Prediction, utcno
 from ..storage import ObjectMissing, get_storage
 from ..uploads import decode_rgb, image_key
 from . import enqueue_analyses
+from .housekeeping import worker_name
 
 logger = logging.getLogger(__name__)
 MAX_DEFER_SECONDS = 30.0
@@ -72,7 +73,13 @@ def claim(analysis_id: int) -> JobInputs | None:
     row = db.session.execute(
         update(Analysis)
         .where(Analysis.id == analysis_id, claimable)
-        .values(status=RUNNING, attempts=Analysis.attempts + 1, started_at=now, lease_expires_at=now + _lease())
+        .values(
+            status=RUNNING,
+            attempts=Analysis.attempts + 1,
+            started_at=now,
+            lease_expires_at=now + _lease(),
+            worker=worker_name(),
+        )
         .returning(Analysis.text, Analysis.image_sha256, Analysis.image_format, Analysis.tasks, Analysis.attempts)
     ).one_or_none()
     if row is None:

@@ -1,14 +1,12 @@
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user
-from sqlalchemy import text
 
 from .. import __version__
-from ..extensions import db
 from ..i18n import LANGUAGES, LOCALES, NAMES, SESSION_KEY, current_locale, html_lang, job_error
 from ..inference import ModelState, get_model_service
-from ..jobs import job_backlog
+from ..health import system_health
 from ..scenarios import SCENARIO_PAGES, scenarios_for
 from ..security import is_safe_redirect
 from ..uploads import human_size
@@ -58,23 +56,10 @@ def set_language(code: str):
 
 @bp.route("/healthz")
 def healthz():
-    """Database, model and job-queue states as JSON; 503 when the database is down. Contains no secrets."""
-    jobs = None
-    try:
-        db.session.execute(text("SELECT 1"))
-        jobs = job_backlog()
-        db.session.rollback()
-        database = {"ok": True}
-    except Exception as exc:  # report, don't raise: a health check must answer
-        db.session.rollback()
-        database = {"ok": False, "error": type(exc).__name__}
-    models = [status.as_dict() for status in get_model_service().statuses()]
-    body = {
-        "status": "ok" if database["ok"] else "error",
-        "version": __version__,
-        "database": database,
-        # Models in *this* process; with `manage.py worker` they load in the workers instead.
-        "models": models,
-        "jobs": jobs,
-    }
-    return jsonify(body), 200 if database["ok"] else 503
+    """Database, queue, object store and live workers as JSON (``webapp.health``); 503 when the
+    database is down. Contains no secrets, URLs or paths."""
+    body = {"version": __version__, **system_health()}
+    if current_app.config["PRISM_ROLE"] != "web":
+        # Models in *this* process; workers report theirs in ``workers``. A web process has none.
+        body["models"] = [status.as_dict() for status in get_model_service().statuses()]
+    return jsonify(body), 503 if body["status"] == "error" else 200

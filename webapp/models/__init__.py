@@ -20,6 +20,7 @@ from .prediction import (
     SentimentPrediction,
 )
 from .user import API_TOKEN_PREFIX, ROLES, ApiToken, User
+from .worker import Worker
 
 __all__ = [
     "API_TOKEN_PREFIX",
@@ -46,6 +47,7 @@ __all__ = [
     "Review",
     "SentimentPrediction",
     "User",
+    "Worker",
     "count",
     "utcnow",
 ]

@@ -81,6 +81,8 @@ class Analysis(db.Model):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     lease_expires_at: Mapped[datetime | None]
+    # The worker ("<host>:<pid>") that claimed the job last: which host ran what, for audits and tests.
+    worker: Mapped[str | None] = mapped_column(String(128))
 
     user: Mapped[User] = relationship(back_populates="analyses")
     batch: Mapped[Batch | None] = relationship(back_populates="analyses")

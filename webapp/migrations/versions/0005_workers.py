@@ -1,0 +1,41 @@
+"""Workers report themselves in the database; each analysis records the worker that ran it.
+
+Workers on several hosts share nothing but the database, the queue and the object store, so the
+database is where ``/healthz`` and the admin overview find which ones are alive.
+
+Revision ID: 0005
+Revises: 0004
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table(
+        "worker",
+        sa.Column("name", sa.String(length=128), primary_key=True),
+        sa.Column("hostname", sa.String(length=255), nullable=False),
+        sa.Column("pid", sa.Integer(), nullable=False),
+        sa.Column("threads", sa.Integer(), nullable=False),
+        sa.Column("started_at", sa.DateTime(), nullable=False),
+        sa.Column("last_seen_at", sa.DateTime(), nullable=False),
+        sa.Column("stopped_at", sa.DateTime(), nullable=True),
+        sa.Column("jobs_done", sa.Integer(), nullable=False),
+        sa.Column("jobs_failed", sa.Integer(), nullable=False),
+        sa.Column("models", sa.JSON(), nullable=False),
+    )
+    op.create_index("ix_worker_last_seen_at", "worker", ["last_seen_at"])
+    # Plain ALTERs, no batch rebuild: a rebuild would have to repeat 0004's care for AUTOINCREMENT.
+    op.add_column("analysis", sa.Column("worker", sa.String(length=128), nullable=True))
+
+
+def downgrade():
+    op.drop_column("analysis", "worker")  # SQLite 3.35+ drops a column in place
+    op.drop_index("ix_worker_last_seen_at", table_name="worker")
+    op.drop_table("worker")
