@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import current_app
 from sqlalchemy import select, text
@@ -50,7 +51,8 @@ def queue_health(database_ok: bool) -> dict[str, Any]:
 
 
 def storage_health() -> dict[str, Any]:
-    body: dict[str, Any] = {"backend": "s3" if current_app.config["PRISM_STORAGE_URL"] else "local"}
+    scheme = urlsplit(current_app.config["PRISM_STORAGE_URL"] or "").scheme
+    body: dict[str, Any] = {"backend": "s3" if scheme == "s3" else "local"}
     try:
         get_storage().check()
     except Exception as exc:

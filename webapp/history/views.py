@@ -17,6 +17,7 @@ from flask import (
 )
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
+from werkzeug.wsgi import wrap_file
 
 from .. import audit
 from ..analyses import (
@@ -125,14 +126,18 @@ def retry(analysis_id: int):
 
 @bp.route("/<int:analysis_id>/image")
 def image(analysis_id: int):
+    """The uploaded image, streamed from storage: a large object is never held whole in memory."""
     analysis = _visible_or_404(analysis_id, part="image")
     if analysis.image_sha256 is None:
         abort(404)
     try:
-        data = get_storage().get(image_key(analysis.image_sha256, analysis.image_format))
+        stream = get_storage().open(image_key(analysis.image_sha256, analysis.image_format))
     except ObjectMissing:
         abort(404)
-    response = Response(data, mimetype=MIME_TYPES[analysis.image_format])
+    # wrap_file closes the stream when the server closes the response (sent, or the client went away).
+    response = Response(
+        wrap_file(request.environ, stream), mimetype=MIME_TYPES[analysis.image_format], direct_passthrough=True
+    )
     response.headers["Cache-Control"] = "private, no-store"
     return response
 

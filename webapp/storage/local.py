@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
-from .base import ObjectMissing
+from .base import ObjectMissing, StorageUnavailable, as_stream, validate_key
 
 
 class LocalStorage:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).resolve()
 
+    def __repr__(self) -> str:
+        return f"LocalStorage({str(self.root)!r})"
+
     def _path(self, key: str) -> Path:
-        # Keys are made by the app (hash + extension), but the check costs nothing and keeps any
-        # future caller from walking out of the root.
-        path = (self.root / key).resolve()
+        path = (self.root / validate_key(key)).resolve()
+        # A symlink under the root could still point out of it; resolving first catches that too.
         if self.root not in path.parents:
             raise ValueError(f"storage key {key!r} leaves the storage root")
         return path
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes | BinaryIO) -> None:
         path = self._path(key)
         if path.exists():
             return
@@ -29,7 +33,7 @@ class LocalStorage:
         handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
         try:
             with os.fdopen(handle, "wb") as out:
-                out.write(data)
+                shutil.copyfileobj(as_stream(data), out)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temp_name, path)
@@ -38,8 +42,12 @@ class LocalStorage:
             raise
 
     def get(self, key: str) -> bytes:
+        with self.open(key) as stream:
+            return stream.read()
+
+    def open(self, key: str) -> BinaryIO:
         try:
-            return self._path(key).read_bytes()
+            return self._path(key).open("rb")
         except FileNotFoundError:
             raise ObjectMissing(key) from None
 
@@ -48,3 +56,12 @@ class LocalStorage:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def check(self) -> None:
+        """Creates the root if need be, then proves it takes a file (a read-only mount would not)."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.root, prefix=".check-"):
+                pass
+        except OSError as exc:
+            raise StorageUnavailable(f"{self.root} is not writable: {exc}") from exc
