@@ -1,4 +1,9 @@
-"""Fixtures: an app on a temp SQLite file with the fake model backend, clients with CSRF kept on."""
+"""Fixtures: an app on a temp SQLite file with the fake model backend, clients with CSRF kept on.
+
+Tests marked ``both_databases`` (a module's ``pytestmark`` or one test) run twice: on SQLite and on a
+throwaway PostgreSQL server (``webapp.devservers``), each test in its own database copied from a
+migrated template. Without PostgreSQL's binaries the PostgreSQL half is skipped with the reason.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from flask_migrate import upgrade
 from PIL import Image
 
 from webapp import create_app
+from webapp.devservers import ServerUnavailable, postgres_server, redis_server
 from webapp.extensions import db
 from webapp.models import User
 
@@ -51,11 +57,74 @@ def make_app(tmp_path, **overrides):
     return app
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "both_databases: run the test on SQLite and on PostgreSQL")
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.definition.get_closest_marker("both_databases") and "database" in metafunc.fixturenames:
+        metafunc.parametrize("database", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server for the whole run (started on first use)."""
+    try:
+        with postgres_server() as server:
+            yield server
+    except ServerUnavailable as exc:
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres, tmp_path_factory):
+    """A database migrated to head once; each test's database is a copy (CREATE DATABASE ... TEMPLATE)."""
+    app = make_app(tmp_path_factory.mktemp("pg-template"), SQLALCHEMY_DATABASE_URI=postgres.create_database("tmpl"))
+    with app.app_context():
+        db.engine.dispose()  # a template must have no open connections when it is copied
+    return "tmpl"
+
+
+@pytest.fixture(scope="session")
+def redis_server_url():
+    """A throwaway redis-server for the whole run."""
+    try:
+        with redis_server() as url:
+            yield url
+    except ServerUnavailable as exc:
+        pytest.skip(f"Redis unavailable: {exc}")
+
+
 @pytest.fixture
-def app(tmp_path):
-    app = make_app(tmp_path)
+def redis_url(redis_server_url):
+    """The session's Redis, emptied first: no queue entry, lock or count of an earlier test remains."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server_url)
+    client.flushall()
+    client.close()
+    return redis_server_url
+
+
+_database_numbers = iter(range(1, 1_000_000))
+
+
+@pytest.fixture
+def database(request):
+    """The database URL for ``app``: None (SQLite in tmp_path) unless parametrized to "postgresql"."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return None
+    postgres = request.getfixturevalue("postgres")
+    template = request.getfixturevalue("postgres_template")
+    return postgres.create_database(f"test_{next(_database_numbers)}", template=template)
+
+
+@pytest.fixture
+def app(tmp_path, database):
+    app = make_app(tmp_path, **({"SQLALCHEMY_DATABASE_URI": database} if database else {}))
     yield app
     with app.app_context():
+        db.session.remove()
         db.engine.dispose()
 
 

@@ -102,8 +102,15 @@ def test_healthz_lists_live_workers_and_degrades_when_none_runs_waiting_jobs(app
     with app.app_context():
         keeper._beat(first=True)
         db.session.add(
-            Worker(name="gone:1", hostname="gone", pid=1, threads=1, started_at=utcnow(),
-                   last_seen_at=utcnow() - timedelta(minutes=5), models=[])
+            Worker(
+                name="gone:1",
+                hostname="gone",
+                pid=1,
+                threads=1,
+                started_at=utcnow(),
+                last_seen_at=utcnow() - timedelta(minutes=5),
+                models=[],
+            )
         )
         db.session.commit()
     body = app.test_client().get("/healthz").json

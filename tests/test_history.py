@@ -17,6 +17,9 @@ from webapp import exports
 from webapp.extensions import db
 from webapp.models import Analysis, User
 
+# History queries, filters, search and exports behave the same on SQLite and PostgreSQL.
+pytestmark = pytest.mark.both_databases
+
 UNCERTAIN = {"negative": 0.335, "neutral": 0.33, "positive": 0.335}
 
 

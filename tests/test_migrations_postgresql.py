@@ -8,12 +8,6 @@ not SQLite-only: v1 rows at 0003 upgrade with their values, ids continue, a job 
 from __future__ import annotations
 
 import json
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
 
 import pytest
 from flask_migrate import downgrade, upgrade
@@ -26,53 +20,10 @@ from webapp.models import Analysis
 pytest.importorskip("psycopg", reason="psycopg is not installed")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
-    if not (initdb and pg_ctl):
-        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on the PATH")
-    data = tempfile.mkdtemp(prefix="prism-pg-")
-    port = _free_port()
-    run_as: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server as")
-        os.chown(data, owner.pw_uid, owner.pw_gid)
-        run_as = ["runuser", "-u", "postgres", "--"]
-    started = subprocess.run(  # noqa: S603 (local test server)
-        [*run_as, initdb, "-D", data, "-A", "trust", "-U", "prism"], capture_output=True, text=True
-    )
-    if started.returncode != 0:
-        pytest.skip(f"initdb failed: {started.stderr.strip()[-300:]}")
-    subprocess.run(  # noqa: S603
-        [
-            *run_as,
-            pg_ctl,
-            "-D",
-            data,
-            "-w",
-            "-o",
-            f"-p {port} -k {data} -c listen_addresses=''",
-            "-l",
-            f"{data}/log",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql+psycopg://prism@/postgres?host={data}&port={port}"
-    finally:
-        subprocess.run([*run_as, pg_ctl, "-D", data, "-m", "fast", "stop"], capture_output=True)  # noqa: S603
-        shutil.rmtree(data, ignore_errors=True)
+@pytest.fixture
+def postgres_url(postgres):
+    """An empty database on the session's throwaway PostgreSQL server (skipped without its binaries)."""
+    return postgres.create_database("migrations_from_v1")
 
 
 def test_migrations_run_on_postgresql(postgres_url, tmp_path):

@@ -10,6 +10,9 @@ from tests.conftest import add_analysis, audit_rows, client_for, csrf_token, png
 from webapp.extensions import db
 from webapp.models import Analysis, Prediction, Review
 
+# Review state, queues and job claims are SQL that must behave alike on SQLite and PostgreSQL.
+pytestmark = pytest.mark.both_databases
+
 
 def _prediction_id(app, analysis_id: int, kind: str) -> int:
     with app.app_context():

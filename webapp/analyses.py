@@ -278,7 +278,8 @@ class HistoryFilters:
             statement = having_prediction(policy.band_clause(self.confidence))
         if self.query:
             pattern = "%" + self.query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            statement = statement.where(Analysis.search_text.like(pattern, escape="\\"))
+            # ILIKE: case-insensitive on PostgreSQL too (SQLite's LIKE already ignores ASCII case).
+            statement = statement.where(Analysis.search_text.ilike(pattern, escape="\\"))
         if self.owner:
             statement = statement.join(Analysis.user).where(func.lower(User.username) == self.owner.lower())
         if self.date_from:

@@ -4,7 +4,6 @@ and `manage.py run` serves pages and runs jobs with one command."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -139,42 +138,6 @@ def test_killed_worker_loses_no_job_and_duplicates_nothing(env_app, tmp_path):
         assert resumed, "the item the killed worker held should have been claimed a second time"
         assert all(a.error is None for a in db.session.scalars(db.select(Analysis)))
     assert "re-queued" in log.read_text()
-
-
-@pytest.fixture
-def redis_url(tmp_path):
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server); .ci/run installs it")
-    port = _free_port()
-    server = subprocess.Popen(  # noqa: S603 (a local test server)
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 def test_redis_queue_runs_jobs_in_separate_worker_processes(env_app, tmp_path, redis_url):

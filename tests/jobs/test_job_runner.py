@@ -13,6 +13,9 @@ from webapp.jobs import get_queue, requeue_stalled
 from webapp.jobs.runner import claim, run
 from webapp.models import Analysis, Prediction, utcnow
 
+# Review state, queues and job claims are SQL that must behave alike on SQLite and PostgreSQL.
+pytestmark = pytest.mark.both_databases
+
 
 def _pending(app, alice, **submit_args) -> int:
     """Submit through the form with the queue switched off, so the record stays pending."""
