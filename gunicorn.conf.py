@@ -11,6 +11,8 @@ CPU inference sets the budget, not gunicorn's usual ``2 x cores + 1``:
   as a worker boots instead of on its first request;
 - ``timeout`` is above PRISM_INFERENCE_TIMEOUT (30 s) so the app answers 503 before gunicorn
   would kill a worker. Put a buffering reverse proxy (nginx) in front of it.
+With ``PRISM_ROLE=web`` (scale-out: models run in `manage.py worker` processes) a web worker holds no
+model, so more of them are cheap: set ``PRISM_WORKERS`` to about 2 x cores there.
 Every value can be overridden by the PRISM_* variables below or on the gunicorn command line.
 """
 
@@ -35,7 +37,8 @@ accesslog = "-"
 
 def post_worker_init(worker) -> None:
     """Optionally start loading the models in each freshly forked worker."""
-    if os.environ.get("PRISM_WARM_ON_START", "").lower() in {"1", "true", "yes", "on"}:
+    warm = os.environ.get("PRISM_WARM_ON_START", "").lower() in {"1", "true", "yes", "on"}
+    if warm and os.environ.get("PRISM_ROLE", "all") != "web":
         from webapp.inference import EXTENSION_KEY
 
         worker.wsgi.extensions[EXTENSION_KEY].warm(wait=0)

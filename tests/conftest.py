@@ -21,7 +21,7 @@ from flask_migrate import upgrade
 from PIL import Image
 
 from webapp import create_app
-from webapp.devservers import ServerUnavailable, postgres_server, redis_server
+from webapp.devservers import ServerUnavailable, postgres_server, redis_server, s3_server
 from webapp.extensions import db
 from webapp.models import User
 
@@ -104,6 +104,17 @@ def redis_url(redis_server_url):
     client.flushall()
     client.close()
     return redis_server_url
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """An S3-compatible server (moto's standalone server) with one bucket, for the whole run; tests
+    keep apart by using their own key prefixes."""
+    try:
+        with s3_server() as server:
+            yield server
+    except ServerUnavailable as exc:
+        pytest.skip(f"S3 server unavailable: {exc}")
 
 
 _database_numbers = iter(range(1, 1_000_000))

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import client_for, csrf_token, make_app, png_bytes, submit
-from webapp.devservers import ServerUnavailable, s3_server
 from webapp.extensions import db
 from webapp.models import Analysis
 from webapp.storage import EXTENSION_KEY, ObjectMissing, StorageUnavailable
@@ -19,15 +18,6 @@ from webapp.storage.s3 import S3Storage, make_client
 from webapp.uploads import image_key
 
 KEY = "ab/" + "ab" * 32 + ".png"
-
-
-@pytest.fixture(scope="module")
-def s3():
-    try:
-        with s3_server() as server:
-            yield server
-    except ServerUnavailable as exc:
-        pytest.skip(str(exc))
 
 
 def client_of(server):

@@ -61,8 +61,8 @@ def storage_health() -> dict[str, Any]:
 
 
 def recent_workers() -> list[dict[str, Any]]:
-    """Workers that reported within three heartbeats (and at least 30 s) and have not stopped."""
-    window = max(30.0, 3 * current_app.config["PRISM_WORKER_HEARTBEAT_SECONDS"])
+    """Workers that reported within the last three heartbeats (30 s by default) and have not stopped."""
+    window = 3 * current_app.config["PRISM_WORKER_HEARTBEAT_SECONDS"]
     now = utcnow()
     rows = db.session.scalars(
         select(Worker)

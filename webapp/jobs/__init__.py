@@ -8,8 +8,9 @@ Which queue: ``PRISM_JOBS_IMMEDIATE`` (tests: the job runs inside the call that 
 The queue only carries "run analysis N". The analysis row is the source of truth (see
 ``runner.py``): Huey drops a task from its queue before running it, so each consumer re-enqueues, on
 start and every ``PRISM_JOB_SWEEP_SECONDS``, pending rows missing from the queue and running rows whose
-lease expired (``requeue_stalled``; ``housekeeping.py`` runs it, and the workers' heartbeats). Running a job twice is harmless: a claim is one conditional UPDATE, and a
-prediction kind is unique per analysis.
+lease expired (``requeue_stalled``; ``housekeeping.py`` runs it, and the workers' heartbeats).
+Running a job twice is harmless: a claim is one conditional UPDATE, and a prediction kind is unique
+per analysis.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ from flask import Blueprint, current_app, jsonify, redirect, render_template, re
 from flask_login import current_user
 
 from .. import __version__
+from ..health import system_health
 from ..i18n import LANGUAGES, LOCALES, NAMES, SESSION_KEY, current_locale, html_lang, job_error
 from ..inference import ModelState, get_model_service
-from ..health import system_health
 from ..scenarios import SCENARIO_PAGES, scenarios_for
 from ..security import is_safe_redirect
 from ..uploads import human_size
