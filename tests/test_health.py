@@ -158,3 +158,15 @@ def test_web_role_reports_no_models_and_refuses_to_run_jobs(tmp_path):
     assert "models" not in app.test_client().get("/healthz").json
     with pytest.raises(RuntimeError, match="PRISM_ROLE=web"):
         create_consumer(app)
+
+
+def test_admin_overview_shows_the_same_health(app, admin_client):
+    """The admin overview lists the parts and the live workers, as /healthz does."""
+    from webapp.jobs.housekeeping import Housekeeper
+
+    keeper = Housekeeper(app, threads=2)
+    with app.app_context():
+        keeper._beat(first=True)
+    page = admin_client.get("/admin/").get_data(as_text=True)
+    assert "System" in page and "all parts working" in page
+    assert keeper.name_in_db in page and "sqlite" in page and "immediate" in page

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from .. import audit
 from ..analyses import HistoryFilters
 from ..extensions import db, login_manager
+from ..health import system_health
 from ..history.views import export_response, render_history_list
 from ..i18n import ROLE_NAMES
 from ..models import Analysis, AuditEvent, Prediction, User
@@ -46,6 +47,7 @@ def index():
         by_sentiment=by_sentiment,
         recent=recent,
         scenario_pages=SCENARIO_PAGES,
+        health=system_health(),
     )
 
 
