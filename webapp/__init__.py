@@ -36,7 +36,7 @@ def create_app(test_config: dict[str, Any] | None = None, instance_path: str | N
 
 
 def register_extensions(app: Flask) -> None:
-    from . import database, inference, jobs, storage
+    from . import database, inference, jobs, locks, ratelimit, storage
     from .auth import login_manager_setup
     from .extensions import babel, csrf, db, migrate
     from .i18n import select_locale
@@ -49,7 +49,9 @@ def register_extensions(app: Flask) -> None:
     login_manager_setup(app)
     inference.init_app(app)
     storage.init_app(app)
+    locks.init_app(app)
     jobs.init_app(app)
+    ratelimit.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:

@@ -43,11 +43,12 @@ _MESSAGES = {
 }
 
 
-def _render(status: int, message: str | None = None):
+def _render(status: int, message: str | None = None, retry_after: int | None = None):
     message = str(message or _MESSAGES.get(status, _l("Error")))
     if wants_json():
-        return api_error(status, message)
-    return render_template("errors/error.html", status=status, message=message), status
+        return api_error(status, message, retry_after=retry_after)
+    headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
+    return render_template("errors/error.html", status=status, message=message), status, headers
 
 
 def register(app: Flask) -> None:
@@ -66,7 +67,9 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
-        return _render(error.code or 500, _MESSAGES.get(error.code or 500, error.description))
+        # abort(429, retry_after=seconds) (the rate limits) keeps its Retry-After header.
+        retry_after = getattr(error, "retry_after", None)
+        return _render(error.code or 500, _MESSAGES.get(error.code or 500, error.description), retry_after)
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception):

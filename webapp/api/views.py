@@ -32,12 +32,14 @@ from ..extensions import csrf, db
 from ..jobs import enqueue_analyses
 from ..jobs.views import batch_summary
 from ..models import DONE, FAILED, Analysis, ApiToken, Batch, utcnow
+from ..ratelimit import check, limit, user_key
 from ..reviews import ReviewInputError, record_review
 from ..uploads import UploadRejected
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)
 PREDICT_POLL_SECONDS = 0.02
+_limit_submissions = limit("PRISM_RATELIMIT_SUBMIT", lambda: user_key(g.api_user))
 
 
 @bp.before_request
@@ -54,6 +56,7 @@ def authenticate():
     if token.mark_used(utcnow()):
         db.session.commit()
     g.api_user = token.user
+    check("PRISM_RATELIMIT_API", user_key(token.user))  # per user, however many tokens they hold
     return None
 
 
@@ -129,6 +132,7 @@ def _submit_one():
 
 
 @bp.route("/analyses", methods=["POST"])
+@_limit_submissions
 def create_analysis():
     try:
         analysis_id = _submit_one()
@@ -227,6 +231,7 @@ def review(analysis_id: int):
 
 
 @bp.route("/batches", methods=["POST"])
+@_limit_submissions
 def create_batch():
     uploads = [upload for upload in request.files.getlist("images") if upload and upload.filename]
     if not uploads:

@@ -11,6 +11,7 @@ from ..extensions import db
 from ..forms import EmptyForm
 from ..i18n import clear_session_keeping_locale
 from ..models import ApiToken, User, utcnow
+from ..ratelimit import client_ip, client_ip_and_username, limit
 from ..security import is_safe_redirect
 from .forms import LoginForm, RegisterForm, TokenForm
 
@@ -33,6 +34,7 @@ def _start_session(user: User, remember: bool) -> None:
 
 
 @bp.route("/register", methods=["GET", "POST"])
+@limit("PRISM_RATELIMIT_LOGIN", client_ip)
 def register():
     if current_user.is_authenticated:
         return redirect(url_for("main.index"))
@@ -55,6 +57,7 @@ def register():
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@limit("PRISM_RATELIMIT_LOGIN", client_ip_and_username)
 def login():
     if current_user.is_authenticated:
         return redirect(url_for("main.index"))

@@ -16,6 +16,7 @@ from ..analyses import (
 )
 from ..extensions import db
 from ..jobs import enqueue_analyses
+from ..ratelimit import limit, user_key
 from ..uploads import UploadRejected
 from . import SCENARIO_PAGES
 from .forms import AnalysisForm
@@ -23,6 +24,7 @@ from .forms import AnalysisForm
 bp = Blueprint("scenarios", __name__)
 
 
+@limit("PRISM_RATELIMIT_SUBMIT", lambda: user_key(current_user))  # a batch is one POST: it counts once
 def scenario_page(scenario: str):
     page = SCENARIO_PAGES[scenario]
     if not page.may_submit(current_user):
