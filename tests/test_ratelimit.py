@@ -190,3 +190,17 @@ def test_unreachable_redis_fails_open(make_limited_app, monkeypatch):
     client = app.test_client()
     assert [post_login(client, "alice").status_code for _ in range(3)] == [200, 200, 200]
     assert logger.warning.call_count == 1
+
+
+def test_behind_a_trusted_proxy_clients_are_told_apart_by_their_forwarded_address(tmp_path):
+    """PRISM_TRUSTED_PROXIES=1 (one nginx): two clients behind it get separate login counts; with 0, the
+    header is ignored, so a client cannot dodge its limit by forging X-Forwarded-For."""
+    from webapp.ratelimit import client_ip
+
+    for proxies, expected in ((1, "ip:203.0.113.7"), (0, "ip:127.0.0.1")):
+        (tmp_path / str(proxies)).mkdir()
+        app = make_app(tmp_path / str(proxies), PRISM_TRUSTED_PROXIES=proxies)
+        seen = []
+        app.add_url_rule("/whoami", "whoami", lambda: seen.append(client_ip()) or "ok")
+        app.test_client().get("/whoami", headers={"X-Forwarded-For": "203.0.113.7"})
+        assert seen == [expected]

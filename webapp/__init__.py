@@ -28,6 +28,10 @@ def create_app(test_config: dict[str, Any] | None = None, instance_path: str | N
     from . import config
 
     config.load(app, test_config)
+    if proxies := app.config["PRISM_TRUSTED_PROXIES"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)

@@ -46,6 +46,10 @@ def defaults(instance_path: str) -> dict[str, Any]:
         # Which parts this process runs: "all" (the Quickstart: pages, and `manage.py run` also runs
         # jobs), "web" (pages only; never loads a model: jobs wait for `manage.py worker`), "worker".
         "PRISM_ROLE": "all",
+        # Reverse proxies / load balancers in front of Prism whose X-Forwarded-* headers to trust (0: none,
+        # the Quickstart). Behind one nginx, 1: then rate limits and audit rows see the client's address,
+        # not the proxy's. Never more than there are: a client could forge the address otherwise.
+        "PRISM_TRUSTED_PROXIES": 0,
         # Background jobs (webapp/jobs): SQLite queue in instance/ unless PRISM_REDIS_URL is set.
         "PRISM_REDIS_URL": None,
         "PRISM_JOBS_DB": str(instance / "jobs.sqlite"),
@@ -132,6 +136,7 @@ _INT_KEYS = {
     "PRISM_WORKER_MAX_POLL_MS",
     "PRISM_JOB_LEASE_SECONDS",
     "PRISM_JOB_MAX_ATTEMPTS",
+    "PRISM_TRUSTED_PROXIES",
 }
 _FLOAT_KEYS = {
     "PRISM_MODEL_LOAD_WAIT",
