@@ -201,6 +201,6 @@ def test_behind_a_trusted_proxy_clients_are_told_apart_by_their_forwarded_addres
         (tmp_path / str(proxies)).mkdir()
         app = make_app(tmp_path / str(proxies), PRISM_TRUSTED_PROXIES=proxies)
         seen = []
-        app.add_url_rule("/whoami", "whoami", lambda: seen.append(client_ip()) or "ok")
+        app.add_url_rule("/whoami", "whoami", lambda seen=seen: seen.append(client_ip()) or "ok")
         app.test_client().get("/whoami", headers={"X-Forwarded-For": "203.0.113.7"})
         assert seen == [expected]

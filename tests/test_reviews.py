@@ -217,3 +217,20 @@ def test_review_queue_pages_through_every_waiting_result(app, alice):
     second = alice.get("/review/service/?page=2").get_data(as_text=True)
     listed = set(re.findall(r'href="/history/(\d+)\?queue=service', first + second))
     assert listed == {str(i) for i in ids}
+
+
+def test_queue_and_prediction_filters_count_up_to_the_cap(app, alice, monkeypatch):
+    """Past ``pagination.COUNT_CAP`` matches the queue and a prediction filter say "more than N" (an exact
+    count would read every match); the pages still list the right records, in order."""
+    from webapp import pagination
+
+    monkeypatch.setattr(pagination, "COUNT_CAP", 2)
+    uid = user_id(app, "alice")
+    ids = [add_analysis(app, uid, text=f"t{n}", sentiment="negative") for n in range(3)]
+    queue = alice.get("/review/service/").get_data(as_text=True)
+    assert "More than 2 results waiting" in queue
+    assert set(re.findall(r'href="/history/(\d+)\?queue=service', queue)) == {str(i) for i in ids}
+    history = alice.get("/history/?sentiment=negative").get_data(as_text=True)
+    assert "more than 2 matches" in history
+    exact = alice.get("/history/").get_data(as_text=True)  # an index answers this count: it stays exact
+    assert "3 records" in exact

@@ -39,6 +39,7 @@ from .models import (
     count,
     utcnow,
 )
+from .pagination import capped_count
 from .scenarios import REQUIRED, SCENARIO_PAGES, Scenario
 from .storage import get_storage
 from .uploads import UploadRejected, ValidatedImage, display_filename, image_key, validate_image
@@ -216,6 +217,11 @@ class HistoryFilters:
     date_from: datetime | None = None
     date_to: datetime | None = None
 
+    @property
+    def reads_predictions(self) -> bool:
+        """Whether matching needs each record's predictions (not just the analysis row's indexes)."""
+        return bool(self.sentiment or self.review or self.confidence)
+
     @classmethod
     def from_args(cls, args, *, allow_owner: bool = False) -> HistoryFilters:
         def choice(name: str, allowed: Sequence[str]) -> str | None:
@@ -306,7 +312,6 @@ def select_history(filters: HistoryFilters, *, owner: User | None, for_count: bo
     return statement.order_by(Analysis.created_at.desc(), Analysis.id.desc())
 
 
-SEARCH_COUNT_CAP = 1000
 # What a listing shows of each record: its owner, predictions and their reviews, in one query each.
 LISTING_LOAD = (selectinload(Analysis.user), selectinload(Analysis.predictions).selectinload(Prediction.reviews))
 
@@ -314,9 +319,10 @@ LISTING_LOAD = (selectinload(Analysis.user), selectinload(Analysis.predictions).
 def paginate_history(filters: HistoryFilters, *, owner: User | None, per_page: int | None = None) -> Pagination:
     """One page of ``select_history`` with what a listing shows loaded, and its total counted the fast way.
 
-    A text search is counted up to ``SEARCH_COUNT_CAP`` matches (``page.total_capped`` says when there
-    are more): no index serves a substring match, so an exact count reads every record of the user,
-    while a capped one stops early, and nobody pages through a thousand search hits.
+    A text search or a filter on predictions is counted up to ``pagination.COUNT_CAP`` matches
+    (``page.total_capped`` says when there are more): each reads every candidate record (no index
+    serves a substring match; a prediction filter joins), while a capped count stops early, and
+    nobody pages through a thousand matches. Counts that an index answers alone stay exact.
     """
     page = db.paginate(
         select_history(filters, owner=owner).options(*LISTING_LOAD),
@@ -326,9 +332,8 @@ def paginate_history(filters: HistoryFilters, *, owner: User | None, per_page: i
         count=False,
     )
     counted = select_history(filters, owner=owner, for_count=True)
-    if filters.query:
-        found = count(counted.limit(SEARCH_COUNT_CAP + 1))
-        page.total, page.total_capped = min(found, SEARCH_COUNT_CAP), found > SEARCH_COUNT_CAP
+    if filters.query or filters.reads_predictions:
+        page.total, page.total_capped = capped_count(counted)
     else:
         page.total, page.total_capped = count(counted), False
     return page

@@ -1,11 +1,12 @@
 """`manage.py bench --only history`: the history pages timed against a database of 100,000 analyses.
 
-It builds a throwaway app on a temporary SQLite file (fake models; the real instance is never touched),
+It builds a throwaway app on a temporary SQLite file, or on a given (empty, throwaway) PostgreSQL
+database (`--only scaleout` runs both side by side), with fake models; the real instance is never touched. It
 migrates it, bulk-inserts the rows (finished analyses, their caption and sentiment predictions, and the
 reviews of about one prediction in ten), signs in through the real login view and times each page with the
 Flask test client. The numbers therefore include routing, the queries, pagination's COUNT(*) and
 template rendering, everything but the network. Every statement a page runs is also put through
-EXPLAIN QUERY PLAN, so a slow page can be traced to the scan behind it.
+EXPLAIN (QUERY PLAN on SQLite), so a slow page can be traced to the scan behind it.
 
 This module must not import torch: it runs in the web tier's environment.
 """
@@ -56,6 +57,7 @@ def scratch_app(instance: Path, **config: Any):
         {
             "SECRET_KEY": "bench",
             "SQLALCHEMY_DATABASE_URI": f"sqlite:///{instance / 'bench.sqlite'}",
+            "PRISM_RATELIMIT_ENABLED": False,  # benches measure the work, not the limits on it
             "UPLOAD_FOLDER": str(instance / "uploads"),
             "PRISM_MODEL_DIR": str(instance / "models"),
             "PRISM_JOBS_DB": str(instance / "jobs.sqlite"),
@@ -70,9 +72,14 @@ def scratch_app(instance: Path, **config: Any):
 
 
 def run(
-    rows: int = 100_000, repetitions: int = 30, echo: Callable[[str], None] = print, seed: int = 0
+    rows: int = 100_000,
+    repetitions: int = 30,
+    echo: Callable[[str], None] = print,
+    seed: int = 0,
+    database_url: str | None = None,
 ) -> dict[str, Any]:
-    """Seed ``rows`` analyses, time every history and review-queue view ``repetitions`` times, return the results."""
+    """Seed ``rows`` analyses, time every history and review-queue view ``repetitions`` times, return the
+    results. ``database_url`` names an empty throwaway database to use instead of a temporary SQLite file."""
     from .extensions import db
 
     with tempfile.TemporaryDirectory(prefix="prism-history-bench-") as tmp:
@@ -81,15 +88,24 @@ def run(
             PRISM_MODEL_BACKEND="fake",
             PRISM_PAGE_SIZE=PAGE_SIZE,
             WTF_CSRF_ENABLED=False,  # the bench signs in with a plain POST; CSRF is not what it measures
+            **({"SQLALCHEMY_DATABASE_URI": database_url} if database_url else {}),
         )
         try:
             with app.app_context():
+                dialect = db.engine.dialect.name
                 started = time.perf_counter()
                 token = _seed(rows, random.Random(seed))  # noqa: S311 - sample data, not secrets
-                db.session.execute(text("ANALYZE"))  # what a long-running database has; `init-db` could run it
                 db.session.commit()
+                # What a long-running database has: statistics, and on PostgreSQL the visibility map that
+                # autovacuum keeps and index-only scans need (VACUUM may not run inside a transaction).
+                if dialect == "postgresql":
+                    with db.engine.connect() as connection:
+                        connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
+                else:
+                    db.session.execute(text("ANALYZE"))
+                    db.session.commit()
                 seed_seconds = time.perf_counter() - started
-                echo(f"history: seeded {rows:,} analyses in {seed_seconds:.1f} s")
+                echo(f"history ({dialect}): seeded {rows:,} analyses in {seed_seconds:.1f} s")
                 cases = _cases(rows)
                 engine = db.engine
             owner, admin = app.test_client(), app.test_client()
@@ -118,7 +134,7 @@ def run(
                         "max_ms": round(max(timings), 2),
                         "passed": p95 < TARGET_P95_MS,
                         "queries": queries,
-                        "reads": _reads(plans),
+                        "reads": _reads(plans, dialect),
                         "plans": plans,
                     }
                 )
@@ -126,6 +142,7 @@ def run(
             with app.app_context():
                 db.engine.dispose()
     return {
+        "database": dialect,
         "rows": rows,
         "owner_rows": _owner_rows(rows),
         "users": 2 + _OTHER_USERS,
@@ -141,10 +158,9 @@ def run(
 def format_table(result: dict[str, Any]) -> str:
     """The result as a fixed-width table, one line per page, with PASS/MISS against the target."""
     lines = [
-        f"History pages: {result['rows']:,} analyses ({result['owner_rows']:,} owned by the signed-in user), "
-        f"{result['repetitions']} requests each, target p95 < {result['target_p95_ms']:g} ms",
-        f"{'page':<30} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}  result  {'SQL':>4}  "
-        "COUNT(*) reads (EXPLAIN QUERY PLAN)",
+        f"History pages on {result['database']}: {result['rows']:,} analyses ({result['owner_rows']:,} owned by "
+        f"the signed-in user), {result['repetitions']} requests each, target p95 < {result['target_p95_ms']:g} ms",
+        f"{'page':<30} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}  result  {'SQL':>4}  COUNT(*) reads (EXPLAIN)",
     ]
     for case in result["cases"]:
         verdict = "PASS" if case["passed"] else "MISS"
@@ -206,6 +222,12 @@ def _seed(rows: int, rng: random.Random) -> str:
     connection = db.session.connection()  # the users' transaction: one commit for everything
     for table, chunk in zip(tables, chunks, strict=True):  # parents first: foreign keys are on
         _bulk_insert(connection, table, chunk)
+    if connection.dialect.name == "postgresql":  # explicit ids leave the sequences behind; move them on
+        for table in tables:
+            connection.exec_driver_sql(
+                f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "  # noqa: S608 (our table names)
+                f"(SELECT coalesce(max(id), 1) FROM {table.name}))"
+            )
     db.session.commit()
     return secret
 
@@ -215,14 +237,16 @@ def _bulk_insert(connection, table, rows: list[dict[str, Any]]) -> None:
 
     Values are stored as SQLAlchemy stores them on SQLite (JSON columns as JSON text, None included;
     datetimes as "YYYY-MM-DD HH:MM:SS.ffffff"), without its per-value bind processing, which would
-    take longer than SQLite's own work here.
+    take longer than SQLite's own work here. PostgreSQL reads the same text into its json and
+    timestamp columns.
     """
     if not rows:
         return
     columns = [table.c[name] for name in rows[0]]  # KeyError for a column the table lacks
     convert = [_converter(column.type) for column in columns]
     names = ", ".join(f'"{column.name}"' for column in columns)
-    statement = f'INSERT INTO "{table.name}" ({names}) VALUES ({", ".join("?" * len(columns))})'  # noqa: S608
+    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    statement = f'INSERT INTO "{table.name}" ({names}) VALUES ({", ".join([marker] * len(columns))})'  # noqa: S608
     keys = [column.name for column in columns]
     connection.exec_driver_sql(
         statement, [tuple(to_db(row[key]) for key, to_db in zip(keys, convert, strict=True)) for row in rows]
@@ -432,21 +456,38 @@ def _captured_statements(engine) -> Iterator[list[tuple[str, Any]]]:
 def _explain(engine, statements: list[tuple[str, Any]]) -> list[dict[str, Any]]:
     """The plan of each distinct statement on analyses, predictions or reviews, in the order they first ran."""
     plans, seen = [], set()
+    explain = "EXPLAIN QUERY PLAN" if engine.dialect.name == "sqlite" else "EXPLAIN"
     with engine.connect() as connection:
         for statement, parameters in statements:
             sql = " ".join(statement.split())
-            if sql in seen or not _TABLES.intersection(re.findall(r"\b(?:FROM|JOIN) (\w+)", sql)):
+            if sql in seen or not _TABLES.intersection(re.findall(r"\b(?:FROM|JOIN) \"?(\w+)", sql)):
                 continue
             seen.add(sql)
-            rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all()
+            rows = connection.exec_driver_sql(f"{explain} {statement}", parameters).all()
             plans.append({"sql": sql, "plan": [row[-1] for row in rows]})
     return plans
 
 
-def _reads(plans: list[dict[str, Any]]) -> str:
+_PG_SCAN = re.compile(r"(Seq Scan|Index Only Scan|Index Scan|Bitmap Index Scan)(?: using (\S+))? on (\w+)")
+
+
+def _reads_postgresql(plans: list[dict[str, Any]]) -> str:
+    """What the COUNT(*) statement reads on PostgreSQL: each scan node of its plan, in plan order."""
+    counts = [plan for plan in plans if "count(" in plan["sql"].lower()] or plans[:1]
+    scans = []
+    for line in (line for plan in counts for line in plan["plan"]):
+        if found := _PG_SCAN.search(line):
+            kind, index, table = found.groups()
+            scans.append(f"{kind.lower()} of {table}" + (f" ({index})" if index else ""))
+    return "; ".join(dict.fromkeys(scans)) or "-"
+
+
+def _reads(plans: list[dict[str, Any]], dialect: str = "sqlite") -> str:
     """What pagination's COUNT(*) reads, the statement that visits every matching row, per table it
     touches: the whole table, index entries plus one table row each, or index entries only (a covering
     index); and whether the page itself is sorted in a temporary B-tree rather than read in index order."""
+    if dialect == "postgresql":
+        return _reads_postgresql(plans)
     counts = [plan for plan in plans if "count(" in plan["sql"].lower()] or plans[:1]
     lines = [line for plan in counts for line in plan["plan"]]
     described = []

@@ -185,7 +185,7 @@ def analyses():
             "per_page": page.per_page,
             "pages": page.pages,
             "total": page.total,
-            "total_capped": page.total_capped,  # a text search counts at most 1,000 matches
+            "total_capped": page.total_capped,  # a search or prediction filter counts at most 1,000 matches
         }
     )
 

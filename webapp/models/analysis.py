@@ -47,9 +47,11 @@ class Analysis(db.Model):
     """One submission: its inputs, its job state, and (as ``predictions``) what each model said."""
 
     __table_args__ = (
-        Index("ix_analysis_user_created", "user_id", "created_at"),
-        Index("ix_analysis_user_scenario_created", "user_id", "scenario", "created_at"),
-        Index("ix_analysis_created", "created_at"),
+        # Listings sort by (created_at, id): with id in the index, PostgreSQL reads a page and counts a
+        # user's records from the index alone (SQLite indexes carry the rowid id anyway).
+        Index("ix_analysis_user_created", "user_id", "created_at", "id"),
+        Index("ix_analysis_user_scenario_created", "user_id", "scenario", "created_at", "id"),
+        Index("ix_analysis_created", "created_at", "id"),
         Index("ix_analysis_status_lease", "status", "lease_expires_at"),
         {"sqlite_autoincrement": True},
     )

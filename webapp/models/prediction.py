@@ -102,7 +102,8 @@ class Prediction(db.Model):
         # from the index alone; a page's per-analysis EXISTS reads the other columns it tests.
         Index("ix_prediction_kind_final", "kind", "final_label", "analysis_id"),
         Index("ix_prediction_review_state", "review_state", "analysis_id"),
-        Index("ix_prediction_analysis_filters", "analysis_id", "review_state", "confidence", "margin"),
+        # Ends in id: the review queue sorts prediction ids from this index alone (pagination.py).
+        Index("ix_prediction_analysis_filters", "analysis_id", "review_state", "confidence", "margin", "id"),
         {"sqlite_autoincrement": True},
     )
 

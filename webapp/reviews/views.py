@@ -11,6 +11,7 @@ from sqlalchemy.orm import selectinload
 from ..analyses import confidence_policy, get_visible_analysis
 from ..extensions import db
 from ..models import Analysis, Prediction
+from ..pagination import IdsFirstPagination
 from ..scenarios import SCENARIO_PAGES
 from . import ReviewInputError, may_review, record_review, select_queue
 from .forms import ReviewForm
@@ -51,7 +52,13 @@ def index():
 def queue(scenario: str):
     page = _reviewable_scenario_or_403(scenario)
     statement = select_queue(current_user, scenario).options(selectinload(Prediction.analysis))
-    items = db.paginate(statement, per_page=current_app.config["PRISM_PAGE_SIZE"], error_out=False)
+    items = IdsFirstPagination(  # the queue's order is computed: sort ids, not whole predictions
+        select=statement,
+        session=db.session(),
+        key=Prediction.id,
+        per_page=current_app.config["PRISM_PAGE_SIZE"],
+        error_out=False,
+    )
     return render_template("reviews/queue.html", page=page, items=items, policy=confidence_policy())
 
 
