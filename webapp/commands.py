@@ -132,18 +132,23 @@ def create_token_command(username: str, name: str) -> None:
     help="Where to write the JSON [default: bench-results/bench-<arch>-<UTC time>.json].",
 )
 @click.option("--history-rows", type=click.IntRange(min=1), default=100_000, show_default=True)
-@click.option("--only", type=click.Choice(["models", "queue", "history"]), help="Run one of the three benches.")
+@click.option(
+    "--only",
+    type=click.Choice(["models", "queue", "history", "scaleout"]),
+    help="Run one bench: scaleout is two workers against one, and history on PostgreSQL beside SQLite.",
+)
 @with_appcontext
 def bench_command(
     arches: tuple[str, ...], items: int | None, clients: str, out: Path | None, history_rows: int, only: str | None
 ) -> None:
-    """Measure the model service against the naive way, the job queue against the direct call, and the
-    history pages on a large database.
+    """Measure the model service against the naive way, the job queue against the direct call, the
+    history pages on a large database, and the scale-out topology (two workers against one; history
+    on PostgreSQL beside SQLite).
 
     Prints a table per bench and every target as PASS/MISS, and writes all of it as JSON. Run it on a
     quiet machine: the numbers are only as steady as the CPU is idle.
     """
-    from . import PROJECT_ROOT, history_bench, queue_bench
+    from . import PROJECT_ROOT, history_bench, queue_bench, scaleout_bench
     from .inference.bench import write_json
 
     try:
@@ -157,7 +162,7 @@ def bench_command(
     result: dict[str, Any] = {}
     found: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="prism-bench-") as tmp:
-        sources = _bench_sources(arches, Path(tmp)) if only != "history" else {}
+        sources = _bench_sources(arches, Path(tmp)) if only in (None, "models", "queue") else {}
         if only in (None, "models"):
             result["models"] = _bench_models(sources, arches, items, levels)
             found += result["models"]["targets"]
@@ -177,6 +182,11 @@ def bench_command(
         result["history"] = history_bench.run(history_rows, echo=click.echo)
         click.echo(history_bench.format_table(result["history"]))
         found.append(history_bench.target(result["history"]))
+    if only in (None, "scaleout"):
+        click.echo("")
+        result["scaleout"] = scaleout_bench.run(history_rows, sqlite_history=result.get("history"), echo=click.echo)
+        click.echo(scaleout_bench.format_table(result["scaleout"]))
+        found += scaleout_bench.targets(result["scaleout"])
     result["targets"] = found
     click.echo("\nTargets (every number measured in this run):")
     for target in found:
@@ -184,7 +194,7 @@ def bench_command(
         measured = "not measured" if target["measured"] is None else f"{target['measured']:.2f}"
         click.echo(f"  {verdict}  {target['name']}: {measured} (goal {target['goal']})")
     if out is None:
-        label = "+".join(arches) if only != "history" and arches else only or "configured"
+        label = "+".join(arches) if only in (None, "models", "queue") and arches else only or "configured"
         out = PROJECT_ROOT / "bench-results" / f"bench-{label}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     write_json(result, out)
     click.echo(f"\nWrote {out}")
