@@ -1,5 +1,6 @@
 """What differs between SQL dialects, checked on both: usernames ignore case, and a database holding
-rows at the previous head (0004) upgrades to the current one with every row intact."""
+rows at the previous head (0004) upgrades to the current one with every row intact and each
+prediction given its analysis's owner and scenario."""
 
 from __future__ import annotations
 

@@ -338,6 +338,8 @@ def _analysis_rows(
         prediction.update(
             id=first_prediction + offset,
             analysis_id=analysis_id,
+            user_id=user_id,
+            scenario=analysis["scenario"],
             created_at=finished_at,
             revision="0" * 40,
             precision="fp32",

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import JSON, ColumnElement, ForeignKey, Index, String, Text, UniqueConstraint, and_, or_
+from sqlalchemy import JSON, ColumnElement, ForeignKey, Index, String, Text, UniqueConstraint, and_, event, or_, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
@@ -102,13 +102,21 @@ class Prediction(db.Model):
         # from the index alone; a page's per-analysis EXISTS reads the other columns it tests.
         Index("ix_prediction_kind_final", "kind", "final_label", "analysis_id"),
         Index("ix_prediction_review_state", "review_state", "analysis_id"),
-        # Ends in id: the review queue sorts prediction ids from this index alone (pagination.py).
-        Index("ix_prediction_analysis_filters", "analysis_id", "review_state", "confidence", "margin", "id"),
+        Index("ix_prediction_analysis_filters", "analysis_id", "review_state", "confidence", "margin"),
+        # The review queue: one user's results in one scenario, in one range of one index that also
+        # holds what the queue sorts by, so the queue reads no other table (reviews.select_queue).
+        Index(
+            "ix_prediction_queue", "user_id", "scenario", "review_state", "confidence", "margin", "analysis_id", "id"
+        ),
         {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     analysis_id: Mapped[int] = mapped_column(ForeignKey("analysis.id", ondelete="CASCADE"))
+    # Copies of the analysis's owner and scenario (neither ever changes), set on insert by
+    # ``_copy_owner_and_scenario``: the review queue filters on them without joining its analyses.
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"))
+    scenario: Mapped[str] = mapped_column(String(16))
     kind: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     model_id: Mapped[str] = mapped_column(String(255))
@@ -219,6 +227,23 @@ class Prediction(db.Model):
                 "comment": review.comment if review else None,
             },
         }
+
+
+@event.listens_for(Prediction, "before_insert", propagate=True)
+def _copy_owner_and_scenario(_mapper, connection, prediction: Prediction) -> None:
+    """Every way a prediction is made (a job, a migration's test data, a fixture) gets its analysis's
+    owner and scenario here, so the copies can never disagree with the analysis."""
+    if prediction.user_id is not None and prediction.scenario is not None:
+        return
+    analysis = prediction.__dict__.get("analysis")  # already loaded: no query
+    if analysis is not None:
+        prediction.user_id, prediction.scenario = analysis.user_id, analysis.scenario
+        return
+    from .analysis import Analysis
+
+    prediction.user_id, prediction.scenario = connection.execute(
+        select(Analysis.user_id, Analysis.scenario).where(Analysis.id == prediction.analysis_id)
+    ).one()
 
 
 class CaptionPrediction(Prediction):

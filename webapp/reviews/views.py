@@ -10,7 +10,7 @@ from sqlalchemy.orm import selectinload
 
 from ..analyses import confidence_policy, get_visible_analysis
 from ..extensions import db
-from ..models import Analysis, Prediction
+from ..models import Prediction
 from ..pagination import IdsFirstPagination
 from ..scenarios import SCENARIO_PAGES
 from . import ReviewInputError, may_review, record_review, select_queue
@@ -39,10 +39,9 @@ def index():
     pages = {key: page for key, page in SCENARIO_PAGES.items() if page.may_review(current_user)}
     waiting = dict(
         db.session.execute(
-            select(Analysis.scenario, func.count(Prediction.id))
-            .join(Prediction.analysis)
-            .where(Analysis.user_id == current_user.id, Prediction.review_state == "unreviewed")
-            .group_by(Analysis.scenario)
+            select(Prediction.scenario, func.count(Prediction.id))
+            .where(Prediction.user_id == current_user.id, Prediction.review_state == "unreviewed")
+            .group_by(Prediction.scenario)
         ).all()
     )
     return render_template("reviews/index.html", pages=pages, waiting=waiting)

@@ -1,5 +1,5 @@
 """Workers report themselves in the database; each analysis records the worker that ran it; listing
-indexes end in ``id``.
+indexes end in ``id``; predictions carry their analysis's owner and scenario for the review queue.
 
 Workers on several hosts share nothing but the database, the queue and the object store, so the
 database is where ``/healthz`` and the admin overview find which ones are alive. Listings sort by
@@ -10,6 +10,9 @@ the rowid, which is ``id``, already).
 Revision ID: 0005
 Revises: 0004
 """
+
+import warnings
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 from alembic import op
@@ -28,13 +31,35 @@ _LISTING_INDEXES = {  # name: (table, columns before, columns after)
         ["user_id", "scenario", "created_at", "id"],
     ),
     "ix_analysis_created": ("analysis", ["created_at"], ["created_at", "id"]),
-    # The review queue sorts prediction ids from this index alone.
-    "ix_prediction_analysis_filters": (
-        "prediction",
-        ["analysis_id", "review_state", "confidence", "margin"],
-        ["analysis_id", "review_state", "confidence", "margin", "id"],
-    ),
 }
+_QUEUE_INDEX_COLUMNS = ["user_id", "scenario", "review_state", "confidence", "margin", "analysis_id", "id"]
+
+
+@contextmanager
+def _prediction_rebuild():
+    """Changes to ``prediction`` that SQLite can only make by rebuilding the table (alembic's batch
+    mode), keeping AUTOINCREMENT as 0004 created it; PostgreSQL gets plain ALTERs. Reflecting `user`
+    for the foreign key warns that its lower() index cannot be reflected; that table is not touched."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipped unsupported reflection of expression-based index")
+        with op.batch_alter_table("prediction", table_kwargs={"sqlite_autoincrement": True}) as batch:
+            yield batch
+
+
+def _copy_owner_and_scenario_to_predictions() -> None:
+    """Each prediction gets its analysis's owner and scenario, so the review queue reads one table."""
+    op.add_column("prediction", sa.Column("user_id", sa.Integer(), nullable=True))
+    op.add_column("prediction", sa.Column("scenario", sa.String(length=16), nullable=True))
+    for column in ("user_id", "scenario"):
+        op.execute(
+            f"UPDATE prediction SET {column} = "  # noqa: S608 (a fixed column name)
+            f"(SELECT analysis.{column} FROM analysis WHERE analysis.id = prediction.analysis_id)"
+        )
+    with _prediction_rebuild() as batch:
+        batch.alter_column("user_id", existing_type=sa.Integer(), nullable=False)
+        batch.alter_column("scenario", existing_type=sa.String(length=16), nullable=False)
+        batch.create_foreign_key("fk_prediction_user_id_user", "user", ["user_id"], ["id"], ondelete="CASCADE")
+    op.create_index("ix_prediction_queue", "prediction", _QUEUE_INDEX_COLUMNS)
 
 
 def _rebuild_listing_indexes(version: int) -> None:
@@ -61,9 +86,15 @@ def upgrade():
     # Plain ALTERs, no batch rebuild: a rebuild would have to repeat 0004's care for AUTOINCREMENT.
     op.add_column("analysis", sa.Column("worker", sa.String(length=128), nullable=True))
     _rebuild_listing_indexes(1)
+    _copy_owner_and_scenario_to_predictions()
 
 
 def downgrade():
+    op.drop_index("ix_prediction_queue", table_name="prediction")
+    with _prediction_rebuild() as batch:
+        batch.drop_constraint("fk_prediction_user_id_user", type_="foreignkey")
+        batch.drop_column("scenario")
+        batch.drop_column("user_id")
     _rebuild_listing_indexes(0)
     op.drop_column("analysis", "worker")  # SQLite 3.35+ drops a column in place
     op.drop_index("ix_worker_last_seen_at", table_name="worker")
