@@ -43,6 +43,8 @@ class JobInputs:
     transaction, and with SQLite (BEGIN IMMEDIATE) would hold the write lock for the whole model call.
     """
 
+    user_id: int
+    scenario: str
     text: str | None
     image_sha256: str | None
     image_format: str | None
@@ -80,7 +82,15 @@ def claim(analysis_id: int) -> JobInputs | None:
             lease_expires_at=now + _lease(),
             worker=worker_name(),
         )
-        .returning(Analysis.text, Analysis.image_sha256, Analysis.image_format, Analysis.tasks, Analysis.attempts)
+        .returning(
+            Analysis.user_id,
+            Analysis.scenario,
+            Analysis.text,
+            Analysis.image_sha256,
+            Analysis.image_format,
+            Analysis.tasks,
+            Analysis.attempts,
+        )
     ).one_or_none()
     if row is None:
         db.session.commit()
@@ -88,6 +98,8 @@ def claim(analysis_id: int) -> JobInputs | None:
     stored = set(db.session.scalars(select(Prediction.kind).where(Prediction.analysis_id == analysis_id)))
     db.session.commit()
     return JobInputs(
+        user_id=row.user_id,
+        scenario=row.scenario,
         text=row.text,
         image_sha256=row.image_sha256,
         image_format=row.image_format,
@@ -142,7 +154,7 @@ def _work(analysis_id: int, inputs: JobInputs) -> str:
             )
             return "failed"
         prediction = Prediction.KINDS[kind].from_result(result)
-        prediction.analysis_id = analysis_id
+        prediction.analysis_id, prediction.user_id, prediction.scenario = analysis_id, inputs.user_id, inputs.scenario
         db.session.add(prediction)
         last = kind == inputs.missing[-1]
         # The last prediction and "done" land in one commit; earlier ones renew the lease.
