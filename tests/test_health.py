@@ -115,6 +115,21 @@ def test_healthz_lists_live_workers_and_degrades_when_none_runs_waiting_jobs(app
         db.session.commit()
     body = app.test_client().get("/healthz").json
     assert [w["name"] for w in body["workers"]] == [keeper.name_in_db]
+    with app.app_context():
+        db.session.add(
+            Worker(
+                name="ancient:1",
+                hostname="ancient",
+                pid=1,
+                threads=1,
+                started_at=utcnow(),
+                last_seen_at=utcnow() - timedelta(days=8),
+                models=[],
+            )
+        )
+        db.session.commit()
+        Housekeeper(app, threads=1)._beat(first=True)  # a starting worker forgets week-old rows
+        assert {w.name for w in db.session.scalars(db.select(Worker))} == {keeper.name_in_db, "gone:1"}
     assert body["workers"][0]["threads"] == 3 and body["workers"][0]["jobs_done"] == 0
     with app.app_context():
         db.session.execute(db.update(Worker).values(stopped_at=utcnow()))

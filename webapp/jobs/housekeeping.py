@@ -14,15 +14,17 @@ import os
 import socket
 import threading
 import time
+from datetime import timedelta
 
 from flask import Flask
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
 from ..extensions import db
 from ..locks import exclusive
 from ..models import Worker, utcnow
 
 logger = logging.getLogger(__name__)
+FORGET_WORKERS_AFTER = timedelta(days=7)
 
 
 def worker_name() -> str:
@@ -77,6 +79,8 @@ class Housekeeper(threading.Thread):
         now = utcnow()
         values = {"last_seen_at": now, "jobs_done": done, "jobs_failed": failed, "models": _model_states(self.app)}
         if first:
+            # Each start is a new row (a new pid); rows of workers gone for a week only clutter.
+            db.session.execute(delete(Worker).where(Worker.last_seen_at < now - FORGET_WORKERS_AFTER))
             db.session.merge(
                 Worker(
                     name=self.name_in_db,
