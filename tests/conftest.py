@@ -66,14 +66,19 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("database", ["sqlite", "postgresql"], indirect=True)
 
 
+def _serve(server, what: str):
+    """Yield what the ``webapp.devservers`` context manager ``server`` yields; skip where it cannot start."""
+    try:
+        with server as running:
+            yield running
+    except ServerUnavailable as exc:
+        pytest.skip(f"{what} unavailable: {exc}")
+
+
 @pytest.fixture(scope="session")
 def postgres():
     """A throwaway PostgreSQL server for the whole run (started on first use)."""
-    try:
-        with postgres_server() as server:
-            yield server
-    except ServerUnavailable as exc:
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    yield from _serve(postgres_server(), "PostgreSQL")
 
 
 @pytest.fixture(scope="session")
@@ -88,11 +93,7 @@ def postgres_template(postgres, tmp_path_factory):
 @pytest.fixture(scope="session")
 def redis_server_url():
     """A throwaway redis-server for the whole run."""
-    try:
-        with redis_server() as url:
-            yield url
-    except ServerUnavailable as exc:
-        pytest.skip(f"Redis unavailable: {exc}")
+    yield from _serve(redis_server(), "Redis")
 
 
 @pytest.fixture
@@ -110,11 +111,7 @@ def redis_url(redis_server_url):
 def s3():
     """An S3-compatible server (moto's standalone server) with one bucket, for the whole run; tests
     keep apart by using their own key prefixes."""
-    try:
-        with s3_server() as server:
-            yield server
-    except ServerUnavailable as exc:
-        pytest.skip(f"S3 server unavailable: {exc}")
+    yield from _serve(s3_server(), "S3 server")
 
 
 _database_numbers = iter(range(1, 1_000_000))

@@ -90,6 +90,15 @@ def test_healthz_reports_the_job_backlog(app, alice):
     assert jobs["waiting"] == 2  # the queue's own depth: both jobs sit in it
 
 
+def _worker_last_seen(host: str, ago):
+    """A worker row (``<host>:1``) whose last heartbeat was ``ago`` before now."""
+    from webapp.models import Worker, utcnow
+
+    return Worker(
+        name=f"{host}:1", hostname=host, pid=1, threads=1, started_at=utcnow(), last_seen_at=utcnow() - ago, models=[]
+    )
+
+
 def test_healthz_lists_live_workers_and_degrades_when_none_runs_waiting_jobs(app, alice):
     """Workers are listed from their heartbeat rows; a stopped or silent one is not. With work waiting
     on a real queue and no live worker, the status is "degraded" (pages work, jobs wait), still 200."""
@@ -101,32 +110,12 @@ def test_healthz_lists_live_workers_and_degrades_when_none_runs_waiting_jobs(app
     keeper = Housekeeper(app, threads=3)
     with app.app_context():
         keeper._beat(first=True)
-        db.session.add(
-            Worker(
-                name="gone:1",
-                hostname="gone",
-                pid=1,
-                threads=1,
-                started_at=utcnow(),
-                last_seen_at=utcnow() - timedelta(minutes=5),
-                models=[],
-            )
-        )
+        db.session.add(_worker_last_seen("gone", timedelta(minutes=5)))
         db.session.commit()
     body = app.test_client().get("/healthz").json
     assert [w["name"] for w in body["workers"]] == [keeper.name_in_db]
     with app.app_context():
-        db.session.add(
-            Worker(
-                name="ancient:1",
-                hostname="ancient",
-                pid=1,
-                threads=1,
-                started_at=utcnow(),
-                last_seen_at=utcnow() - timedelta(days=8),
-                models=[],
-            )
-        )
+        db.session.add(_worker_last_seen("ancient", timedelta(days=8)))
         db.session.commit()
         Housekeeper(app, threads=1)._beat(first=True)  # a starting worker forgets week-old rows
         assert {w.name for w in db.session.scalars(db.select(Worker))} == {keeper.name_in_db, "gone:1"}

@@ -25,7 +25,7 @@ from flask_migrate import upgrade
 
 from tests.conftest import make_token, make_user, png_bytes
 from webapp import create_app
-from webapp.devservers import free_port
+from webapp.devservers import free_port, stop_processes
 from webapp.extensions import db
 from webapp.models import Analysis, Prediction
 
@@ -212,11 +212,4 @@ def test_batch_survives_a_killed_worker_across_hosts(topology, tmp_path):
         _wait_until(only_the_survivor_is_listed, 10, "the killed worker to drop off /healthz", logs)
         assert "Traceback" not in web_log.read_text(errors="replace")
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes)

@@ -13,6 +13,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -42,6 +43,19 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
                 return
         time.sleep(0.05)
     raise ServerUnavailable(f"nothing listened on port {port} within {timeout:.0f} s")
+
+
+def stop_processes(processes: list[subprocess.Popen], timeout: float = 20.0) -> None:
+    """SIGTERM every process still running, then wait for each; one that ignores it is killed."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _postgres_binary(name: str) -> str | None:

@@ -19,7 +19,6 @@ says so and is skipped. This module must not import torch.
 from __future__ import annotations
 
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -124,6 +123,7 @@ def _one_round(app, user_id: int, settings: dict[str, str], directory: Path, wor
     """Start ``workers`` worker processes (each in its own directory), wait until all report, queue
     ``jobs`` text analyses, and time them until every one is done."""
     from .analyses import submit_analysis
+    from .devservers import stop_processes
     from .extensions import db
     from .health import recent_workers
     from .jobs import enqueue_analyses
@@ -169,13 +169,7 @@ def _one_round(app, user_id: int, settings: dict[str, str], directory: Path, wor
                     raise RuntimeError(f"scaleout bench: {len(ids) - done} jobs still waiting after 300 s")
                 time.sleep(0.02)
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes, timeout=30)
 
 
 def _request_rate(history: dict[str, Any]) -> float:
