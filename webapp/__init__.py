@@ -67,10 +67,12 @@ def register_blueprints(app: Flask) -> None:
     from .main.views import bp as main_bp
     from .reviews.views import bp as reviews_bp
     from .scenarios.views import bp as scenarios_bp
+    from .service_desk.views import bp as service_desk_bp
 
     app.register_blueprint(main_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(scenarios_bp)
+    app.register_blueprint(service_desk_bp)
     app.register_blueprint(history_bp)
     app.register_blueprint(reviews_bp)
     app.register_blueprint(jobs_bp)

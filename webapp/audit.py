@@ -30,6 +30,10 @@ TOKEN_REVOKED = "token.revoke"  # noqa: S105
 API_AUTH_FAILED = "api.auth_failed"
 UPLOAD_REJECTED = "upload.rejected"
 CSRF_FAILED = "security.csrf_failed"
+CONVERSATION_CLOSED = "conversation.close"
+CONVERSATION_REOPENED = "conversation.reopen"
+CATEGORY_CHANGED = "admin.category_change"
+TEMPLATE_CHANGED = "admin.template_change"
 
 ACTIONS = (
     REGISTER,
@@ -48,6 +52,10 @@ ACTIONS = (
     API_AUTH_FAILED,
     UPLOAD_REJECTED,
     CSRF_FAILED,
+    CONVERSATION_CLOSED,
+    CONVERSATION_REOPENED,
+    CATEGORY_CHANGED,
+    TEMPLATE_CHANGED,
 )
 
 

@@ -23,6 +23,7 @@ from PIL import Image
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from .. import service_desk
 from ..extensions import db
 from ..inference import ModelService, ModelUnavailable, get_model_service
 from ..models import DONE, FAILED, PENDING, RUNNING, Analysis, Prediction, utcnow
@@ -43,6 +44,7 @@ class JobInputs:
     transaction, and with SQLite (BEGIN IMMEDIATE) would hold the write lock for the whole model call.
     """
 
+    analysis_id: int
     user_id: int
     scenario: str
     text: str | None
@@ -55,12 +57,36 @@ class JobInputs:
         data = get_storage().get(image_key(self.image_sha256, self.image_format))
         return decode_rgb(data, self.image_format)
 
+    def stored_value(self, kind: str) -> Any:
+        """The value that counts of this analysis's ``kind`` prediction (made earlier in this job, or
+        by an earlier attempt), or None. Ends its transaction: a model call follows."""
+        prediction = db.session.scalar(
+            select(Prediction).where(Prediction.analysis_id == self.analysis_id, Prediction.kind == kind)
+        )
+        value = prediction.value if prediction is not None else None
+        db.session.rollback()
+        return value
 
-# What each prediction kind asks of the model service, given the analysis's inputs.
+    def message(self) -> str:
+        """The customer's words: the message, and the text read from the screenshot."""
+        return "\n".join(part for part in (self.text, self.stored_value("ocr")) if part)
+
+
+# What each prediction kind asks of the model service, given the analysis's inputs. Kinds run in the
+# order the scenario lists them, so a kind may read what an earlier one stored (``stored_value``).
 RUNNERS: dict[str, Callable[[ModelService, JobInputs], Any]] = {
     "caption": lambda service, inputs: service.caption(inputs.image()),
     "sentiment": lambda service, inputs: service.sentiment(inputs.text),
+    "ocr": lambda service, inputs: service.ocr(inputs.image()),
+    "category": lambda service, inputs: service_desk.categorize(service, inputs.message()),
+    "reply": lambda service, inputs: service_desk.draft_reply(
+        inputs.stored_value("category"),
+        inputs.stored_value("sentiment"),
+        service_desk.message_language(inputs.message()),
+    ),
 }
+# The model each kind needs loaded (a reply draft is written from templates: no model).
+MODEL_OF_KIND = {"caption": "caption", "sentiment": "sentiment", "ocr": "ocr", "category": "embedding"}
 
 
 def _lease() -> timedelta:
@@ -83,6 +109,7 @@ def claim(analysis_id: int) -> JobInputs | None:
             worker=worker_name(),
         )
         .returning(
+            Analysis.id,
             Analysis.user_id,
             Analysis.scenario,
             Analysis.text,
@@ -98,6 +125,7 @@ def claim(analysis_id: int) -> JobInputs | None:
     stored = set(db.session.scalars(select(Prediction.kind).where(Prediction.analysis_id == analysis_id)))
     db.session.commit()
     return JobInputs(
+        analysis_id=row.id,
         user_id=row.user_id,
         scenario=row.scenario,
         text=row.text,
@@ -123,7 +151,10 @@ def run(analysis_id: int) -> str:
         return _work(analysis_id, inputs)
     # Jobs of a burst reach the model at slightly different times (dequeue, claim, image read and
     # decode); announcing the first model call now lets them share one batch.
-    with get_model_service().announce(inputs.missing[0]):
+    first_model = next((MODEL_OF_KIND[kind] for kind in inputs.missing if kind in MODEL_OF_KIND), None)
+    if first_model is None:
+        return _work(analysis_id, inputs)
+    with get_model_service().announce(first_model):
         return _work(analysis_id, inputs)
 
 
@@ -139,7 +170,8 @@ def _work(analysis_id: int, inputs: JobInputs) -> str:
         )
         return "failed"
     service = get_model_service()
-    service.start_loading(caption="caption" in inputs.missing, sentiment="sentiment" in inputs.missing)
+    needed = {MODEL_OF_KIND[kind] for kind in inputs.missing if kind in MODEL_OF_KIND}
+    service.start_loading(**{model: model in needed for model in ("caption", "sentiment", "ocr", "embedding")})
     for kind in inputs.missing:
         try:
             result = RUNNERS[kind](service, inputs)

@@ -15,10 +15,12 @@ from .prediction import (
     CaptionPrediction,
     ConfidencePolicy,
     CorrectionError,
+    OcrPrediction,
     Prediction,
     Review,
     SentimentPrediction,
 )
+from .service_desk import CategoryPrediction, InquiryCategory, ReplyPrediction, ReplyTemplate
 from .user import API_TOKEN_PREFIX, ROLES, ApiToken, User
 from .worker import Worker
 
@@ -41,6 +43,11 @@ __all__ = [
     "AuditEvent",
     "Batch",
     "CaptionPrediction",
+    "CategoryPrediction",
+    "InquiryCategory",
+    "OcrPrediction",
+    "ReplyPrediction",
+    "ReplyTemplate",
     "ConfidencePolicy",
     "CorrectionError",
     "Prediction",

@@ -85,6 +85,9 @@ class Analysis(db.Model):
     lease_expires_at: Mapped[datetime | None]
     # The worker ("<host>:<pid>") that claimed the job last: which host ran what, for audits and tests.
     worker: Mapped[str | None] = mapped_column(String(128))
+    # A service-desk conversation is open until an agent closes it (and may be reopened).
+    closed_at: Mapped[datetime | None]
+    closed_by: Mapped[str | None] = mapped_column(String(64))
 
     user: Mapped[User] = relationship(back_populates="analyses")
     batch: Mapped[Batch | None] = relationship(back_populates="analyses")

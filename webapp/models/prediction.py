@@ -246,6 +246,9 @@ def _copy_owner_and_scenario(_mapper, connection, prediction: Prediction) -> Non
     ).one()
 
 
+MAX_OCR_CHARS = 20_000  # a dense page of text is a few thousand characters
+
+
 class CaptionPrediction(Prediction):
     """A caption of the image. ``output``: ``{"text": ...}``; no confidence (generate() gives none)."""
 
@@ -350,3 +353,42 @@ class Review(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     prediction: Mapped[Prediction] = relationship(back_populates="reviews")
+
+
+class OcrPrediction(Prediction):
+    """Text read from the image (a screenshot, a homework page). ``output``: ``text`` (lines in reading
+    order) and ``lines`` ([text, score, box] each); ``confidence`` is the mean line score."""
+
+    KIND = "ocr"
+    __mapper_args__: ClassVar[dict[str, Any]] = {"polymorphic_identity": "ocr"}
+
+    @classmethod
+    def from_result(cls, result: Any) -> OcrPrediction:
+        return cls(
+            model_id=result.model_id,
+            revision=result.revision,
+            precision=result.precision,
+            latency_ms=round(result.latency_ms, 1),
+            output={
+                "text": result.text,
+                "lines": [[text, round(score, 4), [list(point) for point in box]] for text, score, box in result.lines],
+            },
+            confidence=None if result.score is None else round(result.score, 4),
+        )
+
+    @property
+    def ai_value(self) -> str:
+        return self.output["text"]
+
+    def search_terms(self) -> list[str]:
+        human = self.human_value
+        return [term for term in (self.ai_value, human if isinstance(human, str) else None) if term]
+
+    @classmethod
+    def parse_correction(cls, raw: Any) -> str:
+        if not isinstance(raw, str):
+            raise CorrectionError(_l("A corrected reading is text."))
+        text = raw.strip()
+        if len(text) > MAX_OCR_CHARS:
+            raise CorrectionError(_l("A corrected reading has at most %(max)d characters.", max=MAX_OCR_CHARS))
+        return text  # empty is a valid correction: "there is no text in this image"

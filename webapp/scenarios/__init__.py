@@ -29,8 +29,12 @@ class Scenario:
     roles: frozenset[str]  # may submit, and review their own records
     image: str = OPTIONAL
     text: str = OPTIONAL
-    text_task: str | None = "sentiment"  # what runs on the text (a clinical question gets none)
-    image_task: str | None = "caption"
+    # The prediction kinds that run, in display order: on the image, on the text (a clinical note gets
+    # none), and then on whatever was given (they read what the others produced: the service desk's
+    # category reads the message and the screenshot's text, its reply draft the category).
+    image_tasks: tuple[str, ...] = ("caption",)
+    text_tasks: tuple[str, ...] = ("sentiment",)
+    after_tasks: tuple[str, ...] = ()
     # Review policy: whether every AI result waits for a human decision before it counts as final.
     review_required: bool = False
 
@@ -40,13 +44,13 @@ class Scenario:
     may_review = may_submit
 
     def tasks_for(self, *, has_image: bool, has_text: bool) -> list[str]:
-        """The prediction kinds a submission with these inputs gets, in display order."""
-        tasks = []
-        if has_image and self.image_task:
-            tasks.append(self.image_task)
-        if has_text and self.text_task:
-            tasks.append(self.text_task)
-        return tasks
+        """The prediction kinds a submission with these inputs gets, in the order they run."""
+        tasks = [*(self.image_tasks if has_image else ()), *(self.text_tasks if has_text else ())]
+        return [*tasks, *self.after_tasks] if tasks else []
+
+    @property
+    def analyses_text(self) -> bool:
+        return bool(self.text_tasks)
 
 
 SCENARIO_PAGES = {
@@ -62,6 +66,8 @@ SCENARIO_PAGES = {
         text_label=_l("Customer message"),
         text_placeholder=_l("e.g. My order arrived broken and nobody answers my emails. / 订单到了但是坏了…"),
         roles=frozenset(ROLES),
+        image_tasks=("ocr", "caption"),
+        after_tasks=("category", "reply"),
     ),
     "medical": Scenario(
         key="medical",
@@ -76,7 +82,7 @@ SCENARIO_PAGES = {
         text_placeholder=_l("e.g. Follow-up image, patient reports less pain than last visit."),
         roles=frozenset({"clinician"}),
         image=REQUIRED,
-        text_task=None,
+        text_tasks=(),
         review_required=True,
     ),
     "education": Scenario(
@@ -91,6 +97,7 @@ SCENARIO_PAGES = {
         text_label=_l("Student's answer or reflection"),
         text_placeholder=_l("e.g. I found fractions hard at first but now I enjoy them. / 我觉得这次作业很有意思。"),
         roles=frozenset({"teacher"}),
+        image_tasks=("ocr", "caption"),
         review_required=True,
     ),
 }
