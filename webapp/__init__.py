@@ -65,6 +65,7 @@ def register_blueprints(app: Flask) -> None:
     from .history.views import bp as history_bp
     from .jobs.views import bp as jobs_bp
     from .main.views import bp as main_bp
+    from .medical.views import bp as medical_bp
     from .reviews.views import bp as reviews_bp
     from .scenarios.views import bp as scenarios_bp
     from .service_desk.views import bp as service_desk_bp
@@ -73,6 +74,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(auth_bp)
     app.register_blueprint(scenarios_bp)
     app.register_blueprint(service_desk_bp)
+    app.register_blueprint(medical_bp)
     app.register_blueprint(history_bp)
     app.register_blueprint(reviews_bp)
     app.register_blueprint(jobs_bp)

@@ -20,6 +20,7 @@ from sqlalchemy import Select, exists, func, select
 from sqlalchemy.orm import selectinload
 
 from . import __version__, audit
+from .dicom import looks_like_dicom
 from .extensions import db
 from .i18n import in_english
 from .models import (
@@ -110,6 +111,7 @@ def submit_analysis(
             "image_sha256": image.sha256,
             "image_format": image.format,
             "image_width": image.width,
+            "image_meta": image.meta,
             "image_height": image.height,
             "image_filename": image.filename,
         }
@@ -162,7 +164,8 @@ def submit_batch(user: User, scenario: str, files: Sequence[tuple[bytes, str | N
                 batch,
                 page.tasks_for(has_image=True, has_text=False),
                 status=FAILED,
-                image_filename=display_filename(filename),
+                # A DICOM file is often named after the patient: its name is not kept.
+                image_filename=None if looks_like_dicom(data) else display_filename(filename),
                 error=record_rejected_upload(exc, user, scenario=scenario),
                 finished_at=utcnow(),
             )

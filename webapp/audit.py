@@ -33,7 +33,9 @@ CSRF_FAILED = "security.csrf_failed"
 CONVERSATION_CLOSED = "conversation.close"
 CONVERSATION_REOPENED = "conversation.reopen"
 CATEGORY_CHANGED = "admin.category_change"
-TEMPLATE_CHANGED = "admin.template_change"
+ANNOTATION_ADDED = "annotation.add"
+ANNOTATION_REMOVED = "annotation.remove"
+CASE_SIGNED_OFF = "case.sign_off"
 
 ACTIONS = (
     REGISTER,
@@ -55,7 +57,9 @@ ACTIONS = (
     CONVERSATION_CLOSED,
     CONVERSATION_REOPENED,
     CATEGORY_CHANGED,
-    TEMPLATE_CHANGED,
+    ANNOTATION_ADDED,
+    ANNOTATION_REMOVED,
+    CASE_SIGNED_OFF,
 )
 
 

@@ -6,6 +6,9 @@ warns between 1x and 2x its ``MAX_IMAGE_PIXELS``, and a 12 KB PNG can decode to 
 The file is fully decoded before it is accepted, so truncated or fake images are refused up front.
 Stored objects are named by their SHA-256 (``storage_key``), so the client's filename never reaches
 a path and identical uploads are stored once.
+
+A DICOM file (``webapp.dicom``) is accepted too: what is stored is its de-identified copy, never the
+upload, and its file name is dropped (a DICOM file is often named after the patient).
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass
+from typing import Any
 
 from flask_babel import lazy_gettext as _l
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .dicom import DicomRejected, looks_like_dicom, read_dicom
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 MIME_TYPES = {
@@ -25,8 +31,9 @@ MIME_TYPES = {
     "GIF": "image/gif",
     "BMP": "image/bmp",
     "TIFF": "image/tiff",
+    "DICOM": "application/dicom",
 }
-EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
+EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif", "DICOM": "dcm"}
 
 
 def human_size(num_bytes: int) -> str:
@@ -54,6 +61,8 @@ class ValidatedImage:
     width: int
     height: int
     filename: str | None
+    # DICOM only: frames, the file's window, and the non-identifying metadata (``webapp.dicom``).
+    meta: dict[str, Any] | None = None
 
     @property
     def storage_key(self) -> str:
@@ -72,7 +81,10 @@ def image_key(sha256: str, image_format: str) -> str:
 
 
 def decode_rgb(data: bytes, image_format: str) -> Image.Image:
-    """A decoded RGB copy of stored, already validated bytes, upright per EXIF orientation."""
+    """A decoded RGB copy of stored, already validated bytes, upright per EXIF orientation (a DICOM
+    file: its first frame in the file's own window)."""
+    if image_format == "DICOM":
+        return read_dicom(data, max_pixels=2**62).render(0).convert("RGB")
     with Image.open(io.BytesIO(data), formats=[image_format]) as image:
         image.seek(0)
         return ImageOps.exif_transpose(image).convert("RGB")
@@ -83,6 +95,8 @@ def validate_image(data: bytes, filename: str | None, *, max_bytes: int, max_pix
         raise UploadRejected(_l("The uploaded file is empty."))
     if len(data) > max_bytes:
         raise UploadRejected(_l("The image is larger than %(size)s.", size=human_size(max_bytes)))
+    if looks_like_dicom(data):
+        return _validate_dicom(data, max_pixels)
     try:
         # Image.open reads only the header, so the pixel count is checked before any decoding.
         # Pillow's global MAX_IMAGE_PIXELS is left alone (mutating it is not thread-safe); our cap
@@ -98,7 +112,9 @@ def validate_image(data: bytes, filename: str | None, *, max_bytes: int, max_pix
     except Image.DecompressionBombError:
         raise UploadRejected(_l("The image has too many pixels (possible decompression bomb).")) from None
     except UnidentifiedImageError:
-        raise UploadRejected(_l("The file is not a supported image (PNG, JPEG, WebP, GIF, BMP or TIFF).")) from None
+        raise UploadRejected(
+            _l("The file is not a supported image (DICOM, PNG, JPEG, WebP, GIF, BMP or TIFF).")
+        ) from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise UploadRejected(_l("The image could not be read (%(error)s).", error=type(exc).__name__)) from None
     if image_format not in ALLOWED_FORMATS:
@@ -111,6 +127,29 @@ def validate_image(data: bytes, filename: str | None, *, max_bytes: int, max_pix
         width=width,
         height=height,
         filename=clean_name,
+    )
+
+
+def _validate_dicom(data: bytes, max_pixels: int) -> ValidatedImage:
+    try:
+        study = read_dicom(data, max_pixels=max_pixels)
+    except DicomRejected as exc:
+        raise UploadRejected(str(exc)) from None
+    stored = study.deidentified_bytes
+    return ValidatedImage(
+        data=stored,
+        sha256=hashlib.sha256(stored).hexdigest(),
+        format="DICOM",
+        width=study.columns,
+        height=study.rows,
+        filename=None,
+        meta={
+            "frames": study.frames,
+            "window_center": study.window_center,
+            "window_width": study.window_width,
+            "may_contain_burned_in_text": study.may_contain_burned_in_text,
+            "metadata": study.metadata,
+        },
     )
 
 

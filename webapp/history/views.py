@@ -30,6 +30,7 @@ from ..analyses import (
     retry_analysis,
     select_history,
 )
+from ..dicom import CT_PRESETS, preview_png, read_dicom
 from ..exports import iter_csv, iter_json
 from ..extensions import db
 from ..forms import EmptyForm
@@ -50,7 +51,7 @@ def require_login() -> None:
     """Every history route needs a signed-in user."""
 
 
-def _visible_or_404(analysis_id: int, *, part: str) -> Analysis:
+def visible_or_404(analysis_id: int, *, part: str) -> Analysis:
     """The record if the current user may see it; audits reads by anyone but the owner (ASVS 16.3.2)."""
     analysis = get_visible_analysis(analysis_id, current_user)
     if analysis is None:
@@ -85,7 +86,7 @@ def index():
 
 @bp.route("/<int:analysis_id>")
 def detail(analysis_id: int):
-    analysis = _visible_or_404(analysis_id, part="record")
+    analysis = visible_or_404(analysis_id, part="record")
     queue = request.args.get("queue")
     return render_template(
         "history/detail.html",
@@ -97,13 +98,32 @@ def detail(analysis_id: int):
         can_review=may_review(current_user, analysis),
         queue=queue if queue in SCENARIO_PAGES else None,
         policy=confidence_policy(),
+        view=_dicom_view(analysis),
+        ct_presets=CT_PRESETS,
     )
+
+
+def _dicom_view(analysis: Analysis) -> dict | None:
+    """The frame and window the record page shows a DICOM image in (from ``?frame=&center=&width=`` or
+    a ``?preset=``), and the preview URL for them; None for other images."""
+    meta = analysis.image_meta
+    if analysis.image_format != "DICOM" or not meta:
+        return None
+    frame = min(max(request.args.get("frame", 0, type=int), 0), meta["frames"] - 1)
+    preset = CT_PRESETS.get(request.args.get("preset", ""))
+    center, width = preset or (
+        request.args.get("center", meta["window_center"], type=float),
+        request.args.get("width", meta["window_width"], type=float),
+    )
+    width = max(width or meta["window_width"] or 1.0, 1.0)
+    url = url_for("history.image", analysis_id=analysis.id, frame=frame, center=center, width=width)
+    return {"frame": frame, "center": center, "width": width, "url": url}
 
 
 @bp.route("/<int:analysis_id>/status")
 def status(analysis_id: int):
     """The job's state, for the record page's script (it reloads the page when this changes)."""
-    return jsonify(_visible_or_404(analysis_id, part="status").status_dict())
+    return jsonify(visible_or_404(analysis_id, part="status").status_dict())
 
 
 @bp.route("/<int:analysis_id>/retry", methods=["POST"])
@@ -127,9 +147,11 @@ def retry(analysis_id: int):
 @bp.route("/<int:analysis_id>/image")
 def image(analysis_id: int):
     """The uploaded image, streamed from storage: a large object is never held whole in memory."""
-    analysis = _visible_or_404(analysis_id, part="image")
+    analysis = visible_or_404(analysis_id, part="image")
     if analysis.image_sha256 is None:
         abort(404)
+    if analysis.image_format == "DICOM" and request.args.get("original") != "1":
+        return _dicom_preview(analysis)
     try:
         stream = get_storage().open(image_key(analysis.image_sha256, analysis.image_format))
     except ObjectMissing:
@@ -138,6 +160,24 @@ def image(analysis_id: int):
     response = Response(
         wrap_file(request.environ, stream), mimetype=MIME_TYPES[analysis.image_format], direct_passthrough=True
     )
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+def _dicom_preview(analysis: Analysis) -> Response:
+    """A PNG of one frame of the stored (de-identified) DICOM file, in the window the page asks for
+    (``?frame=&center=&width=``); the file's own window otherwise. Bad values fall back, never 500."""
+    try:
+        data = get_storage().get(image_key(analysis.image_sha256, analysis.image_format))
+    except ObjectMissing:
+        abort(404)
+    study = read_dicom(data, max_pixels=2**62)  # validated on upload; the cap was applied then
+    frame = min(max(request.args.get("frame", 0, type=int), 0), study.frames - 1)
+    center = request.args.get("center", type=float)
+    width = request.args.get("width", type=float)
+    if width is not None and width < 1:
+        width = None
+    response = Response(preview_png(study, frame=frame, center=center, width=width), mimetype="image/png")
     response.headers["Cache-Control"] = "private, no-store"
     return response
 

@@ -4,6 +4,7 @@
 """
 
 from .analysis import DONE, FAILED, PENDING, RUNNING, SCENARIOS, STATUSES, Analysis, Batch
+from .annotation import SHAPES, RegionAnnotation
 from .audit import AuditEvent
 from .base import count, utcnow
 from .prediction import (
@@ -46,7 +47,9 @@ __all__ = [
     "CategoryPrediction",
     "InquiryCategory",
     "OcrPrediction",
+    "RegionAnnotation",
     "ReplyPrediction",
+    "SHAPES",
     "ReplyTemplate",
     "ConfidencePolicy",
     "CorrectionError",

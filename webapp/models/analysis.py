@@ -21,6 +21,7 @@ from ..extensions import db
 from .base import utcnow
 
 if TYPE_CHECKING:
+    from .annotation import RegionAnnotation
     from .prediction import ConfidencePolicy, Prediction
     from .user import User
 
@@ -67,6 +68,11 @@ class Analysis(db.Model):
     image_width: Mapped[int | None]
     image_height: Mapped[int | None]
     image_filename: Mapped[str | None] = mapped_column(String(255))
+    # A clinical case is signed off once: its findings are decided and its annotations stop changing.
+    signed_off_at: Mapped[datetime | None]
+    signed_off_by: Mapped[str | None] = mapped_column(String(64))
+    # A DICOM upload's frames, window and non-identifying metadata (``uploads.ValidatedImage.meta``).
+    image_meta: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # What history search reads, in one column as v1 had: the text, the file name, and the text its
     # predictions contribute (an AI caption, a human correction). Kept by ``refresh_search_text``.
     search_text: Mapped[str] = mapped_column(Text, default="")
@@ -93,6 +99,9 @@ class Analysis(db.Model):
     batch: Mapped[Batch | None] = relationship(back_populates="analyses")
     predictions: Mapped[list[Prediction]] = relationship(
         back_populates="analysis", cascade="all, delete-orphan", order_by="Prediction.id"
+    )
+    annotations: Mapped[list[RegionAnnotation]] = relationship(
+        cascade="all, delete-orphan", order_by="RegionAnnotation.id"
     )
 
     @property

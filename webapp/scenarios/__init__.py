@@ -37,6 +37,8 @@ class Scenario:
     after_tasks: tuple[str, ...] = ()
     # Review policy: whether every AI result waits for a human decision before it counts as final.
     review_required: bool = False
+    # What the file chooser offers (the server checks the bytes whatever the browser sends).
+    accept: str = "image/*"
 
     def may_submit(self, user) -> bool:
         return user.is_authenticated and user.role in self.roles
@@ -76,12 +78,13 @@ SCENARIO_PAGES = {
             "Upload an image and add a clinical note or question. Prism proposes a caption that you "
             "accept, correct or reject; it is a suggestion, never a diagnosis."
         ),
-        image_label=_l("Image (PNG or JPEG)"),
+        image_label=_l("Image (DICOM, PNG or JPEG)"),
         image_help=_l("Drop a file here or choose one."),
         text_label=_l("Clinical note or question (optional)"),
         text_placeholder=_l("e.g. Follow-up image, patient reports less pain than last visit."),
         roles=frozenset({"clinician"}),
         image=REQUIRED,
+        accept="image/*,.dcm,application/dicom",
         text_tasks=(),
         review_required=True,
     ),

@@ -1,5 +1,6 @@
 """The service desk: inquiry categories and reply templates (seeded, then the admins' to edit), and
-open / closed conversations.
+open / closed conversations; a DICOM upload's frames, window and non-identifying metadata; region
+annotations and the sign-off of clinical cases.
 
 Revision ID: 0007
 Revises: 0006
@@ -129,6 +130,29 @@ def upgrade():
         )
     op.add_column("analysis", sa.Column("closed_at", sa.DateTime(), nullable=True))
     op.add_column("analysis", sa.Column("closed_by", sa.String(length=64), nullable=True))
+    op.add_column("analysis", sa.Column("image_meta", sa.JSON(), nullable=True))
+    op.add_column("analysis", sa.Column("signed_off_at", sa.DateTime(), nullable=True))
+    op.add_column("analysis", sa.Column("signed_off_by", sa.String(length=64), nullable=True))
+    op.create_table(
+        "region_annotation",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("analysis_id", sa.Integer(), nullable=False),
+        sa.Column("shape", sa.String(length=8), nullable=False),
+        sa.Column("x", sa.Double(), nullable=False),
+        sa.Column("y", sa.Double(), nullable=False),
+        sa.Column("width", sa.Double(), nullable=True),
+        sa.Column("height", sa.Double(), nullable=True),
+        sa.Column("frame", sa.Integer(), nullable=False),
+        sa.Column("label", sa.String(length=64), nullable=False),
+        sa.Column("note", sa.Text(), nullable=True),
+        sa.Column("author", sa.String(length=64), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.CheckConstraint("shape IN ('rect', 'point')", name="ck_region_annotation_shape"),
+        sa.ForeignKeyConstraint(["analysis_id"], ["analysis.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+        sqlite_autoincrement=True,
+    )
+    op.create_index("ix_region_annotation_analysis_id", "region_annotation", ["analysis_id"])
 
 
 def _now():
@@ -138,6 +162,11 @@ def _now():
 
 
 def downgrade():
+    op.drop_index("ix_region_annotation_analysis_id", table_name="region_annotation")
+    op.drop_table("region_annotation")
+    op.drop_column("analysis", "signed_off_by")
+    op.drop_column("analysis", "signed_off_at")
+    op.drop_column("analysis", "image_meta")
     op.drop_column("analysis", "closed_by")
     op.drop_column("analysis", "closed_at")
     op.drop_table("reply_template")

@@ -1,0 +1,121 @@
+"""Clinical image review with DICOM: de-identified everywhere (stored file, page, API, exports),
+windowed previews, frames, and clear refusals."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from tests.conftest import client_for, csrf_token, make_token
+from webapp.extensions import db
+from webapp.models import Analysis
+from webapp.storage import get_storage
+from webapp.uploads import image_key
+
+pytestmark = pytest.mark.both_databases
+
+
+def identifying_values(path: str) -> list[str]:
+    """The sample file's own patient and institution values, which must appear nowhere after upload."""
+    original = pydicom.dcmread(path)
+    values = []
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName", "ReferringPhysicianName"):
+        value = str(original.get(keyword, "") or "").strip()
+        if len(value) >= 3:
+            values.append(value)
+    assert values, f"{path} has no identifying values to check"
+    return values
+
+
+def upload(client, path: str, filename: str = "DOE_JANE_CT.dcm", scenario: str = "medical"):
+    with open(path, "rb") as handle:
+        data = handle.read()
+    return client.post(
+        f"/{scenario}/",
+        data={"csrf_token": csrf_token(client, f"/{scenario}/"), "image": (io.BytesIO(data), filename)},
+        content_type="multipart/form-data",
+    )
+
+
+def record_id(response) -> int:
+    assert response.status_code == 302, response.get_data(as_text=True)[-500:]
+    return int(response.headers["Location"].rsplit("/", 1)[1])
+
+
+@pytest.mark.parametrize("sample", ["CT_small.dcm", "MR_small.dcm"])
+def test_dicom_upload_is_de_identified_in_the_stored_file_page_api_and_exports(app, sample):
+    path = get_testdata_file(sample)
+    secrets = identifying_values(path)
+    clinician = client_for(app, "drwho", role="clinician")
+    analysis_id = record_id(upload(clinician, path))
+    with app.app_context():
+        analysis = db.session.get(Analysis, analysis_id)
+        assert (analysis.status, analysis.image_format, analysis.image_filename) == ("done", "DICOM", None)
+        stored = get_storage().get(image_key(analysis.image_sha256, analysis.image_format))
+        meta = analysis.image_meta
+    dataset = pydicom.dcmread(io.BytesIO(stored))
+    assert dataset.PatientIdentityRemoved == "YES" and "PatientName" not in dataset
+    assert meta["metadata"]["modality"] == dataset.Modality and meta["frames"] == 1
+
+    token = make_token(app, "drwho")
+    surfaces = {
+        "stored file": stored.decode("latin-1"),
+        "page": clinician.get(f"/history/{analysis_id}").get_data(as_text=True),
+        "api": json.dumps(
+            clinician.get(f"/api/v1/analyses/{analysis_id}", headers={"Authorization": f"Bearer {token}"}).json
+        ),
+        "csv": clinician.get("/history/export.csv").get_data(as_text=True),
+        "json export": clinician.get("/history/export.json").get_data(as_text=True),
+        "download": clinician.get(f"/history/{analysis_id}/image?original=1").get_data().decode("latin-1"),
+    }
+    for surface, text in surfaces.items():
+        for secret in [*secrets, "DOE_JANE"]:
+            assert secret not in text, f"{secret!r} found in the {surface}"
+
+
+def test_preview_renders_the_chosen_window_and_ct_presets(app):
+    clinician = client_for(app, "drwho", role="clinician")
+    analysis_id = record_id(upload(clinician, get_testdata_file("CT_small.dcm")))
+    default = clinician.get(f"/history/{analysis_id}/image")
+    assert default.status_code == 200 and default.mimetype == "image/png"
+    assert default.headers["Cache-Control"] == "private, no-store"
+    image = Image.open(io.BytesIO(default.data))
+    assert image.size == (128, 128)
+    narrow = clinician.get(f"/history/{analysis_id}/image?center=40&width=80").data
+    assert narrow != default.data
+    page = clinician.get(f"/history/{analysis_id}?preset=bone").get_data(as_text=True)
+    assert "center=400" in page and "width=1800" in page and "CT presets" in page
+    assert clinician.get(f"/history/{analysis_id}/image?width=-5&frame=99").status_code == 200  # clamped
+
+
+def test_multi_frame_file_offers_a_frame_chooser(app):
+    clinician = client_for(app, "drwho", role="clinician")
+    analysis_id = record_id(upload(clinician, get_testdata_file("rtdose.dcm")))
+    page = clinician.get(f"/history/{analysis_id}").get_data(as_text=True)
+    assert 'name="frame"' in page and "frame 1 of 15" in page
+    last = clinician.get(f"/history/{analysis_id}/image?frame=14")
+    first = clinician.get(f"/history/{analysis_id}/image?frame=0")
+    assert last.status_code == first.status_code == 200 and last.data != first.data
+
+
+def test_unsupported_or_broken_dicom_is_refused_with_a_clear_message(app):
+    clinician = client_for(app, "drwho", role="clinician")
+    response = upload(clinician, get_testdata_file("MR_truncated.dcm"))
+    assert response.status_code == 200
+    body = response.get_data(as_text=True)
+    assert "DICOM" in body and "Traceback" not in body
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(Analysis.id)).where(Analysis.status == "done")) == 0
+
+
+def test_other_clinicians_cannot_see_a_case(app):
+    owner = client_for(app, "drwho", role="clinician")
+    other = client_for(app, "drno", role="clinician")
+    analysis_id = record_id(upload(owner, get_testdata_file("CT_small.dcm")))
+    assert other.get(f"/history/{analysis_id}").status_code == 404
+    assert other.get(f"/history/{analysis_id}/image").status_code == 404
