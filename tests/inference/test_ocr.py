@@ -115,14 +115,16 @@ def test_real_ocr_reads_rendered_chinese_and_mixed_lines(ocr_service):
 
 
 def test_real_ocr_reads_the_scanned_page_from_scikit_image(ocr_service):
-    """On skimage's scanned page.png RapidOCR finds its words (a real scan, not a rendering)."""
-    skimage_data = pytest.importorskip("skimage.data", reason="scikit-image is not installed")
+    """On skimage's scanned page.png RapidOCR finds its words (a real scan, not a rendering). Its last
+    line sits in the page's dark, unevenly lit corner (the sample exists to show that) and is not
+    read here; every other line is."""
+    import skimage.data as skimage_data  # in requirements.txt: the tests' offline photo and page samples
     image = Image.fromarray(skimage_data.page())
 
     result = ocr_service.ocr(image)
 
     text = _squashed(result.text).lower()
-    for word in ("region", "based", "thresholding", "background"):
+    for word in ("region", "segmentation", "markers", "coins", "unambiguously", "background", "histogram"):
         assert word in text, result.text
 
 
