@@ -7,6 +7,7 @@ from sqlalchemy.exc import OperationalError
 
 from tests.conftest import png_bytes, submit
 from webapp.extensions import db
+from webapp.inference import MODEL_KINDS
 
 
 def states(response) -> dict[str, str]:
@@ -14,7 +15,7 @@ def states(response) -> dict[str, str]:
 
 
 def test_healthz_reports_database_and_unloaded_models(app, client):
-    """A fresh app reports the database ok and both models not_loaded (health checks never load them)."""
+    """A fresh app reports the database ok and every model not_loaded (health checks never load them)."""
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.is_json
@@ -23,16 +24,24 @@ def test_healthz_reports_database_and_unloaded_models(app, client):
     assert body["storage"] == {"backend": "local", "ok": True}
     assert body["queue"]["backend"] == "immediate" and body["queue"]["ok"] is True
     assert body["workers"] == [] and body["role"] == "all"
-    assert states(response) == {"caption": "not_loaded", "sentiment": "not_loaded"}
-    assert states(client.get("/healthz")) == {"caption": "not_loaded", "sentiment": "not_loaded"}
+    unloaded = {kind: "not_loaded" for kind in MODEL_KINDS}
+    assert states(response) == unloaded
+    assert states(client.get("/healthz")) == unloaded
 
 
 def test_healthz_reports_models_ready_after_an_analysis(app, alice):
-    """After an image+text analysis with the fake backend both models are ready, with their ids."""
+    """After an image+text analysis with the fake backend its two models are ready, with their ids;
+    the others stay unloaded."""
     assert submit(alice, text="great", image=png_bytes()).status_code == 302
     response = app.test_client().get("/healthz")
-    assert states(response) == {"caption": "ready", "sentiment": "ready"}
-    assert {m["model_id"] for m in response.json["models"]} == {"prism/fake-caption", "prism/fake-sentiment"}
+    assert states(response) == {
+        "caption": "ready",
+        "sentiment": "ready",
+        "ocr": "not_loaded",
+        "embedding": "not_loaded",
+    }
+    loaded = {m["model_id"] for m in response.json["models"] if m["model_id"]}
+    assert loaded == {"prism/fake-caption", "prism/fake-sentiment"}
 
 
 def test_healthz_contains_no_secrets_or_paths(app, client, tmp_path):

@@ -103,7 +103,7 @@ def test_gunicorn_and_worker_serve_prism_and_stop_cleanly(server):
     base, token, web, worker = server
     status, health = _get(base + "/healthz")
     assert status == 200
-    assert [model["state"] for model in health["models"]] == ["ready", "ready"]
+    assert [model["state"] for model in health["models"]] == ["ready"] * 4
     image = base64.b64encode(png_bytes()).decode()
     body = json.dumps({"scenario": "service", "text": "great, thanks", "image": image}).encode()
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}

@@ -98,6 +98,10 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "PRISM_MODEL_BACKEND": "transformers",
         "PRISM_CAPTION_MODEL": "nlpconnect/vit-gpt2-image-captioning",
         "PRISM_SENTIMENT_MODEL": "lxyuan/distilbert-base-multilingual-cased-sentiments-student",
+        # OCR: "rapidocr" only (PP-OCRv4, Chinese + English; its weights ship in the wheel, nothing to pull).
+        "PRISM_OCR_MODEL": "rapidocr",
+        # Text embeddings for categories: any sentence-embedding checkpoint (hub id or directory).
+        "PRISM_EMBEDDING_MODEL": "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2",
         "PRISM_MODEL_DIR": str(instance / "models"),
         "PRISM_MODEL_OFFLINE": hub_offline,
         "PRISM_CAPTION_NUM_BEAMS": 4,
@@ -110,6 +114,7 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "PRISM_PRECISION": "auto",
         "PRISM_CAPTION_MAX_BATCH": 8,
         "PRISM_SENTIMENT_MAX_BATCH": 32,
+        "PRISM_EMBEDDING_MAX_BATCH": 32,
         "PRISM_BATCH_WINDOW_MS": 0.0,
         "PRISM_BATCH_BUSY_WINDOW_MS": 200.0,
         "PRISM_QUEUE_SIZE": 32,
@@ -130,6 +135,7 @@ _INT_KEYS = {
     "PRISM_TORCH_THREADS",
     "PRISM_CAPTION_MAX_BATCH",
     "PRISM_SENTIMENT_MAX_BATCH",
+    "PRISM_EMBEDDING_MAX_BATCH",
     "PRISM_QUEUE_SIZE",
     "PRISM_MAX_BATCH_FILES",
     "PRISM_WORKER_THREADS",

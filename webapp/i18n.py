@@ -28,7 +28,13 @@ _TRADITIONAL_SUBTAGS = frozenset({"hant", "tw", "hk", "mo"})
 SENTIMENT_NAMES = {"negative": _l("Negative"), "neutral": _l("Neutral"), "positive": _l("Positive")}
 BAND_NAMES = {"high": _l("high"), "medium": _l("medium"), "low": _l("low")}
 ROLE_NAMES = {"user": _l("user"), "teacher": _l("teacher"), "clinician": _l("clinician"), "admin": _l("admin")}
-MODEL_NAMES = {"caption": _l("caption model"), "sentiment": _l("sentiment model")}
+# Lower case, no acronyms: templates capitalise them with Jinja's ``capitalize``, which lowercases the rest.
+MODEL_NAMES = {
+    "caption": _l("caption model"),
+    "sentiment": _l("sentiment model"),
+    "ocr": _l("text recognition model"),
+    "embedding": _l("text embedding model"),
+}
 STATE_NAMES = {
     "not_loaded": _l("not loaded"),
     "downloading": _l("downloading"),

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tiny_models import build_blip, build_sentiment, build_vit_gpt2, tiny_settings
+from tiny_models import build_blip, build_embedding, build_sentiment, build_vit_gpt2, tiny_settings
 
 from webapp.inference.settings import InferenceSettings
 
@@ -51,12 +51,24 @@ def stars_dir(tiny_models_dir: Path) -> Path:
     return build_sentiment(tiny_models_dir / "stars", names)
 
 
+@pytest.fixture(scope="session")
+def tiny_embedding_dir(tiny_models_dir: Path) -> Path:
+    return build_embedding(tiny_models_dir / "embedding")
+
+
 @pytest.fixture
-def make_settings(tmp_path: Path, vit_gpt2_dir: Path, sentiment3_dir: Path) -> Callable[..., InferenceSettings]:
-    """Build ``InferenceSettings`` for the tiny models; keyword arguments override single fields."""
+def make_settings(
+    tmp_path: Path, vit_gpt2_dir: Path, sentiment3_dir: Path, tiny_embedding_dir: Path
+) -> Callable[..., InferenceSettings]:
+    """Build ``InferenceSettings`` for the tiny models (and the real RapidOCR, which ships in its wheel);
+    keyword arguments override single fields."""
 
     def make(**overrides) -> InferenceSettings:
-        models = {"caption_model": str(vit_gpt2_dir), "sentiment_model": str(sentiment3_dir)}
+        models = {
+            "caption_model": str(vit_gpt2_dir),
+            "sentiment_model": str(sentiment3_dir),
+            "embedding_model": str(tiny_embedding_dir),
+        }
         return tiny_settings(tmp_path / "models", **{**models, **overrides})
 
     return make

@@ -53,7 +53,8 @@ def test_form_submission_captions_and_classifies_with_local_models(real_app, sen
     assert real_app.caption_dir.name in page and sentiment3_dir.name in page
     assert f"<code>{_expected_precision()}</code>" in page
     health = client.get("/healthz").get_json()
-    assert [model["state"] for model in health["models"]] == ["ready", "ready"]
+    states = {model["kind"]: model["state"] for model in health["models"]}
+    assert states == {"caption": "ready", "sentiment": "ready", "ocr": "not_loaded", "embedding": "not_loaded"}
 
 
 def test_api_predict_with_local_models(real_app, sentiment3_dir):

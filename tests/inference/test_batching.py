@@ -324,7 +324,7 @@ def test_one_inference_thread_serves_both_models_and_close_ends_it(make_settings
     thread = next(t for t in threading.enumerate() if t.name == "prism-inference" and t is service.worker._thread)
     service.close()
     assert not thread.is_alive()
-    assert [status.state.value for status in service.statuses()] == ["not_loaded", "not_loaded"]
+    assert [status.state.value for status in service.statuses()] == ["not_loaded"] * 4
 
 
 def test_beam_search_cache_that_skips_cross_attention_reorder_gives_identical_output(make_settings):

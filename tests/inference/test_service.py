@@ -19,11 +19,11 @@ from webapp.inference.types import CaptionResult, ModelState, ModelUnavailable, 
 
 
 def test_nothing_loads_until_the_first_call(make_settings):
-    """Building the service loads no model; both start NOT_LOADED."""
+    """Building the service loads no model; all four start NOT_LOADED."""
     service = ModelService(make_settings())
 
-    assert [status.state for status in service.statuses()] == [ModelState.NOT_LOADED, ModelState.NOT_LOADED]
-    assert service.caption_slot.load_count == 0 and service.sentiment_slot.load_count == 0
+    assert [status.state for status in service.statuses()] == [ModelState.NOT_LOADED] * 4
+    assert [slot.load_count for slot in service.slots] == [0, 0, 0, 0]
 
 
 def test_caption_through_the_service_returns_a_stamped_result(make_settings, vit_gpt2_dir):
@@ -62,11 +62,11 @@ def test_two_class_checkpoint_uses_the_neutral_band(make_settings, sentiment2_di
     assert list(result.raw_scores) == ["NEGATIVE", "POSITIVE"]
 
 
-def test_warm_loads_both_models(make_settings):
-    """warm() loads both models and reports them ready with ids and revisions."""
+def test_warm_loads_every_model(make_settings):
+    """warm() loads all four models and reports them ready with ids and revisions."""
     statuses = ModelService(make_settings()).warm(wait=60)
 
-    assert [status.state for status in statuses] == [ModelState.READY, ModelState.READY]
+    assert [status.state for status in statuses] == [ModelState.READY] * 4
     assert all(status.model_id and status.revision for status in statuses)
 
 
@@ -165,8 +165,8 @@ def _cli_app(service: ModelService) -> Flask:
     return app
 
 
-def test_models_check_reports_both_models_and_smoke_tests_them(make_settings, vit_gpt2_dir):
-    """`models check` loads both models, prints their ids and a smoke inference each, and exits 0."""
+def test_models_check_reports_every_model_and_smoke_tests_it(make_settings, vit_gpt2_dir):
+    """`models check` loads every model, prints their ids and a smoke inference each, and exits 0."""
     app = _cli_app(ModelService(make_settings()))
 
     result = app.test_cli_runner().invoke(args=["models", "check", "--timeout", "60"])
@@ -198,6 +198,6 @@ def test_concurrent_loads_leave_transformers_loading_intact(make_settings):
 
     for _ in range(3):
         statuses = ModelService(make_settings()).warm(wait=60)
-        assert [status.state for status in statuses] == [ModelState.READY, ModelState.READY]
+        assert [status.state for status in statuses] == [ModelState.READY] * 4
 
     assert (PreTrainedModel.tie_weights, PreTrainedModel.init_weights, torch.nn.init.normal_) == originals

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
+    BertConfig,
+    BertModel,
     BertTokenizer,
     BlipConfig,
     BlipForConditionalGeneration,
@@ -183,4 +185,46 @@ def build_sentiment(directory: Path, label_names: list[str]) -> Path:
     )
     DistilBertForSequenceClassification(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+    return directory
+
+
+EMBEDDING_MAX_SEQ_LENGTH = 32  # below MAX_POSITIONS, so a test can see the loader read it
+
+
+def build_embedding(directory: Path) -> Path:
+    """A BERT encoder laid out like a sentence-transformers checkpoint (as all-MiniLM-L6-v2 is).
+
+    modules.json lists Transformer, mean Pooling and Normalize; sentence_bert_config.json sets
+    max_seq_length to ``EMBEDDING_MAX_SEQ_LENGTH``.
+    """
+    torch.manual_seed(7)
+    tokenizer = BertTokenizer(vocab=_wordpiece_vocab([]), model_max_length=MAX_POSITIONS)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=MAX_POSITIONS,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    BertModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]
+    (directory / "modules.json").write_text(json.dumps(modules, indent=2))
+    (directory / "1_Pooling").mkdir()
+    pooling = {
+        "word_embedding_dimension": config.hidden_size,
+        "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": True,
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+    }
+    (directory / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2))
+    settings = {"max_seq_length": EMBEDDING_MAX_SEQ_LENGTH, "do_lower_case": True}
+    (directory / "sentence_bert_config.json").write_text(json.dumps(settings))
     return directory

@@ -10,16 +10,32 @@ from flask import Flask, current_app
 
 from .service import ModelService
 from .settings import InferenceSettings
-from .types import CaptionResult, ModelState, ModelStatus, ModelUnavailable, SentimentResult
+from .types import (
+    MODEL_KINDS,
+    CaptionResult,
+    CategoryResult,
+    EmbeddingResult,
+    ModelState,
+    ModelStatus,
+    ModelUnavailable,
+    OcrLine,
+    OcrResult,
+    SentimentResult,
+)
 
 EXTENSION_KEY = "prism_models"
 
 __all__ = [
+    "MODEL_KINDS",
     "CaptionResult",
+    "CategoryResult",
+    "EmbeddingResult",
     "ModelService",
     "ModelState",
     "ModelStatus",
     "ModelUnavailable",
+    "OcrLine",
+    "OcrResult",
     "SentimentResult",
     "get_model_service",
     "init_app",

@@ -5,11 +5,14 @@ Its model ids say "fake" so a record made with it can never pass for a real mode
 
 from __future__ import annotations
 
+import hashlib
+import math
+import re
 import time
 
 from PIL import Image, ImageStat
 
-from .types import ModelState
+from .types import ModelState, OcrLine
 
 _POSITIVE = ("good", "great", "love", "thanks", "thank", "happy", "excellent", "好", "棒", "喜欢", "满意", "谢谢")
 _NEGATIVE = ("bad", "broken", "angry", "terrible", "refund", "hate", "worst", "差", "坏", "失望", "生气", "退款")
@@ -31,12 +34,13 @@ class FakeCaptionModel:
 
     def caption(self, images: list[Image.Image]) -> list[str]:
         time.sleep(self.delay_seconds)
-        captions = []
-        for image in images:
-            red, green, blue = (round(v) for v in ImageStat.Stat(image.convert("RGB")).mean)
-            colour = max((("red", red), ("green", green), ("blue", blue)), key=lambda pair: pair[1])[0]
-            captions.append(f"a {image.width}x{image.height} picture, mostly {colour}")
-        return captions
+        return [f"a {image.width}x{image.height} picture, mostly {_dominant_colour(image)}" for image in images]
+
+
+def _dominant_colour(image: Image.Image) -> str:
+    """ "red", "green" or "blue": the channel with the highest mean (ties go to the first)."""
+    red, green, blue = (round(v) for v in ImageStat.Stat(image.convert("RGB")).mean)
+    return max((("red", red), ("green", green), ("blue", blue)), key=lambda pair: pair[1])[0]
 
 
 class FakeSentimentModel:
@@ -62,11 +66,101 @@ class FakeSentimentModel:
         return results
 
 
-def load_caption_model(progress, delay_seconds: float = 0.0) -> FakeCaptionModel:
-    progress(ModelState.LOADING, None, "fake backend")
-    return FakeCaptionModel(delay_seconds)
+class FakeOcrModel:
+    """Reads one line, ``TEXT <width>x<height> <colour>``, covering the whole image, with confidence 0.9."""
+
+    model_id = "prism/fake-ocr"
+    revision = "1"
+    precision = "none"
+
+    def __init__(self, delay_seconds: float = 0.0):
+        self.delay_seconds = delay_seconds
+
+    def prepare(self, image: Image.Image) -> Image.Image:
+        return image
+
+    def read_prepared(self, images: list[Image.Image]) -> list[tuple[OcrLine, ...]]:
+        time.sleep(self.delay_seconds)
+        pages = []
+        for image in images:
+            width, height = image.size
+            text = f"TEXT {width}x{height} {_dominant_colour(image)}"
+            pages.append((OcrLine(text, 0.9, ((0, 0), (width, 0), (width, height), (0, height))),))
+        return pages
 
 
-def load_sentiment_model(progress, delay_seconds: float = 0.0) -> FakeSentimentModel:
+# A few Chinese support words and the English word they share a feature with, so that the fake model
+# puts "退款" next to "refunds" as a multilingual model would. Demo and test data, not a dictionary.
+_GLOSSARY = {
+    "退款": "refund",
+    "发票": "invoice",
+    "付款": "payment",
+    "扣款": "charge",
+    "收费": "charge",
+    "账单": "bill",
+    "快递": "delivery",
+    "物流": "tracking",
+    "包裹": "parcel",
+    "发货": "shipping",
+    "密码": "password",
+    "账号": "account",
+    "登录": "login",
+    "报错": "error",
+    "崩溃": "crash",
+}
+_LATIN_WORD = re.compile(r"[a-z0-9]+")
+_HAN_RUN = re.compile(r"[\u3400-\u9fff]+")
+_STEM_LENGTH = 5  # "invoice"/"invoices" and "charged"/"charges" share their first five letters
+EMBEDDING_DIMENSIONS = 256
+
+
+class FakeEmbeddingModel:
+    """A hashed bag of features, scaled to unit length: deterministic in every process, no weights.
+
+    Features are the first five letters of each Latin word (a crude stem), each pair of adjacent Han
+    characters, and the stem of the English word a glossary gives for a few Chinese support words.
+    Texts sharing words (or glossary words across the two languages) get a high cosine; others ~0.
+    """
+
+    model_id = "prism/fake-embedding"
+    revision = "1"
+    precision = "none"
+
+    def __init__(self, delay_seconds: float = 0.0):
+        self.delay_seconds = delay_seconds
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        time.sleep(self.delay_seconds)
+        return [self._vector(text) for text in texts]
+
+    @staticmethod
+    def _features(text: str) -> list[str]:
+        lowered = text.lower()
+        features = [word[:_STEM_LENGTH] for word in _LATIN_WORD.findall(lowered)]
+        for run in _HAN_RUN.findall(lowered):
+            features.extend(run[index : index + 2] for index in range(max(1, len(run) - 1)))
+        features.extend(english[:_STEM_LENGTH] for chinese, english in _GLOSSARY.items() if chinese in lowered)
+        return features
+
+    def _vector(self, text: str) -> list[float]:
+        vector = [0.0] * EMBEDDING_DIMENSIONS
+        for feature in self._features(text):
+            digest = hashlib.blake2b(feature.encode("utf-8"), digest_size=8).digest()
+            index = int.from_bytes(digest[:4], "big") % EMBEDDING_DIMENSIONS
+            vector[index] += 1.0 if digest[4] & 1 else -1.0
+        norm = math.sqrt(sum(value * value for value in vector))
+        return [value / norm for value in vector] if norm else vector
+
+
+MODELS = {
+    "caption": FakeCaptionModel,
+    "sentiment": FakeSentimentModel,
+    "ocr": FakeOcrModel,
+    "embedding": FakeEmbeddingModel,
+}
+
+
+def load(kind: str, progress, delay_seconds: float = 0.0):
+    """The fake model of ``kind``; ``delay_seconds`` is its simulated inference time per batch."""
     progress(ModelState.LOADING, None, "fake backend")
-    return FakeSentimentModel(delay_seconds)
+    return MODELS[kind](delay_seconds)

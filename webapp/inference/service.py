@@ -6,16 +6,19 @@ download when online) and loads it, once, whatever the number of concurrent firs
 wait at most ``load_wait_seconds`` and otherwise get ``ModelUnavailable`` with a Retry-After hint, so
 no request hangs on a 1 GB download.
 
-Inference goes through one ``MicroBatcher`` per model (batching.py): request threads do the
-per-item preprocessing (image decode and resize) themselves, then queue the prepared item; one
-inference thread per service runs the queued items of both models in batches. Tokenizers and
-models are not thread-safe (huggingface/transformers#47085), and that thread is the only one that
-touches them. A full queue or a timed-out wait becomes ``ModelUnavailable`` (reason "busy"), which the web
-tier answers with 503 and Retry-After.
+Four kinds of model (``MODEL_KINDS``): caption, sentiment, OCR and text embedding. Inference goes
+through one ``MicroBatcher`` per model (batching.py): request threads do the per-item preprocessing
+(image decode and resize) themselves, then queue the prepared item; one inference thread per service
+runs the queued items of every model in batches. Tokenizers, models and the OCR engine are not
+thread-safe (huggingface/transformers#47085), and that thread is the only one that touches them.
+A full queue or a timed-out wait becomes ``ModelUnavailable`` (reason "busy"), which the web tier
+answers with 503 and Retry-After.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import logging
 import math
 import threading
@@ -29,7 +32,18 @@ from PIL import Image
 from . import labels
 from .batching import InferenceTimeout, InferenceWorker, MicroBatcher, QueueFull
 from .settings import InferenceSettings
-from .types import CaptionResult, ModelState, ModelStatus, ModelUnavailable, SentimentResult
+from .types import (
+    MODEL_KINDS,
+    CaptionResult,
+    CategoryResult,
+    EmbeddingResult,
+    ModelState,
+    ModelStatus,
+    ModelUnavailable,
+    OcrLine,
+    OcrResult,
+    SentimentResult,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +75,31 @@ class SentimentModel(Protocol):
         ...
 
 
-M = TypeVar("M", CaptionModel, SentimentModel)
+class OcrModel(Protocol):
+    model_id: str
+    revision: str | None
+    precision: str
+
+    def prepare(self, image: Image.Image) -> Any:
+        """Per-image conversion; thread-safe, runs on the request thread."""
+        ...
+
+    def read_prepared(self, batch: Sequence[Any]) -> list[tuple[OcrLine, ...]]:
+        """The lines of each image, in reading order; runs on the model's worker thread."""
+        ...
+
+
+class EmbeddingModel(Protocol):
+    model_id: str
+    revision: str | None
+    precision: str
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """One unit-length vector per text, in order; tokenises on the worker thread."""
+        ...
+
+
+M = TypeVar("M", CaptionModel, SentimentModel, OcrModel, EmbeddingModel)
 Loader = Callable[[ProgressCallback], M]
 
 
@@ -222,37 +260,61 @@ class ModelSlot(Generic[M]):
         return max(1, math.ceil(batches_ahead * self.batcher.last_batch_seconds))
 
 
+# Softmax temperature that turns cosine similarities into category scores. Sentence-embedding cosines
+# of a text to a matching and to an unrelated description typically differ by 0.1 to 0.5, so at 0.05 a
+# gap of 0.1 already gives ~7:1 odds (e^2) and 0.3 gives ~400:1; CLIP's learned temperature is 0.01.
+CATEGORY_TEMPERATURE = 0.05
+_DESCRIPTION_CACHE_SIZE = 64  # category sets whose description vectors are kept (each a few KB)
+
+
 class ModelService:
     """The one interface views and the API call; returns frozen dataclasses of plain values."""
 
     def __init__(self, settings: InferenceSettings):
         self.settings = settings
-        caption_loader, sentiment_loader = _loaders(settings)
-        self.worker = InferenceWorker()  # one thread runs both models' batches (see batching.py)
-        self.caption_slot: ModelSlot[CaptionModel] = ModelSlot(
+        loaders = _loaders(settings)
+        self.worker = InferenceWorker()  # one thread runs every model's batches (see batching.py)
+
+        def slot(kind: str, source: str, **routing) -> ModelSlot:
+            return ModelSlot(kind, source, loaders[kind], settings, worker=self.worker, **routing)
+
+        self.caption_slot: ModelSlot[CaptionModel] = slot(
             "caption",
             settings.caption_model,
-            caption_loader,
-            settings,
             prepare=lambda model, image: model.prepare(image),
             run_batch=lambda model, batch: model.caption_prepared(batch),
             max_batch=settings.caption_max_batch,
-            worker=self.worker,
         )
-        self.sentiment_slot: ModelSlot[SentimentModel] = ModelSlot(
+        self.sentiment_slot: ModelSlot[SentimentModel] = slot(
             "sentiment",
             settings.sentiment_model,
-            sentiment_loader,
-            settings,
             prepare=lambda model, text: text,  # tokenising happens in the worker: tokenizers aren't thread-safe
             run_batch=lambda model, batch: model.classify(list(batch)),
             max_batch=settings.sentiment_max_batch,
-            worker=self.worker,
         )
+        self.ocr_slot: ModelSlot[OcrModel] = slot(
+            "ocr",
+            settings.ocr_model,
+            prepare=lambda model, image: model.prepare(image),
+            run_batch=lambda model, batch: model.read_prepared(batch),
+            max_batch=1,  # one page is already a batch of lines for the recogniser
+        )
+        self.embedding_slot: ModelSlot[EmbeddingModel] = slot(
+            "embedding",
+            settings.embedding_model,
+            prepare=lambda model, texts: texts,  # tokenised in the worker, as for sentiment
+            run_batch=_embed_requests,
+            max_batch=settings.embedding_max_batch,
+        )
+        self._slots: dict[str, ModelSlot] = {
+            slot.kind: slot for slot in (self.caption_slot, self.sentiment_slot, self.ocr_slot, self.embedding_slot)
+        }
+        self._description_lock = threading.Lock()
+        self._description_vectors: dict[tuple, tuple[list[float], ...]] = {}  # see categorize()
 
     @property
-    def slots(self) -> tuple[ModelSlot, ModelSlot]:
-        return (self.caption_slot, self.sentiment_slot)
+    def slots(self) -> tuple[ModelSlot, ...]:
+        return tuple(self._slots.values())
 
     def statuses(self) -> list[ModelStatus]:
         return [slot.status() for slot in self.slots]
@@ -263,11 +325,14 @@ class ModelService:
         for slot in self.slots:
             slot.unload()
 
-    def start_loading(self, *, caption: bool, sentiment: bool) -> None:
+    def start_loading(
+        self, *, caption: bool = False, sentiment: bool = False, ocr: bool = False, embedding: bool = False
+    ) -> None:
         """Start every load a request will need at once, so two models download side by side
         rather than one after the other across retries."""
-        for needed, slot in ((caption, self.caption_slot), (sentiment, self.sentiment_slot)):
-            if needed:
+        needed = {"caption": caption, "sentiment": sentiment, "ocr": ocr, "embedding": embedding}
+        for kind, slot in self._slots.items():
+            if needed[kind]:
                 slot.start_loading()
 
     def warm(self, wait: float | None = None) -> list[ModelStatus]:
@@ -283,7 +348,7 @@ class ModelService:
 
     def announce(self, kind: str) -> AbstractContextManager[None]:
         """Tell ``kind``'s batcher that this thread will submit one item soon (``MicroBatcher.announce``)."""
-        return {"caption": self.caption_slot, "sentiment": self.sentiment_slot}[kind].batcher.announce()
+        return self._slots[kind].batcher.announce()
 
     def caption(self, image: Image.Image) -> CaptionResult:
         started = time.perf_counter()
@@ -311,27 +376,117 @@ class ModelService:
             latency_ms=(time.perf_counter() - started) * 1000.0,
         )
 
+    def ocr(self, image: Image.Image) -> OcrResult:
+        """The printed text in ``image`` (Chinese and English), line by line in reading order."""
+        started = time.perf_counter()
+        lines, model = self.ocr_slot.infer(image)
+        return OcrResult(
+            text="\n".join(line.text for line in lines),
+            lines=tuple(lines),
+            score=sum(line.score for line in lines) / len(lines) if lines else None,
+            model_id=model.model_id,
+            revision=model.revision,
+            precision=model.precision,
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+        )
 
-def _loaders(settings: InferenceSettings) -> tuple[Loader, Loader]:
+    def embed(self, texts: Sequence[str]) -> EmbeddingResult:
+        """Unit-length vectors for ``texts`` (at least one), computed in one queued request.
+
+        Concurrent requests share forward passes; a long list runs in forwards of at most
+        PRISM_EMBEDDING_MAX_BATCH texts, within the inference timeout.
+        """
+        if not texts:
+            raise ValueError("embed() needs at least one text")
+        started = time.perf_counter()
+        vectors, model = self.embedding_slot.infer(tuple(texts))
+        return EmbeddingResult(
+            vectors=tuple(tuple(vector) for vector in vectors),
+            model_id=model.model_id,
+            revision=model.revision,
+            precision=model.precision,
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+        )
+
+    def categorize(self, text: str, categories: Sequence[tuple[str, str]]) -> CategoryResult:
+        """The category of ``text`` among ``categories``, given as (key, description) pairs.
+
+        Scores are a softmax over the cosine similarities of the text to each description, at
+        ``CATEGORY_TEMPERATURE``. Description vectors are computed once per model and set of
+        descriptions, then reused, so a call usually embeds just the one text.
+        """
+        keys = [key for key, _description in categories]
+        if not keys or len(set(keys)) != len(keys):
+            raise ValueError("categorize() needs at least one category and unique keys")
+        descriptions = tuple(description for _key, description in categories)
+        started = time.perf_counter()
+        loaded = self.embedding_slot.get()
+        cache_key = (loaded.model_id, loaded.revision, descriptions)
+        with self._description_lock:
+            described = self._description_vectors.get(cache_key)
+        vectors, model = self.embedding_slot.infer((text,) if described is not None else (text, *descriptions))
+        if described is None:
+            described = tuple(vectors[1:])
+            with self._description_lock:
+                if len(self._description_vectors) >= _DESCRIPTION_CACHE_SIZE:
+                    del self._description_vectors[next(iter(self._description_vectors))]  # the oldest set
+                self._description_vectors[cache_key] = described
+        similarities = {
+            key: sum(a * b for a, b in zip(vectors[0], vector, strict=True))
+            for key, vector in zip(keys, described, strict=True)
+        }
+        scores = _softmax(similarities, CATEGORY_TEMPERATURE)
+        label = max(scores, key=scores.__getitem__)
+        return CategoryResult(
+            label=label,
+            score=scores[label],
+            scores=scores,
+            similarities=similarities,
+            model_id=model.model_id,
+            revision=model.revision,
+            precision=model.precision,
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+        )
+
+
+def _embed_requests(model: EmbeddingModel, requests: Sequence[tuple[str, ...]]) -> list[list[list[float]]]:
+    """Embed the texts of every queued request together; each request gets its own vectors back."""
+    vectors = model.embed([text for texts in requests for text in texts])
+    results, start = [], 0
+    for texts in requests:
+        results.append(vectors[start : start + len(texts)])
+        start += len(texts)
+    return results
+
+
+def _softmax(values: dict[str, float], temperature: float) -> dict[str, float]:
+    top = max(values.values())  # shifting by the maximum changes nothing but keeps exp() in range
+    weights = {key: math.exp((value - top) / temperature) for key, value in values.items()}
+    total = sum(weights.values())
+    return {key: weight / total for key, weight in weights.items()}
+
+
+def _loaders(settings: InferenceSettings) -> dict[str, Loader]:
+    """One loader per kind; nothing is imported or loaded until a loader runs."""
     if settings.backend == "fake":
         from . import fake
 
         delay = settings.fake_latency_ms / 1000.0
-        return (
-            lambda progress: fake.load_caption_model(progress, delay),
-            lambda progress: fake.load_sentiment_model(progress, delay),
-        )
+        return {kind: functools.partial(fake.load, kind, delay_seconds=delay) for kind in MODEL_KINDS}
     if settings.backend == "transformers":
-        # torch is imported by the first load, not here: create_app, init-db and the CLI stay fast.
-        def load_caption(progress):
-            from . import transformers_backend
+        # torch (and onnxruntime) are imported by the first load, not here: create_app, init-db and the
+        # CLI stay fast. OCR is not a transformers model; "transformers" selects the real backends.
+        def real(module: str, function: str) -> Loader:
+            def load(progress: ProgressCallback):
+                backend = importlib.import_module(f".{module}", __package__)
+                return getattr(backend, function)(settings, progress)
 
-            return transformers_backend.load_caption_model(settings, progress)
+            return load
 
-        def load_sentiment(progress):
-            from . import transformers_backend
-
-            return transformers_backend.load_sentiment_model(settings, progress)
-
-        return load_caption, load_sentiment
+        return {
+            "caption": real("transformers_backend", "load_caption_model"),
+            "sentiment": real("transformers_backend", "load_sentiment_model"),
+            "ocr": real("ocr_backend", "load_ocr_model"),
+            "embedding": real("transformers_backend", "load_embedding_model"),
+        }
     raise ValueError(f"unknown PRISM_MODEL_BACKEND {settings.backend!r} (use 'transformers' or 'fake')")

@@ -34,6 +34,13 @@ class InferenceSettings:
     queue_size: int = 32  # requests waiting per model before new ones are refused (503)
     inference_timeout_seconds: float = 30.0  # a request's wait for its result, queue included
     fake_latency_ms: float = 0.0  # the fake backend sleeps this long per batch (job tests kill a worker mid-job)
+    # OCR: "rapidocr" (PP-OCRv4 ONNX weights inside the rapidocr-onnxruntime wheel) is the only backend
+    # for now. A local directory of PP-OCR ONNX files (det/cls/rec) could be accepted here later.
+    ocr_model: str = "rapidocr"
+    # Text embeddings (categories): a sentence-embedding checkpoint, hub id or local directory. The
+    # default is multilingual (Chinese and English in one vector space).
+    embedding_model: str = "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2"
+    embedding_max_batch: int = 32  # requests per batch, and texts per forward pass
 
     @classmethod
     def from_config(cls, config: Mapping) -> InferenceSettings:
@@ -61,4 +68,7 @@ class InferenceSettings:
             queue_size=int(config["PRISM_QUEUE_SIZE"]),
             inference_timeout_seconds=float(config["PRISM_INFERENCE_TIMEOUT"]),
             fake_latency_ms=float(config["PRISM_FAKE_LATENCY_MS"]),
+            ocr_model=str(config["PRISM_OCR_MODEL"]),
+            embedding_model=str(config["PRISM_EMBEDDING_MODEL"]),
+            embedding_max_batch=int(config["PRISM_EMBEDDING_MAX_BATCH"]),
         )

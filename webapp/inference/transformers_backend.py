@@ -1,4 +1,4 @@
-"""The real backend: caption and sentiment models run with transformers on the CPU or a GPU.
+"""The real backend: caption, sentiment and text-embedding models run with transformers on the CPU or a GPU.
 
 The only module in Prism that imports torch or transformers; ``service.py`` imports it lazily. Each loader
 resolves its source to a local directory first (``hub.resolve_source``), so ``from_pretrained`` is always
@@ -10,9 +10,10 @@ inference runs under ``torch.inference_mode()`` and returns plain Python values.
 from __future__ import annotations
 
 import functools
+import json
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from PIL import Image
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
+    AutoModel,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BlipForConditionalGeneration,
@@ -204,19 +206,58 @@ class TransformersSentimentModel(_Placed):
     max_batch: int = 32
 
     def classify(self, texts: Sequence[str]) -> list[dict[str, float]]:
-        """Tokenise once, then run length-bucketed, right-padded forwards with attention masks."""
-        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
-        lengths = [len(ids) for ids in encoded["input_ids"]]
-        results: list[dict[str, float] | None] = [None] * len(texts)
-        for group in length_buckets(lengths, max_batch=self.max_batch):
-            features = [{key: encoded[key][index] for key in encoded} for index in group]
-            batch = self.tokenizer.pad(features, padding=True, return_tensors="pt").to(self.device)
-            with torch.inference_mode():
-                logits = self.model(**batch).logits
-            rows = logits.float().softmax(dim=-1).cpu().tolist()
-            for index, row in zip(group, rows, strict=True):
-                results[index] = dict(zip(self.label_names, row, strict=True))
-        return results  # type: ignore[return-value]
+        rows = _forward_in_length_buckets(self, texts, lambda batch, outputs: outputs.logits.float().softmax(dim=-1))
+        return [dict(zip(self.label_names, row, strict=True)) for row in rows]
+
+
+@dataclass(eq=False)
+class TransformersEmbeddingModel(_Placed):
+    """A sentence encoder: the mean of the last hidden states over real tokens, scaled to unit length.
+
+    That is what sentence-transformers computes for checkpoints whose pooling is "mean" (checked at
+    load), without depending on that library.
+    """
+
+    model_id: str
+    revision: str
+    model: Any
+    tokenizer: Any
+    max_length: int
+    placement: Placement
+    max_batch: int = 32
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return _forward_in_length_buckets(self, texts, _mean_pooled_unit_vectors)
+
+
+def _mean_pooled_unit_vectors(batch, outputs) -> torch.Tensor:
+    hidden = outputs.last_hidden_state.float()
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # padding must not pull the mean
+    mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(mean, p=2, dim=-1)
+
+
+def _forward_in_length_buckets(
+    text_model: TransformersSentimentModel | TransformersEmbeddingModel,
+    texts: Sequence[str],
+    rows_of: Callable[[Any, Any], torch.Tensor],
+) -> list[list[float]]:
+    """Tokenise once, then run length-bucketed, right-padded forwards with attention masks.
+
+    ``rows_of(batch, outputs)`` turns one forward's outputs into one row per text; rows come back in
+    the order of ``texts``. Runs on the inference thread, the only one that touches the tokenizer.
+    """
+    encoded = text_model.tokenizer(list(texts), truncation=True, max_length=text_model.max_length)
+    lengths = [len(ids) for ids in encoded["input_ids"]]
+    results: list[list[float] | None] = [None] * len(texts)
+    for group in length_buckets(lengths, max_batch=text_model.max_batch):
+        features = [{key: encoded[key][index] for key in encoded} for index in group]
+        batch = text_model.tokenizer.pad(features, padding=True, return_tensors="pt").to(text_model.device)
+        with torch.inference_mode():
+            rows = rows_of(batch, text_model.model(**batch)).cpu().tolist()
+        for index, row in zip(group, rows, strict=True):
+            results[index] = row
+    return results  # type: ignore[return-value]
 
 
 def _locate(ref: str, settings: InferenceSettings, progress: ProgressCallback) -> tuple[str, Placement]:
@@ -278,26 +319,86 @@ def _load_captioner(ref: str, source: str) -> tuple:
 def load_sentiment_model(settings: InferenceSettings, progress: ProgressCallback) -> TransformersSentimentModel:
     ref = settings.sentiment_model
     source, placement = _locate(ref, settings, progress)
-    with _LOAD_LOCK:
-        model = AutoModelForSequenceClassification.from_pretrained(source, **_weights_kwargs(source)).eval()
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    model, tokenizer = _load_text_model(source, AutoModelForSequenceClassification)
     label_names = _checked_label_names(ref, model.config)
-    # The tokenizer's limit may be unset (a huge sentinel); the position table is the real one.
-    max_length = min(
-        tokenizer.model_max_length,
-        getattr(model.config, "max_position_embeddings", None) or _MAX_TEXT_TOKENS,
-        _MAX_TEXT_TOKENS,
-    )
     return TransformersSentimentModel(
         hub.model_id(ref),
         hub.revision_of(source),
         _place(model, placement),
         tokenizer,
         label_names,
-        max_length,
+        _max_text_length(tokenizer, model.config),
         placement,
         settings.sentiment_max_batch,
     )
+
+
+def load_embedding_model(settings: InferenceSettings, progress: ProgressCallback) -> TransformersEmbeddingModel:
+    """Any sentence-embedding checkpoint that ``AutoModel`` loads (hub id or directory, resolved like the others)."""
+    ref = settings.embedding_model
+    source, placement = _locate(ref, settings, progress)
+    trained_length = _sentence_transformers_max_length(ref, Path(source))
+    model, tokenizer = _load_text_model(source, AutoModel)
+    return TransformersEmbeddingModel(
+        hub.model_id(ref),
+        hub.revision_of(source),
+        _place(model, placement),
+        tokenizer,
+        _max_text_length(tokenizer, model.config, trained_length),
+        placement,
+        settings.embedding_max_batch,
+    )
+
+
+def _load_text_model(source: str, auto_class) -> tuple[Any, Any]:
+    """A text model (in eval mode) and its tokenizer from the local directory ``source``."""
+    with _LOAD_LOCK:
+        model = auto_class.from_pretrained(source, **_weights_kwargs(source)).eval()
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    return model, tokenizer
+
+
+def _max_text_length(tokenizer, config, trained_length: int | None = None) -> int:
+    """Tokens kept per text: the tightest of the tokenizer's limit, the position table, the length the
+    checkpoint was trained on (when known) and 512. The tokenizer's limit may be unset (a huge
+    sentinel); the position table is the real one."""
+    limits = [
+        tokenizer.model_max_length,
+        getattr(config, "max_position_embeddings", None) or _MAX_TEXT_TOKENS,
+        _MAX_TEXT_TOKENS,
+    ]
+    if trained_length:
+        limits.append(trained_length)
+    return min(limits)
+
+
+_SENTENCE_MODULES = {"Transformer", "Pooling", "Normalize"}
+
+
+def _sentence_transformers_max_length(ref: str, source: Path) -> int | None:
+    """Refuse a sentence-transformers checkpoint whose vectors are not mean-pooled transformer outputs,
+    and return the sequence length it was trained with (None for a plain transformers checkpoint).
+
+    Such checkpoints describe their pipeline in modules.json; one with CLS or max pooling, or a Dense
+    projection after pooling, would give other vectors than ``TransformersEmbeddingModel`` computes.
+    """
+    modules_file = source / "modules.json"
+    if not modules_file.is_file():
+        return None
+    for module in json.loads(modules_file.read_text(encoding="utf-8")):
+        name = str(module.get("type", "")).rsplit(".", 1)[-1]
+        if name not in _SENTENCE_MODULES:
+            raise ValueError(f"{ref}: sentence-transformers module {name!r} is not supported (only mean pooling)")
+        pooling_file = source / str(module.get("path", "")) / "config.json"
+        if name == "Pooling" and pooling_file.is_file():
+            pooling = json.loads(pooling_file.read_text(encoding="utf-8"))
+            modes = {key for key, on in pooling.items() if key.startswith("pooling_mode_") and on}
+            if modes != {"pooling_mode_mean_tokens"}:
+                raise ValueError(f"{ref}: pooling {sorted(modes)} is not supported (only pooling_mode_mean_tokens)")
+    settings_file = source / "sentence_bert_config.json"
+    if settings_file.is_file():
+        return json.loads(settings_file.read_text(encoding="utf-8")).get("max_seq_length")
+    return None
 
 
 @functools.cache

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
+# Every kind of model the service runs, in the order ``ModelService.statuses()`` lists them.
+MODEL_KINDS = ("caption", "sentiment", "ocr", "embedding")
 
 
 class ModelState(StrEnum):
@@ -47,9 +50,75 @@ class SentimentResult:
     precision: str = "fp32"  # the number format it ran in: outputs can differ slightly between them
 
 
+class OcrLine(NamedTuple):
+    """One line of recognised text: its text, the recogniser's confidence (0..1), and its box.
+
+    ``box`` is four (x, y) corners in pixels of the submitted image, clockwise from the top left.
+    """
+
+    text: str
+    score: float
+    box: tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class OcrResult:
+    """The text found in an image, kept exactly as the recogniser returned it.
+
+    ``text`` is the lines joined with newlines in reading order (top to bottom, then left to right
+    within a line). ``score`` is the mean line confidence, or None when no text was found (then
+    ``text`` is empty and ``lines`` too).
+    """
+
+    text: str
+    lines: tuple[OcrLine, ...]
+    score: float | None
+    model_id: str
+    revision: str | None
+    latency_ms: float
+    precision: str = "fp32"
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    """One unit-length vector per input text, in input order: their dot product is their cosine similarity.
+
+    Vectors of different models (or revisions) live in different spaces and must never be compared.
+    """
+
+    vectors: tuple[tuple[float, ...], ...]
+    model_id: str
+    revision: str | None
+    latency_ms: float
+    precision: str = "fp32"
+
+    @property
+    def dimensions(self) -> int:
+        return len(self.vectors[0]) if self.vectors else 0
+
+
+@dataclass(frozen=True)
+class CategoryResult:
+    """The category whose description is closest in meaning to a text.
+
+    ``similarities`` holds the cosine similarity of the text to each category's description;
+    ``scores`` turns them into shares that sum to 1 (a softmax, see ``service.CATEGORY_TEMPERATURE``),
+    and ``score`` is the share of ``label``. Keys keep the order the categories were given in.
+    """
+
+    label: str
+    score: float
+    scores: dict[str, float]
+    similarities: dict[str, float]
+    model_id: str
+    revision: str | None
+    latency_ms: float
+    precision: str = "fp32"
+
+
 @dataclass(frozen=True)
 class ModelStatus:
-    kind: str  # "caption" or "sentiment"
+    kind: str  # one of MODEL_KINDS
     source: str  # the configured hub id or directory
     state: ModelState
     detail: str = ""
