@@ -118,7 +118,7 @@ def _save(category: InquiryCategory, form: CategoryForm) -> None:
 @bp.route("/categories", methods=["GET", "POST"])
 def categories():
     _require_admin()
-    new = NewCategoryForm(prefix="new")
+    new = NewCategoryForm()
     if new.validate_on_submit():
         if db.session.scalar(select(InquiryCategory).where(InquiryCategory.key == new.key.data)) is not None:
             new.key.errors.append(_("That key is taken."))
