@@ -30,6 +30,7 @@ TOKEN_REVOKED = "token.revoke"  # noqa: S105
 API_AUTH_FAILED = "api.auth_failed"
 UPLOAD_REJECTED = "upload.rejected"
 CSRF_FAILED = "security.csrf_failed"
+EDUCATION_VIEWED_BY_OTHER = "education.view_other"
 
 ACTIONS = (
     REGISTER,
@@ -48,6 +49,7 @@ ACTIONS = (
     API_AUTH_FAILED,
     UPLOAD_REJECTED,
     CSRF_FAILED,
+    EDUCATION_VIEWED_BY_OTHER,
 )
 
 

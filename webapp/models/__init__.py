@@ -6,6 +6,7 @@
 from .analysis import DONE, FAILED, PENDING, RUNNING, SCENARIOS, STATUSES, Analysis, Batch
 from .audit import AuditEvent
 from .base import count, utcnow
+from .education import Assignment, GradePrediction, Rubric, RubricCriterion, Submission
 from .prediction import (
     BANDS,
     DECISIONS,
@@ -38,14 +39,19 @@ __all__ = [
     "STATUSES",
     "Analysis",
     "ApiToken",
+    "Assignment",
     "AuditEvent",
     "Batch",
     "CaptionPrediction",
     "ConfidencePolicy",
     "CorrectionError",
+    "GradePrediction",
     "Prediction",
     "Review",
+    "Rubric",
+    "RubricCriterion",
     "SentimentPrediction",
+    "Submission",
     "User",
     "Worker",
     "count",
