@@ -494,7 +494,8 @@ def test_csv_header_is_the_documented_column_list(alice):
     per_kind += ["_model", "_revision", "_precision"]
     expected = ["id", "created_at", "owner", "scenario", "status", "text", "image_filename", "image_sha256"]
     expected += ["caption" + suffix for suffix in per_kind] + ["sentiment" + suffix for suffix in per_kind]
-    expected += ["score_negative", "score_neutral", "score_positive", "app_version"]
+    expected += ["score_negative", "score_neutral", "score_positive"]
+    expected += ["grade" + suffix for suffix in per_kind] + ["grade_total", "app_version"]
     text = alice.get("/history/export.csv").get_data(as_text=True)
     assert next(csv.reader(io.StringIO(text[1:]))) == expected
 

@@ -51,6 +51,9 @@ def test_every_form_post_route_rejects_missing_csrf(app, alice):
         "prediction_id": prediction_id,
         "token_id": token_id,
         "user_id": make_user(app, "bob"),
+        "rubric_id": 1,
+        "assignment_id": 1,
+        "submission_id": 1,
     }
     routes = _post_routes(app)
     endpoints = {rule.endpoint for rule in routes}

@@ -36,6 +36,7 @@ CATEGORY_CHANGED = "admin.category_change"
 ANNOTATION_ADDED = "annotation.add"
 ANNOTATION_REMOVED = "annotation.remove"
 CASE_SIGNED_OFF = "case.sign_off"
+EDUCATION_VIEWED_BY_OTHER = "education.view_other"
 
 ACTIONS = (
     REGISTER,
@@ -60,6 +61,7 @@ ACTIONS = (
     ANNOTATION_ADDED,
     ANNOTATION_REMOVED,
     CASE_SIGNED_OFF,
+    EDUCATION_VIEWED_BY_OTHER,
 )
 
 

@@ -44,7 +44,7 @@ def csv_columns() -> tuple[str, ...]:
     return (*columns, "app_version")
 
 
-def _csv_cell(value) -> str:
+def csv_cell(value) -> str:
     """Neutralise spreadsheet formulas (CSV injection) in user- or model-written text."""
     text = "" if value is None else str(value)
     return "'" + text if text.startswith(_FORMULA_PREFIXES) else text
@@ -81,7 +81,7 @@ def _csv_row(analysis: Analysis, policy: ConfidencePolicy) -> list[str]:
             *prediction.csv_extra(),
         ]
     values.append(analysis.app_version)
-    return [_csv_cell(value) for value in values]
+    return [csv_cell(value) for value in values]
 
 
 def _rendered(statement: Select, render: Callable[[Analysis], T]) -> Iterator[T]:

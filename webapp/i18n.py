@@ -49,7 +49,14 @@ REVIEW_NAMES = {
     "rejected": _l("rejected"),
 }
 STATUS_NAMES = {"pending": _l("queued"), "running": _l("running"), "done": _l("done"), "failed": _l("failed")}
-KIND_NAMES = {"caption": _l("Caption"), "sentiment": _l("Sentiment")}
+KIND_NAMES = {
+    "caption": _l("Caption"),
+    "sentiment": _l("Sentiment"),
+    "ocr": _l("Text in the image"),
+    "category": _l("Category"),
+    "reply": _l("Reply draft"),
+    "grade": _l("Grade"),
+}
 NAMES = {
     "sentiment": SENTIMENT_NAMES,
     "band": BAND_NAMES,

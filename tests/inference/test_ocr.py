@@ -119,6 +119,7 @@ def test_real_ocr_reads_the_scanned_page_from_scikit_image(ocr_service):
     line sits in the page's dark, unevenly lit corner (the sample exists to show that) and is not
     read here; every other line is."""
     import skimage.data as skimage_data  # in requirements.txt: the tests' offline photo and page samples
+
     image = Image.fromarray(skimage_data.page())
 
     result = ocr_service.ocr(image)

@@ -215,6 +215,8 @@ def review(analysis_id: int):
     if prediction is None:
         kinds = ", ".join(p.kind for p in found.predictions) or "none yet"
         return api_error(404, f"This analysis has no {payload.get('kind')!r} prediction (it has: {kinds}).")
+    if not prediction.GENERIC_REVIEW:
+        return api_error(400, f"A {prediction.kind!r} is decided on its own page, not through this endpoint.")
     comment = payload.get("comment")
     if comment is not None and not isinstance(comment, str):
         return api_error(400, "'comment' must be a string.")

@@ -7,6 +7,7 @@ from .analysis import DONE, FAILED, PENDING, RUNNING, SCENARIOS, STATUSES, Analy
 from .annotation import SHAPES, RegionAnnotation
 from .audit import AuditEvent
 from .base import count, utcnow
+from .education import Assignment, GradePrediction, Rubric, RubricCriterion, Submission
 from .prediction import (
     BANDS,
     DECISIONS,
@@ -41,6 +42,7 @@ __all__ = [
     "STATUSES",
     "Analysis",
     "ApiToken",
+    "Assignment",
     "AuditEvent",
     "Batch",
     "CaptionPrediction",
@@ -53,9 +55,13 @@ __all__ = [
     "ReplyTemplate",
     "ConfidencePolicy",
     "CorrectionError",
+    "GradePrediction",
     "Prediction",
     "Review",
+    "Rubric",
+    "RubricCriterion",
     "SentimentPrediction",
+    "Submission",
     "User",
     "Worker",
     "count",

@@ -117,8 +117,9 @@ class Analysis(db.Model):
 
     @property
     def progress(self) -> tuple[int, int]:
-        """(predictions made, predictions asked for)."""
-        return len(self.predictions), len(self.tasks or ())
+        """(predictions of the job made, predictions the job asked for); a grade given later is no task."""
+        tasks = self.tasks or ()
+        return sum(p.kind in tasks for p in self.predictions), len(tasks)
 
     def status_dict(self) -> dict[str, Any]:
         done, total = self.progress

@@ -138,6 +138,9 @@ class Prediction(db.Model):
     __mapper_args__: ClassVar[dict[str, Any]] = {"polymorphic_on": "kind"}
     KIND: ClassVar[str] = ""
     HAS_CLASSES: ClassVar[bool] = False  # its value is one of a fixed set of labels (cached in final_label)
+    # Whether the record page's and the API's generic review forms may decide it; a kind with its own
+    # page and checks (a rubric grade) says no.
+    GENERIC_REVIEW: ClassVar[bool] = True
     KINDS: ClassVar[dict[str, type[Prediction]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -85,6 +85,8 @@ def review(prediction_id: int):
         abort(404)
     if not may_review(current_user, prediction.analysis):
         abort(403)
+    if not prediction.GENERIC_REVIEW:
+        abort(404)  # decided on its own page (a grade: the grading view)
     form = ReviewForm()
     target = url_for("history.detail", analysis_id=prediction.analysis_id, _anchor=f"prediction-{prediction.id}")
     if not form.validate_on_submit():
