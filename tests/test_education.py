@@ -460,10 +460,12 @@ def test_grades_csv(app, teacher, homework):
     raw = response.get_data()
     assert raw.startswith("\ufeff".encode())
     rows = list(csv.reader(io.StringIO(raw.decode("utf-8")[1:])))
-    assert rows[0] == ["student", "total", "Method (/4)", "Answer (/6)", "feedback", "graded_by", "graded_at"]
+    header = ["student", "total", "Method (/4)", "Answer (/6)", "feedback", "graded_by", "graded_at", "agreement"]
+    assert rows[0] == header
     assert rows[1][:6] == ["张伟", "9", "4", "5", "'=HYPERLINK(x)", "tina"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z", rows[1][6])
-    assert rows[2] == ["'@Li Na", "", "", "", "", "", ""]
+    assert rows[2][:7] == ["'@Li Na", "", "", "", "", "", ""]
+    assert all(0 <= float(row[7]) <= 1 for row in rows[1:])  # OCR text against the answer key
     assert rows[3][0] == "omar" and len(rows) == 4
     [exported] = audit_rows(app, "history.export")
     assert (exported["target_type"], exported["target_id"]) == ("Assignment", str(assignment_id))
@@ -593,3 +595,49 @@ def test_a_grade_is_decided_only_on_the_grading_page(app, teacher, homework):
     assert f'action="/review/predictions/{grade_id}"' not in page
     form = {"csrf_token": csrf_token(teacher, f"/history/{analysis_id}"), "decision": "reject"}
     assert teacher.post(f"/review/predictions/{grade_id}", data=form).status_code == 404
+
+
+def test_agreement_compares_the_page_text_with_the_answer_key():
+    """Spaces, punctuation and case do not count (OCR drops spaces); different words do."""
+    from webapp.models.education import text_agreement
+
+    assert text_agreement("1/2+1/4=3/4", "1/2 + 1/4 = 3/4") == 1.0
+    assert text_agreement("TheWaterCycle", "the water cycle.") == 1.0
+    assert text_agreement("水的循环", "水的循环。") == 1.0
+    assert 0.4 < text_agreement("the water cycle", "the carbon cycle") < 0.9
+    assert text_agreement("abc", "xyz") == 0.0
+
+
+def test_api_lists_assignments_submissions_and_scores_and_takes_photos_into_one(app, teacher, homework):
+    """GET /api/v1/assignments[/<id>] give the rubric, progress and each submission's grade; the batch
+    endpoint with an `assignment` adds photos to it; other teachers and other roles see nothing."""
+    import io
+
+    first = homework["submissions"][0]
+    post_grade(teacher, homework["assignment"], first, {homework["method"]: 2, homework["answer"]: 5}, feedback="ok")
+    headers = {"Authorization": f"Bearer {make_token(app, 'tina')}"}
+    listed = teacher.get("/api/v1/assignments", headers=headers).json["items"]
+    assert [item["id"] for item in listed] == [homework["assignment"]]
+    assert [c["max_points"] for c in listed[0]["rubric"]["criteria"]] == [4, 6]
+    body = teacher.get(f"/api/v1/assignments/{homework['assignment']}", headers=headers).json
+    graded = next(s for s in body["submissions"] if s["id"] == first)
+    assert (graded["total"], graded["feedback"], graded["graded_by"]) == (7, "ok", "tina")
+    assert [s["student"] for s in body["submissions"]] == ["张伟", "Li Na", "omar"]
+
+    response = teacher.post(
+        "/api/v1/batches",
+        headers=headers,
+        data={"assignment": str(homework["assignment"]), "images": [(io.BytesIO(png_bytes()), "Zoe.png")]},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 202, response.json
+    assert [s["student"] for s in submissions(app, homework["assignment"])][-1] == "Zoe"
+
+    client_for(app, "tom", role="teacher")
+    other = {"Authorization": f"Bearer {make_token(app, 'tom')}"}
+    assert teacher.get(f"/api/v1/assignments/{homework['assignment']}", headers=other).status_code == 404
+    client_for(app, "una", role="user")
+    assert (
+        teacher.get("/api/v1/assignments", headers={"Authorization": f"Bearer {make_token(app, 'una')}"}).status_code
+        == 403
+    )

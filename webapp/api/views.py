@@ -27,11 +27,12 @@ from ..analyses import (
     submit_batch,
     validate_upload,
 )
+from ..education import add_submissions, assignment_dict
 from ..errors import api_error
 from ..extensions import csrf, db
 from ..jobs import enqueue_analyses
 from ..jobs.views import batch_summary
-from ..models import DONE, FAILED, Analysis, ApiToken, Batch, utcnow
+from ..models import DONE, FAILED, Analysis, ApiToken, Assignment, Batch, utcnow
 from ..ratelimit import check, limit, user_key
 from ..reviews import ReviewInputError, record_review
 from ..uploads import UploadRejected
@@ -238,10 +239,16 @@ def create_batch():
     uploads = [upload for upload in request.files.getlist("images") if upload and upload.filename]
     if not uploads:
         return api_error(400, "Send one or more files as repeated 'images' fields (multipart).")
+    files = [(up.read(), up.filename) for up in uploads]
+    assignment_id = request.form.get("assignment", type=int)
     try:
-        batch = submit_batch(
-            g.api_user, request.form.get("scenario") or "service", [(up.read(), up.filename) for up in uploads]
-        )
+        if assignment_id is not None:  # homework photos into an assignment: one submission each
+            assignment = _own_assignment(assignment_id)
+            if assignment is None:
+                return api_error(404, "No such assignment.")
+            batch, _refused = add_submissions(assignment, g.api_user, files)
+        else:
+            batch = submit_batch(g.api_user, request.form.get("scenario") or "service", files)
     except (AnalysisInputError, ScenarioForbidden) as exc:
         return _submission_error(exc)
     batch_id, ids = batch.id, pending_ids(batch)
@@ -249,6 +256,33 @@ def create_batch():
     enqueue_analyses(ids)
     summary = batch_summary(db.session.get(Batch, batch_id))
     return _accepted(summary, url_for("api.batch", batch_id=batch_id, _external=True))
+
+
+def _own_assignment(assignment_id: int) -> Assignment | None:
+    """The caller's assignment (teachers only); anyone else's id behaves like a missing one."""
+    if g.api_user.role != "teacher":
+        return None
+    return db.session.scalar(
+        select(Assignment).where(Assignment.id == assignment_id, Assignment.user_id == g.api_user.id)
+    )
+
+
+@bp.route("/assignments")
+def assignments():
+    if g.api_user.role != "teacher":
+        return api_error(403, "Assignments belong to teachers.")
+    rows = db.session.scalars(
+        select(Assignment).where(Assignment.user_id == g.api_user.id).order_by(Assignment.id.desc())
+    ).all()
+    return jsonify({"items": [assignment_dict(assignment) for assignment in rows]})
+
+
+@bp.route("/assignments/<int:assignment_id>")
+def assignment(assignment_id: int):
+    found = _own_assignment(assignment_id)
+    if found is None:
+        return api_error(404, "No such assignment.")
+    return jsonify(assignment_dict(found, with_submissions=True))
 
 
 @bp.route("/batches/<int:batch_id>")

@@ -41,7 +41,7 @@ SCENARIO = "education"
 # Audit action of an admin reading a teacher's rubrics, assignments, grades or exports.
 VIEWED_BY_OTHER = audit.EDUCATION_VIEWED_BY_OTHER
 MAX_STUDENT_NAME_CHARS = 120
-CSV_COLUMNS_BEFORE, CSV_COLUMNS_AFTER = ("student", "total"), ("feedback", "graded_by", "graded_at")
+CSV_COLUMNS_BEFORE, CSV_COLUMNS_AFTER = ("student", "total"), ("feedback", "graded_by", "graded_at", "agreement")
 
 # What an assignment's pages show of each submission: its record, the record's results and their reviews.
 SUBMISSIONS_LOAD = (
@@ -218,6 +218,7 @@ def grades_csv(assignment: Assignment) -> str:
             submission.feedback() if review else None,
             review.reviewer_name if review else None,
             review.created_at.isoformat() + "Z" if review else None,
+            None if (agreement := submission.agreement()) is None else round(agreement, 3),
         ]
         writer.writerow([csv_cell(cell) for cell in row])
     return buffer.getvalue()
@@ -239,3 +240,40 @@ def highest_scores_given(rubric: Rubric) -> dict[str, Points]:
         for key, value in submission.scores().items():
             highest[key] = max(highest.get(key, 0), value)
     return highest
+
+
+def assignment_dict(assignment: Assignment, *, with_submissions: bool = False) -> dict:
+    """An assignment as the JSON API gives it: its rubric, progress, and (on request) every submission
+    with its scores (the teacher's grade: the value that counts), feedback and OCR agreement."""
+    body = {
+        "id": assignment.id,
+        "title": assignment.title,
+        "reference_text": assignment.reference_text,
+        "created_at": assignment.created_at.isoformat() + "Z",
+        "rubric": {
+            "id": assignment.rubric.id,
+            "title": assignment.rubric.title,
+            "criteria": [
+                {"key": c.key, "title": c.title, "description": c.description, "max_points": c.max_points}
+                for c in assignment.rubric.criteria
+            ],
+        },
+        "progress": progress(assignment),
+    }
+    if with_submissions:
+        body["submissions"] = [
+            {
+                "id": submission.id,
+                "analysis_id": submission.analysis_id,
+                "student": submission.student_name,
+                "status": submission.analysis.status,
+                "graded": submission.is_graded,
+                "scores": submission.scores(),
+                "total": submission.total(),
+                "feedback": submission.feedback() if submission.grade_review else None,
+                "graded_by": submission.grade_review.reviewer_name if submission.grade_review else None,
+                "agreement": submission.agreement(),
+            }
+            for submission in assignment.submissions
+        ]
+    return body

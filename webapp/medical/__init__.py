@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask_babel import lazy_gettext as _l
+
 from ..analyses import confidence_policy
 from ..models import Analysis, RegionAnnotation
 
@@ -21,28 +23,32 @@ def parse_annotation(form, analysis: Analysis) -> RegionAnnotation:
     """A new annotation from form fields (numbers in image pixels), checked against the image size."""
     shape = form.get("shape", "rect")
     if shape not in ("rect", "point"):
-        raise AnnotationInputError("Choose a rectangle or a point.")
+        raise AnnotationInputError(_l("Choose a rectangle or a point."))
     try:
         x, y = float(form.get("x", "")), float(form.get("y", ""))
         width = float(form.get("width") or 0) if shape == "rect" else None
         height = float(form.get("height") or 0) if shape == "rect" else None
         frame = int(form.get("frame") or 0)
     except ValueError:
-        raise AnnotationInputError("Coordinates are numbers of image pixels.") from None
+        raise AnnotationInputError(_l("Coordinates are numbers of image pixels.")) from None
     right = x + (width or 0)
     bottom = y + (height or 0)
     if not (0 <= x <= right <= analysis.image_width and 0 <= y <= bottom <= analysis.image_height):
         raise AnnotationInputError(
-            f"The region must lie inside the image ({analysis.image_width} × {analysis.image_height} pixels)."
+            _l(
+                "The region must lie inside the image (%(width)d × %(height)d pixels).",
+                width=analysis.image_width,
+                height=analysis.image_height,
+            )
         )
     if shape == "rect" and (width < 1 or height < 1):
-        raise AnnotationInputError("A rectangle is at least one pixel wide and high.")
+        raise AnnotationInputError(_l("A rectangle is at least one pixel wide and high."))
     frames = (analysis.image_meta or {}).get("frames", 1)
     if not 0 <= frame < frames:
-        raise AnnotationInputError("No such frame.")
+        raise AnnotationInputError(_l("No such frame."))
     label = (form.get("label") or "").strip()[:64]
     if not label:
-        raise AnnotationInputError("Give the region a label.")
+        raise AnnotationInputError(_l("Give the region a label."))
     note = (form.get("note") or "").strip()[:2000] or None
     return RegionAnnotation(shape=shape, x=x, y=y, width=width, height=height, frame=frame, label=label, note=note)
 

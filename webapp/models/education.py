@@ -120,6 +120,16 @@ class Submission(db.Model):
     assignment: Mapped[Assignment] = relationship(back_populates="submissions")
     analysis: Mapped[Analysis] = relationship()
 
+    def agreement(self) -> float | None:
+        """How much of the page's text (OCR, the value that counts) matches the assignment's reference
+        text, 0..1; None without both. Compared without spaces, punctuation or case: OCR drops the
+        spaces between English words, and a Chinese answer has none to compare."""
+        reading = self.analysis.prediction("ocr")
+        reference = self.assignment.reference_text
+        if reading is None or not reading.value or not reference:
+            return None
+        return text_agreement(reading.value, reference)
+
     @property
     def grade(self) -> GradePrediction | None:
         return self.analysis.prediction(GradePrediction.KIND)
@@ -217,3 +227,14 @@ class GradePrediction(Prediction):
     def search_terms(self) -> list[str]:
         value = self.human_value
         return [value["feedback"]] if value and value["feedback"] else []
+
+
+def _comparable(text: str) -> str:
+    return "".join(char.lower() for char in text if char.isalnum())
+
+
+def text_agreement(reading: str, reference: str) -> float:
+    """difflib's matching-blocks ratio of the two texts as ``_comparable`` strings (1.0 = the same)."""
+    import difflib
+
+    return difflib.SequenceMatcher(None, _comparable(reading), _comparable(reference), autojunk=False).ratio()

@@ -60,8 +60,8 @@ SCENARIO_PAGES = {
         key="service",
         title=_l("Customer service"),
         summary=_l(
-            "Paste a customer message and, if they sent one, a screenshot. Prism reads the mood "
-            "of the message and describes the screenshot."
+            "Paste a customer message and, if they sent one, a screenshot. Prism reads the screenshot's "
+            "text, the mood and the topic of the message, and drafts a reply for you to edit."
         ),
         image_label=_l("Screenshot (optional)"),
         image_help=_l("Paste with Ctrl+V, drop a file here, or choose one."),
