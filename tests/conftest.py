@@ -280,6 +280,15 @@ def fake_sentiment(sentiment):
     )
 
 
+def reply_draft(app, category: str, sentiment: str | None, language: str = "en") -> str:
+    """The reply the service desk drafts for a message of ``category`` and ``sentiment``: the category's
+    template in ``language``, opened according to the sentiment (see test_service_desk for its parts)."""
+    from webapp.service_desk import draft_reply
+
+    with app.app_context():
+        return draft_reply(category, sentiment, language).text
+
+
 def make_token(app, username: str, name: str = "test") -> str:
     """Issue an API token for ``username`` directly in the DB; returns the plaintext secret."""
     from webapp.models import ApiToken

@@ -11,7 +11,16 @@ from datetime import timedelta
 
 import pytest
 
-from tests.conftest import add_analysis, audit_rows, csrf_token, make_token, make_user, png_bytes, user_id
+from tests.conftest import (
+    add_analysis,
+    audit_rows,
+    csrf_token,
+    make_token,
+    make_user,
+    png_bytes,
+    reply_draft,
+    user_id,
+)
 from webapp.extensions import db
 from webapp.inference import ModelService, ModelState, ModelUnavailable
 from webapp.models import Analysis, ApiToken
@@ -130,7 +139,8 @@ def by_kind(body: dict) -> dict:
 
 
 def test_predict_multipart_creates_record(app, client):
-    """Multipart image + text + scenario -> 201 with the done analysis (caption, sentiment); the row is the caller's."""
+    """Multipart image + text + scenario -> 201 with the done analysis (ocr, caption, sentiment); the row is
+    the caller's."""
     token = token_for(app, "tess", role="teacher")
     response = client.post(
         "/api/v1/predict",
@@ -141,10 +151,15 @@ def test_predict_multipart_creates_record(app, client):
     assert response.status_code == 201
     body = response.json
     assert body["status"] == "done" and body["error"] is None
-    assert body["progress"] == {"done": 2, "total": 2}
-    assert body["values"] == {"caption": "a 64x48 picture, mostly red", "sentiment": "positive"}
+    assert body["progress"] == {"done": 3, "total": 3}
+    assert body["values"] == {
+        "ocr": "TEXT 64x48 red",
+        "caption": "a 64x48 picture, mostly red",
+        "sentiment": "positive",
+    }
     predictions = by_kind(body)
-    assert [p["kind"] for p in body["predictions"]] == ["caption", "sentiment"]
+    assert [p["kind"] for p in body["predictions"]] == ["ocr", "caption", "sentiment"]
+    assert predictions["ocr"]["model"] == "prism/fake-ocr"
     assert predictions["caption"]["model"] == "prism/fake-caption"
     assert predictions["caption"]["output"] == {"text": "a 64x48 picture, mostly red"}
     assert predictions["sentiment"]["model"] == "prism/fake-sentiment"
@@ -434,7 +449,8 @@ def test_create_analysis_is_202_with_id_status_url_and_location(app, client, tok
     [stored] = rows_for(app, "alice")
     assert body["id"] == stored.id
     assert body["status"] == "done"  # tests run jobs inside the request (PRISM_JOBS_IMMEDIATE)
-    assert body["progress"] == {"done": 2, "total": 2} and body["error"] is None
+    # ocr, caption, sentiment, category, reply
+    assert body["progress"] == {"done": 5, "total": 5} and body["error"] is None
     assert body["url"].endswith(f"/api/v1/analyses/{stored.id}")
     assert response.headers["Location"] == body["url"]
 
@@ -444,7 +460,8 @@ def test_create_analysis_with_a_real_queue_is_pending_until_a_worker_runs_it(app
     app.config["PRISM_JOBS_IMMEDIATE"] = False  # before the queue is built: a SqliteHuey in PRISM_JOBS_DB
     response = _create(client, token, text="great, thanks")
     assert response.status_code == 202
-    assert response.json["status"] == "pending" and response.json["progress"] == {"done": 0, "total": 1}
+    # a text gets sentiment, category and reply
+    assert response.json["status"] == "pending" and response.json["progress"] == {"done": 0, "total": 3}
     analysis_id = response.json["id"]
     polled = client.get(response.headers["Location"], headers=bearer(token))
     assert polled.json["status"] == "pending" and polled.json["predictions"] == []
@@ -454,7 +471,11 @@ def test_create_analysis_with_a_real_queue_is_pending_until_a_worker_runs_it(app
         huey = queue.huey
         huey.execute(huey.dequeue())  # what `manage.py worker` does
     done = client.get(response.headers["Location"], headers=bearer(token)).json
-    assert done["status"] == "done" and done["values"] == {"sentiment": "positive"}
+    assert done["status"] == "done" and done["values"] == {
+        "sentiment": "positive",
+        "category": "billing",
+        "reply": reply_draft(app, "billing", "positive"),
+    }
 
 
 def test_get_analysis_shows_predictions_with_model_confidence_and_review(app, client, token):
@@ -463,9 +484,11 @@ def test_get_analysis_shows_predictions_with_model_confidence_and_review(app, cl
     response = client.get(f"/api/v1/analyses/{analysis_id}", headers=bearer(token))
     assert response.status_code == 200
     body = response.json
-    assert body["status"] == "done" and body["progress"] == {"done": 2, "total": 2}
+    assert body["status"] == "done" and body["progress"] == {"done": 5, "total": 5}
     assert body["history_url"].endswith(f"/history/{analysis_id}")
-    caption, sentiment = body["predictions"]
+    ocr, caption, sentiment, category, reply = body["predictions"]
+    assert ocr["kind"] == "ocr" and ocr["model"] == "prism/fake-ocr" and ocr["revision"] == "1"
+    assert ocr["output"]["text"] == "TEXT 64x48 red" and ocr["confidence"] == pytest.approx(0.9)
     assert caption["kind"] == "caption" and caption["model"] == "prism/fake-caption" and caption["revision"] == "1"
     assert caption["output"] == {"text": "a 64x48 picture, mostly red"}
     assert caption["confidence"] is None and caption["uncertain"] is False
@@ -474,7 +497,11 @@ def test_get_analysis_shows_predictions_with_model_confidence_and_review(app, cl
     assert sentiment["output"]["label"] == "negative"
     assert sentiment["output"]["scores"] == {"negative": 0.8, "neutral": 0.15, "positive": 0.05}
     assert sentiment["confidence"] == pytest.approx(0.8) and sentiment["uncertain"] is False
-    for prediction in (caption, sentiment):
+    assert category["kind"] == "category" and category["model"] == "prism/fake-embedding"
+    assert category["output"]["label"] == "technical"
+    assert reply["kind"] == "reply" and reply["model"] == "prism/reply-templates"
+    assert (reply["output"]["category"], reply["output"]["sentiment"]) == ("technical", "negative")
+    for prediction in (ocr, caption, sentiment, category, reply):
         assert prediction["review"] == {
             "state": "unreviewed",
             "value": None,
@@ -483,7 +510,13 @@ def test_get_analysis_shows_predictions_with_model_confidence_and_review(app, cl
             "comment": None,
         }
         assert prediction["human_confirmed"] is False
-    assert body["values"] == {"caption": "a 64x48 picture, mostly red", "sentiment": "negative"}
+    assert body["values"] == {
+        "ocr": "TEXT 64x48 red",
+        "caption": "a 64x48 picture, mostly red",
+        "sentiment": "negative",
+        "category": "technical",
+        "reply": reply_draft(app, "technical", "negative"),
+    }
 
 
 @pytest.mark.parametrize(
@@ -524,7 +557,11 @@ def test_review_with_invalid_sentiment_label_is_400(app, client, token):
     assert response.status_code == 400
     assert response.json["error"]["message"] == "A corrected sentiment is one of: negative, neutral, positive."
     body = client.get(f"/api/v1/analyses/{analysis_id}", headers=bearer(token)).json
-    assert body["values"] == {"sentiment": "positive"}
+    assert body["values"] == {
+        "sentiment": "positive",
+        "category": "billing",
+        "reply": reply_draft(app, "billing", "positive"),
+    }
     assert by_kind(body)["sentiment"]["review"]["state"] == "unreviewed"
 
 
@@ -547,12 +584,12 @@ def test_review_with_bad_body_is_400(app, client, token, payload, message):
 
 
 def test_review_of_unknown_kind_is_404(app, client, token):
-    """Reviewing a kind the analysis has no prediction of (a made-up kind, or caption on a text) is 404."""
+    """Reviewing a kind the analysis has no prediction of (a made-up kind, or ocr or caption on a text) is 404."""
     analysis_id = _create(client, token, text="great, thanks").json["id"]
-    for kind in ("ocr", "caption"):
+    for kind in ("mood", "ocr", "caption"):
         response = _review(client, token, analysis_id, kind=kind, decision="accept")
         assert response.status_code == 404
-        assert "(it has: sentiment)" in response.json["error"]["message"]
+        assert "(it has: sentiment, category, reply)" in response.json["error"]["message"]
     assert audit_rows(app, "review.record") == []
 
 
@@ -611,7 +648,13 @@ def test_create_analysis_json_with_base64_image(app, client, token):
     )
     assert response.status_code == 202
     body = client.get(response.headers["Location"], headers=bearer(token)).json
-    assert body["values"] == {"caption": "a 10x20 picture, mostly green", "sentiment": "positive"}
+    assert body["values"] == {
+        "ocr": "TEXT 10x20 green",
+        "caption": "a 10x20 picture, mostly green",
+        "sentiment": "positive",
+        "category": "billing",
+        "reply": reply_draft(app, "billing", "positive"),
+    }
     assert body["image"]["filename"] == "g.png" and body["image"]["format"] == "PNG"
 
 
@@ -641,7 +684,12 @@ def test_batch_of_three_with_one_broken_image(app, client, token):
     assert all(row.batch_id == batch_id for row in stored)
     assert "not a supported image" in stored[1].error
     first = client.get(f"/api/v1/analyses/{stored[0].id}", headers=bearer(token)).json
-    assert first["batch_id"] == batch_id and first["values"] == {"caption": "a 64x48 picture, mostly red"}
+    assert first["batch_id"] == batch_id and first["values"] == {
+        "ocr": "TEXT 64x48 red",
+        "caption": "a 64x48 picture, mostly red",
+        "category": "billing",
+        "reply": reply_draft(app, "billing", None),
+    }
 
 
 def test_batch_errors(app, client, token):

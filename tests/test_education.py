@@ -279,7 +279,7 @@ def test_upload_makes_one_submission_per_photo_and_a_broken_file_fails_alone(app
         assert [a.status for a in analyses] == ["done", "failed", "done", "done"]
         assert {a.scenario for a in analyses} == {"education"} and len({a.batch_id for a in analyses}) == 1
         assert analyses[0].prediction("caption").value == "a 64x48 picture, mostly red"
-        assert all(a.tasks == ["caption"] for a in analyses)  # the grade is no job task
+        assert all(a.tasks == ["ocr", "caption"] for a in analyses)  # the grade is no job task
         assert analyses[1].error.startswith("The file is not a supported image")
     [rejected] = audit_rows(app, "upload.rejected")
     assert rejected["details"]["scenario"] == "education"
@@ -583,7 +583,7 @@ def test_a_grade_is_decided_only_on_the_grading_page(app, teacher, homework):
     with app.app_context():
         submission = db.session.get(Submission, first)
         grade_id, analysis_id = submission.grade.id, submission.analysis_id
-        assert submission.analysis.progress == (1, 1)  # the caption; the grade is no task
+        assert submission.analysis.progress == (2, 2)  # the page text and the caption; the grade is no task
     token = make_token(app, "tina")
     response = teacher.post(
         f"/api/v1/analyses/{analysis_id}/reviews",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from tests.conftest import png_bytes, submit
+from tests.conftest import client_for, png_bytes, submit
 from webapp.extensions import db
 from webapp.inference import MODEL_KINDS
 
@@ -29,19 +29,20 @@ def test_healthz_reports_database_and_unloaded_models(app, client):
     assert states(client.get("/healthz")) == unloaded
 
 
-def test_healthz_reports_models_ready_after_an_analysis(app, alice):
-    """After an image+text analysis with the fake backend its two models are ready, with their ids;
-    the others stay unloaded."""
-    assert submit(alice, text="great", image=png_bytes()).status_code == 302
+def test_healthz_reports_models_ready_after_an_analysis(app):
+    """After an image+text analysis with the fake backend the models it used are ready, with their ids;
+    the others stay unloaded. (In education: OCR and caption on the photo, sentiment on the text.)"""
+    teacher = client_for(app, "tina", role="teacher")
+    assert submit(teacher, scenario="education", text="great", image=png_bytes()).status_code == 302
     response = app.test_client().get("/healthz")
     assert states(response) == {
         "caption": "ready",
         "sentiment": "ready",
-        "ocr": "not_loaded",
+        "ocr": "ready",
         "embedding": "not_loaded",
     }
     loaded = {m["model_id"] for m in response.json["models"] if m["model_id"]}
-    assert loaded == {"prism/fake-caption", "prism/fake-sentiment"}
+    assert loaded == {"prism/fake-caption", "prism/fake-sentiment", "prism/fake-ocr"}
 
 
 def test_healthz_contains_no_secrets_or_paths(app, client, tmp_path):

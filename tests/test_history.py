@@ -12,7 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import add_analysis, audit_rows, client_for, csrf_token, make_user, png_bytes, submit, user_id
+from tests.conftest import (
+    add_analysis,
+    audit_rows,
+    client_for,
+    csrf_token,
+    make_user,
+    png_bytes,
+    reply_draft,
+    submit,
+    user_id,
+)
 from webapp import exports
 from webapp.extensions import db
 from webapp.models import Analysis, User
@@ -348,7 +358,13 @@ def test_exports_show_the_human_value_reviewer_and_keep_the_ai_original(app, ali
 
     items = {item["id"]: item for item in alice.get("/history/export.json").json}
     item = items[reviewed]
-    assert item["values"] == {"caption": "a 64x48 picture, mostly red", "sentiment": "neutral"}
+    assert item["values"] == {
+        "ocr": "TEXT 64x48 red",
+        "caption": "a 64x48 picture, mostly red",
+        "sentiment": "neutral",
+        "category": "billing",
+        "reply": reply_draft(app, "billing", "positive"),  # drafted from the AI's sentiment, before the review
+    }
     sentiment = next(p for p in item["predictions"] if p["kind"] == "sentiment")
     assert sentiment["value"] == "neutral" and sentiment["human_confirmed"] is True
     assert sentiment["output"]["label"] == "positive"
@@ -359,7 +375,11 @@ def test_exports_show_the_human_value_reviewer_and_keep_the_ai_original(app, ali
         "alice",
         "polite, not happy",
     )
-    assert items[untouched]["values"] == {"sentiment": "negative"}
+    assert items[untouched]["values"] == {
+        "sentiment": "negative",
+        "category": "shipping",
+        "reply": reply_draft(app, "shipping", "negative"),
+    }
     assert items[untouched]["predictions"][0]["human_confirmed"] is False
 
 
@@ -375,14 +395,18 @@ def test_detail_shows_results_and_provenance(app, alice):
     for label, percent in (("Negative", "5.0%"), ("Neutral", "15.0%"), ("Positive", "80.0%")):
         assert re.search(rf"<th scope=\"row\">{label}</th><td>{re.escape(percent)}</td>", body), label
     assert "prism/fake-caption" in body and "prism/fake-sentiment" in body
+    assert "prism/fake-ocr" in body and "prism/fake-embedding" in body and "prism/reply-templates" in body
     with app.app_context():
         analysis = db.session.get(Analysis, analysis_id)
         assert analysis.status == "done"
         assert [(p.kind, p.latency_ms is not None) for p in analysis.predictions] == [
+            ("ocr", True),
             ("caption", True),
             ("sentiment", True),
+            ("category", True),
+            ("reply", True),
         ]
-    assert body.count(" ms</dd>") == 2
+    assert body.count(" ms</dd>") == 5
     assert f'src="/history/{analysis_id}/image"' in body
 
 
@@ -489,13 +513,17 @@ def test_csv_export_own_rows_with_header_and_bom(app, alice, bob):
 
 
 def test_csv_header_is_the_documented_column_list(alice):
-    """The header names the base columns, then per kind value/review/AI/model columns, the scores, app_version."""
+    """The header names the base columns, then per kind value/review/AI/model columns and the kind's own
+    (sentiment scores, grade total), then app_version."""
     per_kind = ["", "_human_confirmed", "_review", "_reviewer", "_ai", "_confidence", "_uncertain"]
     per_kind += ["_model", "_revision", "_precision"]
     expected = ["id", "created_at", "owner", "scenario", "status", "text", "image_filename", "image_sha256"]
     expected += ["caption" + suffix for suffix in per_kind] + ["sentiment" + suffix for suffix in per_kind]
     expected += ["score_negative", "score_neutral", "score_positive"]
-    expected += ["grade" + suffix for suffix in per_kind] + ["grade_total", "app_version"]
+    expected += ["ocr" + suffix for suffix in per_kind]
+    expected += ["grade" + suffix for suffix in per_kind] + ["grade_total"]
+    expected += ["category" + suffix for suffix in per_kind] + ["reply" + suffix for suffix in per_kind]
+    expected += ["app_version"]
     text = alice.get("/history/export.csv").get_data(as_text=True)
     assert next(csv.reader(io.StringIO(text[1:]))) == expected
 
@@ -532,14 +560,23 @@ def test_json_export(app, alice, bob):
     assert [item["id"] for item in data] == [mine]
     item = data[0]
     assert item["owner"] == "alice" and item["scenario"] == "service" and item["status"] == "done"
-    assert item["progress"] == {"done": 2, "total": 2}
-    caption, sentiment = item["predictions"]
+    assert item["progress"] == {"done": 5, "total": 5}
+    ocr, caption, sentiment, category, reply = item["predictions"]
+    assert (ocr["kind"], ocr["model"]) == ("ocr", "prism/fake-ocr")
     assert (caption["kind"], caption["model"]) == ("caption", "prism/fake-caption")
     assert (sentiment["kind"], sentiment["model"]) == ("sentiment", "prism/fake-sentiment")
+    assert (category["kind"], category["model"]) == ("category", "prism/fake-embedding")
+    assert (reply["kind"], reply["model"]) == ("reply", "prism/reply-templates")
     assert sentiment["output"]["label"] == "positive" and sentiment["band"] == "high"
     assert set(sentiment["output"]["scores"]) == {"negative", "neutral", "positive"}
     assert sentiment["human_confirmed"] is False and sentiment["review"]["state"] == "unreviewed"
-    assert item["values"] == {"caption": "a 64x48 picture, mostly red", "sentiment": "positive"}
+    assert item["values"] == {
+        "ocr": "TEXT 64x48 red",
+        "caption": "a 64x48 picture, mostly red",
+        "sentiment": "positive",
+        "category": "billing",
+        "reply": reply_draft(app, "billing", "positive"),
+    }
     assert item["image"]["sha256"] == row(app, mine).image_sha256
 
 

@@ -161,7 +161,7 @@ def test_scenario_pages_in_chinese(zh_clinician):
     assert "<h1>医学影像</h1>" in body
     assert "临床备注或问题（可选）" in body
     assert 'placeholder="例如：复查影像，患者自述疼痛较上次就诊减轻。"' in body
-    assert "支持 PNG、JPEG、WebP、GIF、BMP 或 TIFF 格式，每个文件最大 10 MB。" in body
+    assert "支持 DICOM、PNG、JPEG、WebP、GIF、BMP 或 TIFF，每个不超过 10 MB。" in body
     assert "图片将生成图像描述供您审核；备注会随记录一起保存。" in body
     assert 'data-still-waiting="仍在等待……您可以重新提交。"' in body
 
@@ -218,7 +218,7 @@ def test_upload_rejection_in_chinese_audited_in_english(app, zh_alice):
     """An upload rejection is shown in Chinese, while the audit log keeps the English reason."""
     response = submit(zh_alice, text=None, image=b"this is not an image", filename="x.png")
     assert response.status_code == 400
-    assert "该文件不是受支持的图片格式" in response.get_data(as_text=True)
+    assert "该文件不是受支持的图像（DICOM、PNG、JPEG、WebP、GIF、BMP 或 TIFF）。" in response.get_data(as_text=True)
     [row] = audit_rows(app, "upload.rejected")
     assert row["details"]["reason"].startswith("The file is not a supported image")
 

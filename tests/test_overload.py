@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import csrf_token, login, make_app, make_token, make_user
+from tests.conftest import csrf_token, login, make_app, make_token, make_user, reply_draft
 from webapp.extensions import db
 from webapp.inference import EXTENSION_KEY
 from webapp.inference.fake import FakeSentimentModel
@@ -115,7 +115,8 @@ def test_api_predict_on_full_queue_answers_503_with_retry_after_at_its_deadline(
         response = third.result(timeout=10)
         waited = time.monotonic() - started
     assert [call.status_code for call in finished] == [201, 201]
-    assert [call.json["values"] for call in finished] == [{"sentiment": "neutral"}] * 2
+    expected = {"sentiment": "neutral", "category": "billing", "reply": reply_draft(app, "billing", "neutral")}
+    assert [call.json["values"] for call in finished] == [expected] * 2
     assert response.status_code == 503
     assert int(response.headers["Retry-After"]) >= 1
     record = _assert_deferred_busy(app, "third")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_app, make_token, make_user, png_bytes
+from tests.conftest import make_app, make_token, make_user, png_bytes, reply_draft
 from webapp.extensions import db
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -90,7 +90,7 @@ def server(tmp_path):
             pass
         time.sleep(0.2)
     try:
-        yield base, token, web, worker
+        yield base, token, web, worker, app
     finally:
         for process in (web, worker):
             if process.poll() is None:
@@ -100,7 +100,14 @@ def server(tmp_path):
 
 def test_gunicorn_and_worker_serve_prism_and_stop_cleanly(server):
     """Web workers warm their models, the job worker runs 8 concurrent predictions, both stop fast on SIGTERM."""
-    base, token, web, worker = server
+    base, token, web, worker, app = server
+    expected = {
+        "ocr": "TEXT 64x48 red",
+        "caption": "a 64x48 picture, mostly red",
+        "sentiment": "positive",
+        "category": "billing",
+        "reply": reply_draft(app, "billing", "positive"),
+    }
     status, health = _get(base + "/healthz")
     assert status == 200
     assert [model["state"] for model in health["models"]] == ["ready"] * 4
@@ -112,10 +119,7 @@ def test_gunicorn_and_worker_serve_prism_and_stop_cleanly(server):
     assert [status for status, _ in results] == [201] * 8, results
     assert len({payload["id"] for _, payload in results}) == 8
     assert all(payload["status"] == "done" for _, payload in results)
-    assert all(
-        payload["values"] == {"caption": "a 64x48 picture, mostly red", "sentiment": "positive"}
-        for _, payload in results
-    )
+    assert all(payload["values"] == expected for _, payload in results), results
     assert web.poll() is None and worker.poll() is None
 
     web_seconds, web_output = _stop(web)

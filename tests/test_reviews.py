@@ -189,7 +189,7 @@ def test_review_index_counts_waiting_results_per_scenario(app):
     response = submit(teacher, "education", text="I liked it", image=png_bytes())
     assert response.status_code == 302
     page = teacher.get("/review/").get_data(as_text=True)
-    assert "2 results waiting for a decision." in page
+    assert "3 results waiting for a decision." in page  # the page text, the caption and the sentiment
     assert "/review/education/" in page and "/review/medical/" not in page
 
 

@@ -20,6 +20,19 @@ SCENARIOS = ("service", "medical", "education")
 ROLE = {"service": "user", "medical": "clinician", "education": "teacher"}
 # Scenarios that run sentiment on the text (medical keeps its clinical note without analysing it).
 TEXT_SCENARIOS = ("service", "education")
+# The prediction kinds a text, an image, or both get in each scenario, in the order they run: an image's
+# text is read (not in medical) and it is captioned; service then files the message under a category
+# and drafts a reply from whatever was given.
+TEXT_TASKS = {"service": ["sentiment", "category", "reply"], "education": ["sentiment"]}
+IMAGE_TASKS = {
+    "service": ["ocr", "caption", "category", "reply"],
+    "medical": ["caption"],
+    "education": ["ocr", "caption"],
+}
+BOTH_TASKS = {
+    "service": ["ocr", "caption", "sentiment", "category", "reply"],
+    "education": ["ocr", "caption", "sentiment"],
+}
 WAITING = "Waiting for a worker; this page updates by itself."
 
 
@@ -138,16 +151,17 @@ def test_nav_shows_only_permitted_scenarios(app, role, shown, hidden):
 
 @pytest.mark.parametrize("scenario", TEXT_SCENARIOS)
 def test_text_only_submission(app, scenario):
-    """Text alone is stored with its scenario, gets one sentiment prediction, and redirects to the done record."""
+    """Text alone is stored with its scenario, gets one sentiment prediction (in service also a category
+    and a reply draft), and redirects to the done record."""
     client = signed_in(app, scenario)
     response = submit(client, scenario, text="Thanks, great service!")
     [row] = analyses(app)
     assert response.status_code == 302
     assert response.headers["Location"] == f"/history/{row.id}"
-    assert (row.scenario, row.status, row.tasks, row.error) == (scenario, "done", ["sentiment"], None)
+    assert (row.scenario, row.status, row.tasks, row.error) == (scenario, "done", TEXT_TASKS[scenario], None)
     assert row.text == "Thanks, great service!"
-    assert kinds(row) == ["sentiment"]
-    [sentiment] = row.predictions
+    assert kinds(row) == TEXT_TASKS[scenario]
+    sentiment = row.prediction("sentiment")
     assert sentiment.label == "positive" and sentiment.model_id == "prism/fake-sentiment"
     assert sentiment.value == "positive" and sentiment.review_state == "unreviewed"
     assert row.image_sha256 is None
@@ -166,13 +180,15 @@ def test_medical_text_only_is_rejected(app, clinician):
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_image_only_submission(app, scenario):
-    """An image alone gets one caption prediction, is stored under its SHA-256, and redirects to the record."""
+    """An image alone gets one caption prediction (and, but in medical, its text read; in service a category
+    and a reply draft), is stored under its SHA-256, and redirects to the record."""
     client = signed_in(app, scenario)
     response = submit(client, scenario, text=None, image=png_bytes(size=(40, 30), color=(10, 200, 10)))
     [row] = analyses(app)
     assert response.headers["Location"] == f"/history/{row.id}"
-    assert (row.scenario, row.status, row.tasks) == (scenario, "done", ["caption"])
-    [caption] = row.predictions
+    assert (row.scenario, row.status, row.tasks) == (scenario, "done", IMAGE_TASKS[scenario])
+    assert kinds(row) == IMAGE_TASKS[scenario]
+    caption = row.prediction("caption")
     assert caption.kind == "caption" and caption.output == {"text": "a 40x30 picture, mostly green"}
     assert caption.value == "a 40x30 picture, mostly green" and caption.model_id == "prism/fake-caption"
     assert row.text is None
@@ -182,12 +198,13 @@ def test_image_only_submission(app, scenario):
 
 @pytest.mark.parametrize("scenario", TEXT_SCENARIOS)
 def test_image_and_text_submission(app, scenario):
-    """Both inputs give a caption and a sentiment prediction on one audited record."""
+    """Both inputs give a caption and a sentiment prediction (with the image's text, and in service a
+    category and a reply draft) on one audited record."""
     client = signed_in(app, scenario)
     response = submit(client, scenario, text="The parcel arrived broken", image=png_bytes())
     [row] = analyses(app)
     assert response.headers["Location"] == f"/history/{row.id}"
-    assert row.status == "done" and kinds(row) == ["caption", "sentiment"]
+    assert row.status == "done" and kinds(row) == BOTH_TASKS[scenario]
     assert row.prediction("caption").value
     assert row.prediction("sentiment").label == "negative"
     assert [r["target_id"] for r in audit_rows(app, "analysis.create")] == [str(row.id)]
@@ -305,7 +322,7 @@ def test_several_images_make_a_batch(app, teacher):
         "a 64x48 picture, mostly green",
         "a 64x48 picture, mostly blue",
     ]
-    assert all(kinds(r) == ["caption"] and r.text is None for r in rows)
+    assert all(kinds(r) == IMAGE_TASKS["education"] and r.text is None for r in rows)
     assert len(stored_files(app)) == 3
     assert len(audit_rows(app, "analysis.create")) == 3
     page = teacher.get(response.headers["Location"])
@@ -382,7 +399,7 @@ def test_sentiment_model_not_ready_defers_the_job(app, alice, monkeypatch):
     assert row.status == "pending" and row.attempts == 0 and row.finished_at is None
     assert row.text == "Where is my refund?" and row.image_sha256 is not None
     assert [p.name for p in stored_files(app)] == [f"{row.image_sha256}.png"]
-    assert kinds(row) == ["caption"]  # what could run is kept; sentiment waits
+    assert kinds(row) == ["ocr", "caption"]  # what could run is kept; sentiment (and category, reply after it) waits
     assert row.error == "The sentiment model is not ready yet: loading."
     assert row.error_info == {
         "kind": "sentiment",

@@ -54,6 +54,8 @@ def test_every_form_post_route_rejects_missing_csrf(app, alice):
         "rubric_id": 1,
         "assignment_id": 1,
         "submission_id": 1,
+        "category_id": 1,  # the first seeded inquiry category
+        "annotation_id": 1,
     }
     routes = _post_routes(app)
     endpoints = {rule.endpoint for rule in routes}

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from flask_migrate import upgrade
 
-from tests.conftest import make_token, make_user, png_bytes
+from tests.conftest import make_token, make_user, png_bytes, reply_draft
 from webapp import create_app
 from webapp.analyses import submit_analysis, validate_upload
 from webapp.extensions import db
@@ -133,7 +133,8 @@ def test_killed_worker_loses_no_job_and_duplicates_nothing(env_app, tmp_path):
                 db.select(Prediction.analysis_id, db.func.count(Prediction.id)).group_by(Prediction.analysis_id)
             ).all()
         )
-        assert per_item == {analysis_id: 2 for analysis_id in ids}, log.read_text()[-3000:]
+        # ocr, caption, sentiment, category and reply: each exactly once
+        assert per_item == {analysis_id: 5 for analysis_id in ids}, log.read_text()[-3000:]
         resumed = [a for a in db.session.scalars(db.select(Analysis)) if a.attempts > 1]
         assert resumed, "the item the killed worker held should have been claimed a second time"
         assert all(a.error is None for a in db.session.scalars(db.select(Analysis)))
@@ -165,7 +166,7 @@ def test_redis_queue_runs_jobs_in_separate_worker_processes(env_app, tmp_path, r
         assert all(_statuses(app)[i] in ("pending", "running", "done") for i in ids)
         _wait_until(lambda: all(_statuses(app)[i] == "done" for i in ids), 60, "the Redis workers")
         body = client.get(f"/api/v1/analyses/{ids[0]}", headers=headers).json
-        assert {p["kind"] for p in body["predictions"]} == {"caption", "sentiment"}
+        assert {p["kind"] for p in body["predictions"]} == {"ocr", "caption", "sentiment", "category", "reply"}
         assert body["values"]["sentiment"] == "positive"
     finally:
         for worker in workers:
@@ -211,7 +212,11 @@ def test_manage_py_run_serves_and_runs_jobs_in_one_process(tmp_path):
             assert response.status == 202
             url = response.headers["Location"]
         _wait_until(lambda: _json(url, token).get("status") == "done", 30, "the in-process consumer")
-        assert _json(url, token)["values"] == {"sentiment": "positive"}
+        assert _json(url, token)["values"] == {
+            "sentiment": "positive",
+            "category": "account",
+            "reply": reply_draft(app, "account", "positive"),
+        }
     finally:
         server.send_signal(signal.SIGINT)
         try:

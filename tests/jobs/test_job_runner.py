@@ -45,9 +45,9 @@ def test_submission_is_pending_until_its_job_runs(app, alice):
     analysis_id = _pending(app, alice, text="great service", image=png_bytes())
     assert _state(app, analysis_id) == ("pending", [], 0)
     with app.app_context():
-        assert db.session.get(Analysis, analysis_id).tasks == ["caption", "sentiment"]
+        assert db.session.get(Analysis, analysis_id).tasks == ["ocr", "caption", "sentiment", "category", "reply"]
         assert run(analysis_id) == "done"
-    assert _state(app, analysis_id) == ("done", ["caption", "sentiment"], 1)
+    assert _state(app, analysis_id) == ("done", ["caption", "category", "ocr", "reply", "sentiment"], 1)
 
 
 def test_running_a_job_twice_adds_nothing(app, alice):
@@ -56,17 +56,22 @@ def test_running_a_job_twice_adds_nothing(app, alice):
     with app.app_context():
         assert run(analysis_id) == "done"
         assert run(analysis_id) == "skipped"
-        assert db.session.scalar(db.select(db.func.count(Prediction.id))) == 2
+        # ocr, caption, sentiment, category, reply: one each
+        assert db.session.scalar(db.select(db.func.count(Prediction.id))) == 5
 
 
 def test_rerun_after_a_crash_only_adds_what_is_missing(app, alice):
-    """A job killed after its first prediction, re-run once its lease expired, adds only the second."""
+    """A job killed after its first predictions, re-run once its lease expired, adds only the others."""
     analysis_id = _pending(app, alice, text="great service", image=png_bytes())
     with app.app_context():
         run(analysis_id)
-        caption_id = db.session.get(Analysis, analysis_id).prediction("caption").id
-        db.session.execute(
-            db.delete(Prediction).where(Prediction.analysis_id == analysis_id, Prediction.kind == "sentiment")
+        analysis = db.session.get(Analysis, analysis_id)
+        stored_ids = {kind: analysis.prediction(kind).id for kind in ("ocr", "caption")}
+        drafted = {kind: analysis.prediction(kind).value for kind in ("category", "reply")}
+        db.session.execute(  # killed after ocr and caption: sentiment, category and reply never stored
+            db.delete(Prediction).where(
+                Prediction.analysis_id == analysis_id, Prediction.kind.in_(["sentiment", "category", "reply"])
+            )
         )
         db.session.execute(  # as a worker killed mid-job leaves it
             update(Analysis)
@@ -76,8 +81,10 @@ def test_rerun_after_a_crash_only_adds_what_is_missing(app, alice):
         db.session.commit()
         assert run(analysis_id) == "done"
         analysis = db.session.get(Analysis, analysis_id)
-        assert analysis.prediction("caption").id == caption_id
-        assert sorted(p.kind for p in analysis.predictions) == ["caption", "sentiment"]
+        assert {kind: analysis.prediction(kind).id for kind in ("ocr", "caption")} == stored_ids
+        assert sorted(p.kind for p in analysis.predictions) == ["caption", "category", "ocr", "reply", "sentiment"]
+        # the resumed job reads what the first attempt stored (the screenshot's text): the same outcome
+        assert {kind: analysis.prediction(kind).value for kind in ("category", "reply")} == drafted
 
 
 def test_a_live_lease_cannot_be_claimed_twice(app, alice):
@@ -140,7 +147,7 @@ def test_failed_job_shows_why_and_the_owner_can_retry(app, alice):
     slot.unload()
     token = csrf_token(alice, f"/history/{analysis_id}")
     assert alice.post(f"/history/{analysis_id}/retry", data={"csrf_token": token}).status_code == 302
-    assert _state(app, analysis_id) == ("done", ["caption"], 1)
+    assert _state(app, analysis_id) == ("done", ["caption", "category", "ocr", "reply"], 1)
 
 
 def test_retry_needs_csrf_and_ownership(app, alice):
@@ -245,13 +252,15 @@ def test_teacher_sized_batch_runs_with_progress(app, count):
         )
 
 
-def test_a_prediction_stored_meanwhile_by_another_worker_still_finishes_the_job(app, alice, monkeypatch):
+def test_a_prediction_stored_meanwhile_by_another_worker_still_finishes_the_job(app, monkeypatch):
     """If another worker stored the last kind first (unique constraint), this one marks the job done, once."""
-    from tests.conftest import fake_sentiment
+    from tests.conftest import client_for, fake_sentiment
     from webapp.jobs import runner as job_runner
     from webapp.models import SentimentPrediction
 
-    analysis_id = _pending(app, alice, text="great service")
+    # An education text gets sentiment only, so sentiment is the job's last kind.
+    teacher = client_for(app, "tina", role="teacher")
+    analysis_id = _pending(app, teacher, scenario="education", text="great service")
     real = job_runner.RUNNERS["sentiment"]
 
     def raced(service, inputs):
