@@ -147,6 +147,28 @@ class Prediction(db.Model):
         super().__init_subclass__(**kwargs)
         Prediction.KINDS[cls.KIND] = cls
 
+    @staticmethod
+    def provenance(result: Any) -> dict[str, Any]:
+        """The columns every kind fills from a model-service result: which model, in what number
+        format, and how long it took."""
+        return {
+            "model_id": result.model_id,
+            "revision": result.revision,
+            "precision": result.precision,
+            "latency_ms": round(result.latency_ms, 1),
+        }
+
+    @staticmethod
+    def classification(result: Any) -> dict[str, Any]:
+        """``final_label``, ``confidence`` and ``margin`` (top score minus the runner-up) of a result that
+        has a ``label``, its ``score`` and ``scores`` per class."""
+        ranked = sorted(result.scores.values(), reverse=True)
+        return {
+            "final_label": result.label,
+            "confidence": round(result.score, 4),
+            "margin": round(ranked[0] - ranked[1], 4) if len(ranked) > 1 else None,
+        }
+
     # --- what each kind defines -------------------------------------------------------------
     @classmethod
     def from_result(cls, result: Any) -> Prediction:
@@ -261,10 +283,7 @@ class CaptionPrediction(Prediction):
     @classmethod
     def from_result(cls, result: Any) -> CaptionPrediction:
         return cls(
-            model_id=result.model_id,
-            revision=result.revision,
-            precision=result.precision,
-            latency_ms=round(result.latency_ms, 1),
+            **cls.provenance(result),
             output={"text": result.text},
         )
 
@@ -296,20 +315,14 @@ class SentimentPrediction(Prediction):
     @classmethod
     def from_result(cls, result: Any) -> SentimentPrediction:
         scores = {label: round(score, 4) for label, score in result.scores.items()}
-        ranked = sorted(result.scores.values(), reverse=True)
         return cls(
-            model_id=result.model_id,
-            revision=result.revision,
-            precision=result.precision,
-            latency_ms=round(result.latency_ms, 1),
+            **cls.provenance(result),
+            **cls.classification(result),
             output={
                 "label": result.label,
                 "scores": scores,
                 "raw_scores": {label: round(score, 4) for label, score in result.raw_scores.items()},
             },
-            final_label=result.label,
-            confidence=round(result.score, 4),
-            margin=round(ranked[0] - ranked[1], 4) if len(ranked) > 1 else None,
         )
 
     @property
@@ -368,10 +381,7 @@ class OcrPrediction(Prediction):
     @classmethod
     def from_result(cls, result: Any) -> OcrPrediction:
         return cls(
-            model_id=result.model_id,
-            revision=result.revision,
-            precision=result.precision,
-            latency_ms=round(result.latency_ms, 1),
+            **cls.provenance(result),
             output={
                 "text": result.text,
                 "lines": [[text, round(score, 4), [list(point) for point in box]] for text, score, box in result.lines],

@@ -75,21 +75,15 @@ class CategoryPrediction(Prediction):
 
     @classmethod
     def from_result(cls, result: Any) -> CategoryPrediction:
-        ranked = sorted(result.scores.values(), reverse=True)
         return cls(
-            model_id=result.model_id,
-            revision=result.revision,
-            precision=result.precision,
-            latency_ms=round(result.latency_ms, 1),
+            **cls.provenance(result),
+            **cls.classification(result),
             output={
                 "label": result.label,
                 "scores": {key: round(score, 4) for key, score in result.scores.items()},
                 "similarities": {key: round(value, 4) for key, value in result.similarities.items()},
                 "descriptions": dict(getattr(result, "descriptions", {}) or {}),
             },
-            final_label=result.label,
-            confidence=round(result.score, 4),
-            margin=round(ranked[0] - ranked[1], 4) if len(ranked) > 1 else None,
         )
 
     @property
@@ -118,10 +112,7 @@ class ReplyPrediction(Prediction):
     @classmethod
     def from_result(cls, result: Any) -> ReplyPrediction:
         return cls(
-            model_id=result.model_id,
-            revision=result.revision,
-            precision=result.precision,
-            latency_ms=round(result.latency_ms, 1),
+            **cls.provenance(result),
             output={
                 "text": result.text,
                 "template_id": result.template_id,
