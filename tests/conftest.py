@@ -286,7 +286,7 @@ def reply_draft(app, category: str, sentiment: str | None, language: str = "en")
     from webapp.service_desk import draft_reply
 
     with app.app_context():
-        return draft_reply(category, sentiment, language).text
+        return draft_reply(category, sentiment, language).text  # no writer model: the template draft
 
 
 def make_token(app, username: str, name: str = "test") -> str:

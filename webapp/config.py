@@ -115,6 +115,10 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "PRISM_CAPTION_MAX_BATCH": 8,
         "PRISM_SENTIMENT_MAX_BATCH": 32,
         "PRISM_EMBEDDING_MAX_BATCH": 32,
+        # Optional: an instruction-tuned model (hub id or directory, e.g. Qwen/Qwen2.5-0.5B-Instruct)
+        # that writes service-desk reply drafts; unset, drafts come from the admins' templates.
+        "PRISM_REPLY_MODEL": None,
+        "PRISM_REPLY_MAX_NEW_TOKENS": 160,
         "PRISM_BATCH_WINDOW_MS": 0.0,
         "PRISM_BATCH_BUSY_WINDOW_MS": 200.0,
         "PRISM_QUEUE_SIZE": 32,
@@ -136,6 +140,7 @@ _INT_KEYS = {
     "PRISM_CAPTION_MAX_BATCH",
     "PRISM_SENTIMENT_MAX_BATCH",
     "PRISM_EMBEDDING_MAX_BATCH",
+    "PRISM_REPLY_MAX_NEW_TOKENS",
     "PRISM_QUEUE_SIZE",
     "PRISM_MAX_BATCH_FILES",
     "PRISM_WORKER_THREADS",

@@ -34,6 +34,7 @@ MODEL_NAMES = {
     "sentiment": _l("sentiment model"),
     "ocr": _l("text recognition model"),
     "embedding": _l("text embedding model"),
+    "reply": _l("reply-writing model"),
 }
 STATE_NAMES = {
     "not_loaded": _l("not loaded"),

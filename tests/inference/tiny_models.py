@@ -24,6 +24,7 @@ from transformers import (
     DistilBertForSequenceClassification,
     DistilBertTokenizer,
     GPT2Config,
+    GPT2LMHeadModel,
     GPT2Tokenizer,
     VisionEncoderDecoderConfig,
     VisionEncoderDecoderModel,
@@ -227,4 +228,31 @@ def build_embedding(directory: Path) -> Path:
     (directory / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2))
     settings = {"max_seq_length": EMBEDDING_MAX_SEQ_LENGTH, "do_lower_case": True}
     (directory / "sentence_bert_config.json").write_text(json.dumps(settings))
+    return directory
+
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}<|endoftext|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def build_reply_writer(directory: Path) -> Path:
+    """A one-layer GPT-2 language model with a BPE tokenizer trained here and a chat template, saved like
+    an instruction-tuned checkpoint (the architecture and weights are tiny and random: plumbing only)."""
+    tokenizer = _gpt2_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=256,
+        n_embd=32,
+        n_layer=1,
+        n_head=2,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    model = GPT2LMHeadModel(config)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
     return directory

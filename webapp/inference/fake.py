@@ -152,7 +152,23 @@ class FakeEmbeddingModel:
         return [value / norm for value in vector] if norm else vector
 
 
+class FakeReplyModel:
+    """Writes a deterministic draft that quotes the start of the prompt's last message."""
+
+    model_id = "prism/fake-reply"
+    revision = "1"
+    precision = "none"
+
+    def __init__(self, delay_seconds: float = 0.0):
+        self.delay_seconds = delay_seconds
+
+    def write(self, conversations: list[list[dict[str, str]]]) -> list[str]:
+        time.sleep(self.delay_seconds)
+        return [f"[fake reply] {conversation[-1]['content'][:80]}" for conversation in conversations]
+
+
 MODELS = {
+    "reply": FakeReplyModel,
     "caption": FakeCaptionModel,
     "sentiment": FakeSentimentModel,
     "ocr": FakeOcrModel,

@@ -43,6 +43,7 @@ from .types import (
     OcrLine,
     OcrResult,
     SentimentResult,
+    WrittenText,
 )
 
 logger = logging.getLogger(__name__)
@@ -309,6 +310,17 @@ class ModelService:
         self._slots: dict[str, ModelSlot] = {
             slot.kind: slot for slot in (self.caption_slot, self.sentiment_slot, self.ocr_slot, self.embedding_slot)
         }
+        # Opt-in (PRISM_REPLY_MODEL): a model that writes reply drafts; without it drafts come from templates.
+        self.reply_slot: ModelSlot | None = None
+        if settings.reply_model:
+            self.reply_slot = slot(
+                "reply",
+                settings.reply_model,
+                prepare=lambda model, conversation: conversation,  # tokenised in the worker
+                run_batch=lambda model, batch: model.write(list(batch)),
+                max_batch=1,  # replies differ in length: one conversation per generate()
+            )
+            self._slots["reply"] = self.reply_slot
         self._description_lock = threading.Lock()
         self._description_vectors: dict[tuple, tuple[list[float], ...]] = {}  # see categorize()
 
@@ -326,14 +338,39 @@ class ModelService:
             slot.unload()
 
     def start_loading(
-        self, *, caption: bool = False, sentiment: bool = False, ocr: bool = False, embedding: bool = False
+        self,
+        *,
+        caption: bool = False,
+        sentiment: bool = False,
+        ocr: bool = False,
+        embedding: bool = False,
+        reply: bool = False,
     ) -> None:
         """Start every load a request will need at once, so two models download side by side
         rather than one after the other across retries."""
-        needed = {"caption": caption, "sentiment": sentiment, "ocr": ocr, "embedding": embedding}
+        needed = {"caption": caption, "sentiment": sentiment, "ocr": ocr, "embedding": embedding, "reply": reply}
         for kind, slot in self._slots.items():
             if needed[kind]:
                 slot.start_loading()
+
+    @property
+    def writes_replies(self) -> bool:
+        """Whether a reply-writing model is configured (``PRISM_REPLY_MODEL``)."""
+        return self.reply_slot is not None
+
+    def write_reply(self, conversation: list[dict[str, str]]) -> WrittenText:
+        """The configured model's answer to a chat (system and user messages); raises ModelUnavailable."""
+        if self.reply_slot is None:
+            raise RuntimeError("no PRISM_REPLY_MODEL is configured")
+        started = time.perf_counter()
+        text, model = self.reply_slot.infer(conversation)
+        return WrittenText(
+            text=text,
+            model_id=model.model_id,
+            revision=model.revision,
+            precision=model.precision,
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+        )
 
     def warm(self, wait: float | None = None) -> list[ModelStatus]:
         """Start loading every model and wait for each (used by ``manage.py models warm/check``)."""
@@ -472,7 +509,7 @@ def _loaders(settings: InferenceSettings) -> dict[str, Loader]:
         from . import fake
 
         delay = settings.fake_latency_ms / 1000.0
-        return {kind: functools.partial(fake.load, kind, delay_seconds=delay) for kind in MODEL_KINDS}
+        return {kind: functools.partial(fake.load, kind, delay_seconds=delay) for kind in (*MODEL_KINDS, "reply")}
     if settings.backend == "transformers":
         # torch (and onnxruntime) are imported by the first load, not here: create_app, init-db and the
         # CLI stay fast. OCR is not a transformers model; "transformers" selects the real backends.
@@ -488,5 +525,6 @@ def _loaders(settings: InferenceSettings) -> dict[str, Loader]:
             "sentiment": real("transformers_backend", "load_sentiment_model"),
             "ocr": real("ocr_backend", "load_ocr_model"),
             "embedding": real("transformers_backend", "load_embedding_model"),
+            "reply": real("transformers_backend", "load_reply_model"),
         }
     raise ValueError(f"unknown PRISM_MODEL_BACKEND {settings.backend!r} (use 'transformers' or 'fake')")

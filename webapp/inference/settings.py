@@ -41,6 +41,9 @@ class InferenceSettings:
     # default is multilingual (Chinese and English in one vector space).
     embedding_model: str = "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2"
     embedding_max_batch: int = 32  # requests per batch, and texts per forward pass
+    # Optional: an instruction-tuned text-generation model that writes reply drafts (None: templates).
+    reply_model: str | None = None
+    reply_max_new_tokens: int = 160
 
     @classmethod
     def from_config(cls, config: Mapping) -> InferenceSettings:
@@ -71,4 +74,6 @@ class InferenceSettings:
             ocr_model=str(config["PRISM_OCR_MODEL"]),
             embedding_model=str(config["PRISM_EMBEDDING_MODEL"]),
             embedding_max_batch=int(config["PRISM_EMBEDDING_MAX_BATCH"]),
+            reply_model=str(config["PRISM_REPLY_MODEL"]) if config.get("PRISM_REPLY_MODEL") else None,
+            reply_max_new_tokens=int(config["PRISM_REPLY_MAX_NEW_TOKENS"]),
         )

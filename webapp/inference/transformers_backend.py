@@ -25,6 +25,7 @@ from transformers import (
     AutoConfig,
     AutoImageProcessor,
     AutoModel,
+    AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BlipForConditionalGeneration,
@@ -258,6 +259,55 @@ def _forward_in_length_buckets(
         for index, row in zip(group, rows, strict=True):
             results[index] = row
     return results  # type: ignore[return-value]
+
+
+@dataclass(eq=False)
+class TransformersReplyModel(_Placed):
+    """An instruction-tuned causal LM that answers a chat (its tokenizer's chat template), greedily.
+
+    One conversation per call: replies differ in length, and a draft is written once per message.
+    """
+
+    model_id: str
+    revision: str
+    model: Any
+    tokenizer: Any
+    placement: Placement
+    max_new_tokens: int = 160
+
+    def write(self, conversations: Sequence[list[dict[str, str]]]) -> list[str]:
+        replies = []
+        for conversation in conversations:
+            prompt = self.tokenizer.apply_chat_template(
+                conversation, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            ).to(self.device)
+            with torch.inference_mode():
+                output = self.model.generate(
+                    **prompt,
+                    max_new_tokens=self.max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+                )
+            new_tokens = output[0, prompt["input_ids"].shape[1] :]
+            replies.append(self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip())
+        return replies
+
+
+def load_reply_model(settings: InferenceSettings, progress: ProgressCallback) -> TransformersReplyModel:
+    """``PRISM_REPLY_MODEL`` (hub id or directory, resolved like the others) with its chat template."""
+    ref = settings.reply_model
+    source, placement = _locate(ref, settings, progress)
+    model, tokenizer = _load_text_model(source, AutoModelForCausalLM)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"{ref} has no chat template: PRISM_REPLY_MODEL needs an instruction-tuned checkpoint")
+    return TransformersReplyModel(
+        hub.model_id(ref),
+        hub.revision_of(source),
+        _place(model, placement),
+        tokenizer,
+        placement,
+        settings.reply_max_new_tokens,
+    )
 
 
 def _locate(ref: str, settings: InferenceSettings, progress: ProgressCallback) -> tuple[str, Placement]:

@@ -62,6 +62,17 @@ class OcrLine(NamedTuple):
 
 
 @dataclass(frozen=True)
+class WrittenText:
+    """Text an instruction-tuned model wrote for a chat prompt (the service desk's reply drafts)."""
+
+    text: str
+    model_id: str
+    revision: str | None
+    precision: str | None
+    latency_ms: float
+
+
+@dataclass(frozen=True)
 class OcrResult:
     """The text found in an image, kept exactly as the recogniser returned it.
 

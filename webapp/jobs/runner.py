@@ -79,14 +79,27 @@ RUNNERS: dict[str, Callable[[ModelService, JobInputs], Any]] = {
     "sentiment": lambda service, inputs: service.sentiment(inputs.text),
     "ocr": lambda service, inputs: service.ocr(inputs.image()),
     "category": lambda service, inputs: service_desk.categorize(service, inputs.message()),
-    "reply": lambda service, inputs: service_desk.draft_reply(
+    "reply": lambda service, inputs: _draft(service, inputs),
+}
+# The model each kind needs loaded (a reply draft needs one only with PRISM_REPLY_MODEL: ``_model_of``).
+MODEL_OF_KIND = {"caption": "caption", "sentiment": "sentiment", "ocr": "ocr", "category": "embedding"}
+
+
+def _draft(service: ModelService, inputs: JobInputs):
+    message = inputs.message()
+    return service_desk.draft_reply(
         inputs.stored_value("category"),
         inputs.stored_value("sentiment"),
-        service_desk.message_language(inputs.message()),
-    ),
-}
-# The model each kind needs loaded (a reply draft is written from templates: no model).
-MODEL_OF_KIND = {"caption": "caption", "sentiment": "sentiment", "ocr": "ocr", "category": "embedding"}
+        service_desk.message_language(message),
+        service=service,
+        message=message,
+    )
+
+
+def _models_needed(service: ModelService, kinds: tuple[str, ...]) -> list[str]:
+    """The models ``kinds`` run on, in order (the reply draft's only when a writer is configured)."""
+    models = {**MODEL_OF_KIND, **({"reply": "reply"} if service.writes_replies else {})}
+    return [models[kind] for kind in kinds if kind in models]
 
 
 def _lease() -> timedelta:
@@ -151,10 +164,11 @@ def run(analysis_id: int) -> str:
         return _work(analysis_id, inputs)
     # Jobs of a burst reach the model at slightly different times (dequeue, claim, image read and
     # decode); announcing the first model call now lets them share one batch.
-    first_model = next((MODEL_OF_KIND[kind] for kind in inputs.missing if kind in MODEL_OF_KIND), None)
-    if first_model is None:
+    service = get_model_service()
+    models = _models_needed(service, inputs.missing)
+    if not models:
         return _work(analysis_id, inputs)
-    with get_model_service().announce(first_model):
+    with service.announce(models[0]):
         return _work(analysis_id, inputs)
 
 
@@ -170,8 +184,7 @@ def _work(analysis_id: int, inputs: JobInputs) -> str:
         )
         return "failed"
     service = get_model_service()
-    needed = {MODEL_OF_KIND[kind] for kind in inputs.missing if kind in MODEL_OF_KIND}
-    service.start_loading(**{model: model in needed for model in ("caption", "sentiment", "ocr", "embedding")})
+    service.start_loading(**{model: True for model in _models_needed(service, inputs.missing)})
     for kind in inputs.missing:
         try:
             result = RUNNERS[kind](service, inputs)

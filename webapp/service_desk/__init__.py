@@ -89,28 +89,65 @@ _OPENINGS = {  # by sentiment, what a careful agent says first
 _CLOSINGS = ("Best regards,", "祝好，")
 
 
-def draft_reply(category_key: str | None, sentiment: str | None, language: str) -> ReplyDraft:
-    """A draft from the category's template in ``language``, opened according to ``sentiment``."""
+def draft_reply(
+    category_key: str | None, sentiment: str | None, language: str, *, service=None, message: str = ""
+) -> ReplyDraft:
+    """A reply draft for the agent to edit, in ``language``.
+
+    With ``PRISM_REPLY_MODEL`` configured (``service.writes_replies``), that model writes it from the
+    message (and the screenshot's text) and the category's template as guidance. Otherwise, or when
+    the message is empty, it is the category's template opened according to ``sentiment``. Either
+    way nothing is sent anywhere.
+    """
     started = time.perf_counter()
     category = db.session.scalar(select(InquiryCategory).where(InquiryCategory.key == category_key))
     template = category.template_for(language) if category is not None else None
     chinese = language == "zh"
+    template_body = template.body if template is not None else ""
+    template_id = template.id if template is not None else None
+    template_stamp = template.updated_at.strftime("%Y%m%dT%H%M%S") if template is not None else None
+    category_name = category.name if category is not None else "other"
+    db.session.rollback()  # a model call may follow: hold no transaction through it
+    if service is not None and service.writes_replies and message.strip():
+        written = service.write_reply(_reply_prompt(message, category_name, sentiment, language, template_body))
+        return ReplyDraft(
+            text=written.text,
+            template_id=template_id,
+            category=category_key,
+            sentiment=sentiment,
+            language=language,
+            model_id=written.model_id,
+            revision=written.revision,
+            precision=written.precision,
+            latency_ms=written.latency_ms,
+        )
     opening = _OPENINGS.get(sentiment or "neutral", _OPENINGS["neutral"])[chinese]
-    parts = [opening, template.body if template is not None else "", _CLOSINGS[chinese]]
-    draft = ReplyDraft(
+    parts = [opening, template_body, _CLOSINGS[chinese]]
+    return ReplyDraft(
         text="\n\n".join(part for part in parts if part),
-        template_id=template.id if template is not None else None,
+        template_id=template_id,
         category=category_key,
         sentiment=sentiment,
         language=language,
         model_id=REPLY_MODEL_ID,
         # The template's last edit identifies the "model" that wrote this draft.
-        revision=template.updated_at.strftime("%Y%m%dT%H%M%S") if template is not None else None,
+        revision=template_stamp,
         precision=None,
         latency_ms=(time.perf_counter() - started) * 1000.0,
     )
-    db.session.rollback()
-    return draft
+
+
+def _reply_prompt(message: str, category: str, sentiment: str | None, language: str, guidance: str) -> list[dict]:
+    """The chat a reply-writing model answers: the agent's brief as the system message, the
+    customer's words as the user message."""
+    reply_language = "Simplified Chinese" if language == "zh" else "English"
+    system = (
+        "You are a polite, concise customer-service agent. Write a reply to the customer's message in "
+        f"{reply_language}. The inquiry is about: {category}. The customer's mood reads as "
+        f"{sentiment or 'unknown'}; if negative, apologise first. Promise nothing the guidance does not. "
+        f"Guidance from the team: {guidance or 'none'}. Reply with the message text only."
+    )
+    return [{"role": "system", "content": system}, {"role": "user", "content": message}]
 
 
 def select_triage(viewer: User) -> Select:
