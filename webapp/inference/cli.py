@@ -29,7 +29,7 @@ _timeout_option = click.option(
 
 
 @models_cli.command("pull")
-@click.option("--only", type=click.Choice(MODEL_KINDS), help="Pull only this model.")
+@click.option("--only", type=click.Choice([*MODEL_KINDS, "reply"]), help="Pull only this model.")
 def pull_command(only: str | None) -> None:
     """Download the configured models into PRISM_MODEL_DIR for offline use."""
     settings = InferenceSettings.from_config(current_app.config)
@@ -39,6 +39,8 @@ def pull_command(only: str | None) -> None:
         "ocr": None,  # PP-OCRv4 ships inside the rapidocr-onnxruntime wheel
         "embedding": settings.embedding_model,
     }
+    if settings.reply_model:  # optional: only when PRISM_REPLY_MODEL is set
+        refs["reply"] = settings.reply_model
     for kind, ref in refs.items():
         if only and kind != only:
             continue
