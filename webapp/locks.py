@@ -1,26 +1,19 @@
-"""Locks that hold across processes and hosts when Redis is configured.
+"""Coordination across processes and hosts through Redis, when it is configured.
 
-``exclusive(name, ttl)`` is a non-blocking "only one of us does this now" (the stalled-job sweep,
-run by every worker every minute, needs only one at a time). With ``PRISM_REDIS_URL`` it is a
-Redis lock (``SET NX PX``, released only by its owner, expiring after ``ttl`` seconds so a worker
-killed while holding it blocks nobody for long). Without Redis, every consumer is on one host
-sharing the embedded SQLite queue; the lock is then per process, and the work it guards must be
-(and is) harmless when two processes do it at once.
+``claim_interval`` lets one of N workers do periodic work (the stalled-job sweep) once per interval:
+a ``SET NX PX`` that expires instead of being released, so a worker killed after claiming blocks
+nobody for longer than the interval.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from flask import Flask, current_app
 
 logger = logging.getLogger(__name__)
 EXTENSION_KEY = "prism_redis"
-_LOCAL_LOCKS: dict[str, threading.Lock] = {}
-_LOCAL_LOCKS_GUARD = threading.Lock()
 
 
 class RedisConnection:
@@ -51,37 +44,20 @@ def redis_client():
     return current_app.extensions[EXTENSION_KEY].client()
 
 
-@contextmanager
-def exclusive(name: str, ttl: float) -> Iterator[bool]:
-    """Yields True when this caller holds the lock ``name`` (for at most ``ttl`` seconds), else False.
-
-    Never blocks. A Redis that cannot be reached yields False: skipping one round of guarded work is
-    safe, doing it while another holder may be at it is what the lock exists to prevent.
+def claim_interval(name: str, seconds: float) -> bool:
+    """True for the one caller, among every process and host sharing Redis, that claims ``name`` for the
+    next ``seconds``; the claim is never released, it expires, so the guarded work runs once per
+    interval however many workers try. Without Redis every caller gets True: consumers then share one
+    host and its SQLite queue, and the guarded work (the stalled-job sweep) is harmless when repeated.
+    An unreachable Redis answers False: skipping a round is safe, the next one retries.
     """
     client = redis_client()
     if client is None:
-        with _LOCAL_LOCKS_GUARD:
-            lock = _LOCAL_LOCKS.setdefault(name, threading.Lock())
-        acquired = lock.acquire(blocking=False)
-        try:
-            yield acquired
-        finally:
-            if acquired:
-                lock.release()
-        return
-    from redis.exceptions import LockError, RedisError
+        return True
+    from redis.exceptions import RedisError
 
-    lock = client.lock(f"prism:lock:{name}", timeout=ttl, blocking=False)
     try:
-        acquired = lock.acquire()
+        return bool(client.set(f"prism:lock:{name}", "1", nx=True, px=max(1, int(seconds * 1000))))
     except RedisError as exc:
-        logger.warning("lock %s: Redis unreachable (%s); skipping", name, exc)
-        acquired = False
-    try:
-        yield acquired
-    finally:
-        if acquired:
-            try:
-                lock.release()
-            except (LockError, RedisError):  # expired meanwhile, or Redis went away: it expires by itself
-                logger.info("lock %s was no longer ours to release", name)
+        logger.warning("claim %s: Redis unreachable (%s); skipping this round", name, exc)
+        return False

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from tests.conftest import csrf_token, png_bytes, submit, user_id
+from tests.conftest import client_for, csrf_token, png_bytes, submit, user_id
 from webapp.extensions import db
 from webapp.jobs import get_queue, requeue_stalled
 from webapp.jobs.runner import claim, run
@@ -158,6 +158,26 @@ def test_retry_needs_csrf_and_ownership(app, alice):
     token = csrf_token(alice, f"/history/{analysis_id}")
     page = alice.post(f"/history/{analysis_id}/retry", data={"csrf_token": token}, follow_redirects=True)
     assert "Only a failed analysis can be retried." in page.get_data(as_text=True)
+    mallory = client_for(app, "mallory")
+    other_token = csrf_token(mallory, "/service/")
+    assert mallory.post(f"/history/{analysis_id}/retry", data={"csrf_token": other_token}).status_code == 404
+
+
+def test_an_unexpected_error_fails_the_job_at_once_with_the_step_named(app, alice, monkeypatch):
+    """A step that raises anything else (a corrupt stored file, a storage error, a bug) fails the job
+    now, saying which step, instead of leaving it running until three leases have expired."""
+    from webapp.jobs import runner
+
+    def broken(service, inputs):
+        raise ValueError("corrupt")
+
+    monkeypatch.setitem(runner.RUNNERS, "sentiment", broken)
+    response = submit(alice, text="fine")
+    analysis_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    with app.app_context():
+        analysis = db.session.get(Analysis, analysis_id)
+        assert (analysis.status, analysis.attempts, analysis.lease_expires_at) == ("failed", 1, None)
+        assert analysis.error == "The sentiment step failed (ValueError). Retry it to try again."
 
 
 def test_a_job_that_keeps_dying_fails_after_max_attempts(app, alice):

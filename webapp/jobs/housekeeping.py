@@ -20,21 +20,18 @@ from flask import Flask
 from sqlalchemy import delete, update
 
 from ..extensions import db
-from ..locks import exclusive
+from ..inference import get_model_service
+from ..locks import claim_interval
 from ..models import Worker, utcnow
 
 logger = logging.getLogger(__name__)
 FORGET_WORKERS_AFTER = timedelta(days=7)
 
 
-def worker_name() -> str:
-    """This process as a worker: ``<host>:<pid>`` (called after any fork, so the pid is the live one)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _model_states(app: Flask) -> list[dict]:
-    service = app.extensions.get("prism_models")
-    return [status.as_dict() for status in service.statuses()] if service is not None else []
+def worker_name(pid: int | None = None) -> str:
+    """A worker's name, ``<host>:<pid>``: this process's by default (called after any fork, so the pid
+    is the live one), or the process ``pid`` on this host."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
 
 
 class Housekeeper(threading.Thread):
@@ -51,33 +48,38 @@ class Housekeeper(threading.Thread):
         config = self.app.config
         heartbeat, sweep_every = config["PRISM_WORKER_HEARTBEAT_SECONDS"], config["PRISM_JOB_SWEEP_SECONDS"]
         next_sweep = time.monotonic() + sweep_every  # the consumer swept once as it started
+        registered = False
         with self.app.app_context():
-            self._beat(first=True)
-            while not self._stopping.wait(min(heartbeat, max(0.0, next_sweep - time.monotonic()))):
-                try:
-                    if time.monotonic() >= next_sweep:
+            while True:
+                try:  # a database blip (even at start) must not end the heartbeat for good
+                    if registered and time.monotonic() >= next_sweep:
                         next_sweep = time.monotonic() + sweep_every
-                        self.sweep(ttl=sweep_every)
-                    self._beat()
-                except Exception:  # a database blip must not end the heartbeat for good
+                        self.sweep(interval=sweep_every)
+                    self._beat(first=not registered)
+                    registered = True
+                except Exception:
                     db.session.rollback()
                     logger.exception("housekeeping failed; trying again")
                 finally:
                     db.session.remove()
+                if self._stopping.wait(min(heartbeat, max(0.0, next_sweep - time.monotonic()))):
+                    return
 
     @staticmethod
-    def sweep(ttl: float) -> int:
+    def sweep(interval: float) -> int:
+        """Re-queue stalled work, unless another worker already did in this interval."""
         from . import requeue_stalled
 
-        with exclusive("requeue-stalled", ttl=ttl) as mine:
-            return requeue_stalled() if mine else 0
+        # Claimed for a little less than the interval, so the next round's claim is free again.
+        return requeue_stalled() if claim_interval("requeue-stalled", interval * 0.9) else 0
 
     def _beat(self, *, first: bool = False) -> None:
         from . import get_queue
 
         done, failed = get_queue().outcome_counts("done", "failed")
         now = utcnow()
-        values = {"last_seen_at": now, "jobs_done": done, "jobs_failed": failed, "models": _model_states(self.app)}
+        models = [status.as_dict() for status in get_model_service().statuses()]
+        values = {"last_seen_at": now, "jobs_done": done, "jobs_failed": failed, "models": models}
         if first:
             # Each start is a new row (a new pid); rows of workers gone for a week only clutter.
             db.session.execute(delete(Worker).where(Worker.last_seen_at < now - FORGET_WORKERS_AFTER))

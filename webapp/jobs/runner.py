@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 from typing import Any
 
 from flask import current_app
@@ -53,7 +55,9 @@ class JobInputs:
     missing: tuple[str, ...]  # the kinds still without a prediction
     attempts: int  # claims so far, this one included
 
+    @cached_property
     def image(self) -> Image.Image:
+        """The decoded upload, read from storage once per job however many kinds use it."""
         data = get_storage().get(image_key(self.image_sha256, self.image_format))
         return decode_rgb(data, self.image_format)
 
@@ -67,18 +71,20 @@ class JobInputs:
         db.session.rollback()
         return value
 
+    @cached_property
     def message(self) -> str:
-        """The customer's words: the message, and the text read from the screenshot."""
+        """The customer's words: the message, and the text read from the screenshot (read once: OCR
+        runs before every kind that uses it)."""
         return "\n".join(part for part in (self.text, self.stored_value("ocr")) if part)
 
 
 # What each prediction kind asks of the model service, given the analysis's inputs. Kinds run in the
 # order the scenario lists them, so a kind may read what an earlier one stored (``stored_value``).
 RUNNERS: dict[str, Callable[[ModelService, JobInputs], Any]] = {
-    "caption": lambda service, inputs: service.caption(inputs.image()),
+    "caption": lambda service, inputs: service.caption(inputs.image),
     "sentiment": lambda service, inputs: service.sentiment(inputs.text),
-    "ocr": lambda service, inputs: service.ocr(inputs.image()),
-    "category": lambda service, inputs: service_desk.categorize(service, inputs.message()),
+    "ocr": lambda service, inputs: service.ocr(inputs.image),
+    "category": lambda service, inputs: service_desk.categorize(service, inputs.message),
     "reply": lambda service, inputs: _draft(service, inputs),
 }
 # The model each kind needs loaded (a reply draft needs one only with PRISM_REPLY_MODEL: ``_model_of``).
@@ -86,7 +92,7 @@ MODEL_OF_KIND = {"caption": "caption", "sentiment": "sentiment", "ocr": "ocr", "
 
 
 def _draft(service: ModelService, inputs: JobInputs):
-    message = inputs.message()
+    message = inputs.message
     return service_desk.draft_reply(
         inputs.stored_value("category"),
         inputs.stored_value("sentiment"),
@@ -160,44 +166,36 @@ def run(analysis_id: int) -> str:
     inputs = claim(analysis_id)
     if inputs is None:
         return "skipped"
-    if not inputs.missing:
-        return _work(analysis_id, inputs)
-    # Jobs of a burst reach the model at slightly different times (dequeue, claim, image read and
-    # decode); announcing the first model call now lets them share one batch.
     service = get_model_service()
     models = _models_needed(service, inputs.missing)
-    if not models:
-        return _work(analysis_id, inputs)
-    with service.announce(models[0]):
-        return _work(analysis_id, inputs)
+    # Jobs of a burst reach the model at slightly different times (dequeue, claim, image read and
+    # decode); announcing the first model call now lets them share one batch.
+    with service.announce(models[0]) if models else nullcontext():
+        return _work(inputs, service, models)
 
 
-def _work(analysis_id: int, inputs: JobInputs) -> str:
+def _work(inputs: JobInputs, service: ModelService, models: list[str]) -> str:
+    analysis_id = inputs.analysis_id
     max_attempts = current_app.config["PRISM_JOB_MAX_ATTEMPTS"]
     if inputs.attempts > max_attempts:
-        _settle(
+        return _fail(
             analysis_id,
-            status=FAILED,
-            finished_at=utcnow(),
-            error=f"The job was started {max_attempts} times without finishing (its worker stopped each "
-            "time). Retry it to try again.",
+            f"The job was started {max_attempts} times without finishing (its worker stopped each time). "
+            "Retry it to try again.",
         )
-        return "failed"
-    service = get_model_service()
-    service.start_loading(**{model: True for model in _models_needed(service, inputs.missing)})
+    service.start_loading(**dict.fromkeys(models, True))
     for kind in inputs.missing:
         try:
             result = RUNNERS[kind](service, inputs)
         except ModelUnavailable as exc:
             if exc.reason in ("not_ready", "busy"):
                 return _defer(analysis_id, exc)
-            _settle(analysis_id, status=FAILED, finished_at=utcnow(), error=str(exc), error_info=_info(exc))
-            return "failed"
+            return _fail(analysis_id, str(exc), error_info=_info(exc))
         except ObjectMissing:
-            _settle(
-                analysis_id, status=FAILED, finished_at=utcnow(), error="The uploaded image is missing from storage."
-            )
-            return "failed"
+            return _fail(analysis_id, "The uploaded image is missing from storage.")
+        except Exception as exc:  # anything else fails the job with a reason now, not after 3 lease expiries
+            logger.exception("analysis %s: the %s step failed", analysis_id, kind)
+            return _fail(analysis_id, f"The {kind} step failed ({type(exc).__name__}). Retry it to try again.")
         prediction = Prediction.KINDS[kind].from_result(result)
         prediction.analysis_id, prediction.user_id, prediction.scenario = analysis_id, inputs.user_id, inputs.scenario
         db.session.add(prediction)
@@ -220,6 +218,11 @@ def _work(analysis_id: int, inputs: JobInputs) -> str:
     if not inputs.missing:
         _settle(analysis_id, **_done())
     return "done"
+
+
+def _fail(analysis_id: int, error: str, **values: Any) -> str:
+    _settle(analysis_id, status=FAILED, finished_at=utcnow(), error=error, **values)
+    return "failed"
 
 
 def _done() -> dict[str, Any]:
