@@ -169,3 +169,38 @@ def test_regions_sign_off_and_case_export(app):
     assert admin.get(f"/cases/{analysis_id}/export.json").status_code == 200
     assert any(row["details"].get("part") == "case export" for row in audit_rows(app, "analysis.view_other"))
     assert [row["action"] for row in audit_rows(app, "case.sign_off")] == ["case.sign_off"]
+
+
+def test_a_case_is_signed_off_only_once_its_findings_exist_and_then_they_are_final(app):
+    """No sign-off while the job is still pending (the finding would arrive undecided); after sign-off
+    no decision changes, on the page or through the API."""
+    from tests.conftest import make_token
+    from tests.test_history import decide
+
+    clinician = client_for(app, "drwho", role="clinician")
+    queue = app.extensions["prism_jobs"].huey
+    queue.immediate = False  # nobody runs the job: the case stays pending
+    try:
+        pending_id = record_id(upload(clinician, get_testdata_file("CT_small.dcm")))
+    finally:
+        queue.immediate = True
+    token = csrf_token(clinician, f"/history/{pending_id}")
+    clinician.post(f"/cases/{pending_id}/sign-off", data={"csrf_token": token})
+    with app.app_context():
+        assert db.session.get(Analysis, pending_id).signed_off_at is None
+
+    analysis_id = record_id(upload(clinician, get_testdata_file("MR_small.dcm")))
+    decide(clinician, analysis_id, "caption", "accept")
+    clinician.post(
+        f"/cases/{analysis_id}/sign-off", data={"csrf_token": csrf_token(clinician, f"/history/{analysis_id}")}
+    )
+    page = clinician.get(f"/history/{analysis_id}").get_data(as_text=True)
+    assert "Signed off" in page and "/review/predictions/" not in page  # no decision form any more
+    api = clinician.post(
+        f"/api/v1/analyses/{analysis_id}/reviews",
+        json={"kind": "caption", "decision": "reopen"},
+        headers={"Authorization": f"Bearer {make_token(app, 'drwho')}"},
+    )
+    assert api.status_code == 400 and "signed off" in api.json["error"]["message"]
+    with app.app_context():
+        assert db.session.get(Analysis, analysis_id).prediction("caption").review_state == "accepted"

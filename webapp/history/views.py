@@ -95,7 +95,7 @@ def detail(analysis_id: int):
         delete_form=EmptyForm(),
         retry_form=EmptyForm(),
         review_form=ReviewForm(),
-        can_review=may_review(current_user, analysis),
+        can_review=may_review(current_user, analysis) and analysis.signed_off_at is None,
         queue=queue if queue in SCENARIO_PAGES else None,
         policy=confidence_policy(),
         view=_dicom_view(analysis),

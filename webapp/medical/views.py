@@ -15,7 +15,7 @@ from .. import audit
 from ..extensions import db
 from ..forms import EmptyForm
 from ..history.views import visible_or_404
-from ..models import UNREVIEWED, Analysis, RegionAnnotation, utcnow
+from ..models import DONE, UNREVIEWED, Analysis, RegionAnnotation, utcnow
 from . import AnnotationInputError, case_export, parse_annotation
 
 bp = Blueprint("medical", __name__, url_prefix="/cases")
@@ -79,7 +79,9 @@ def delete_annotation(analysis_id: int, annotation_id: int):
 @bp.route("/<int:analysis_id>/sign-off", methods=["POST"])
 def sign_off(analysis_id: int):
     analysis = _own_open_case_or_404(analysis_id)
-    if any(p.review_state == UNREVIEWED for p in analysis.predictions):
+    if analysis.status != DONE:
+        flash(_("Wait for the AI findings before signing the case off."), "error")
+    elif any(p.review_state == UNREVIEWED for p in analysis.predictions):
         flash(_("Accept, correct or reject every AI finding before signing the case off."), "error")
     elif analysis.signed_off_at is None:
         analysis.signed_off_at, analysis.signed_off_by = utcnow(), current_user.username

@@ -39,6 +39,8 @@ def record_review(
     """
     if not may_review(reviewer, prediction.analysis):
         raise ScenarioForbidden(prediction.analysis.scenario)
+    if prediction.analysis.signed_off_at is not None:
+        raise ReviewInputError(_l("This case is signed off: its decisions are final."))
     if decision not in DECISIONS:
         raise ReviewInputError(_l("'decision' must be one of: %(choices)s.", choices=", ".join(DECISIONS)))
     comment = (comment or "").strip() or None
