@@ -656,3 +656,17 @@ def test_pixel_cap_counts_every_frame():
     with pytest.raises(DicomRejected, match="at most 1,499"):
         read_dicom(data, max_pixels=1499)
     assert isinstance(read_dicom(sample("CT_small.dcm"), max_pixels=128 * 128), DicomStudy)
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "rtdose.dcm"])
+def test_a_stored_file_reads_back_as_it_was_stored_without_a_second_de_identification(name, monkeypatch):
+    """``read_stored`` gives the same pixels, window and bytes as the upload's study, and never runs
+    the de-identification again (its UIDs would change on every read)."""
+    study = dicom_module.read_dicom(Path(get_testdata_file(name)).read_bytes(), max_pixels=10**8)
+    monkeypatch.setattr(dicom_module, "_deidentify", lambda *args, **kwargs: pytest.fail("de-identified twice"))
+    again = dicom_module.read_stored(study.deidentified_bytes)
+    assert again.deidentified_bytes == study.deidentified_bytes
+    assert (again.frames, again.rows, again.columns) == (study.frames, study.rows, study.columns)
+    assert (again.window_center, again.window_width) == (study.window_center, study.window_width)
+    assert np.array_equal(again.pixels, study.pixels)
+    assert again.render(0).tobytes() == study.render(0).tobytes()

@@ -321,20 +321,32 @@ def _read(data: bytes, max_pixels: int, uid_key: bytes | None) -> DicomStudy:
         )
     _check_header(source, max_pixels)
     pixels, photometric, bits_stored = _decode(source, syntax)
-    frames = pixels.shape[0]
-
     deidentified = _deidentify(source, syntax, pixels, photometric, bits_stored, uid_key)
-    deidentified_bytes = _to_bytes(deidentified)
-    metadata = _metadata(deidentified, syntax)
-    slope = float(deidentified.get("RescaleSlope", 1) or 1)
-    intercept = float(deidentified.get("RescaleIntercept", 0) or 0)
-    voi_function = str(deidentified.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    return _study(deidentified, syntax, pixels, _to_bytes(deidentified), _may_contain_burned_in_text(source))
+
+
+def read_stored(data: bytes) -> DicomStudy:
+    """A file Prism stored: checked and de-identified when it was uploaded, so it is only parsed and
+    decoded here (previews and jobs read it again and again; de-identifying it anew would cost several
+    times the render and give it new UIDs each time). Not for untrusted input: use ``read_dicom``."""
+    stored = pydicom.dcmread(io.BytesIO(data), force=False)
+    syntax = dicom_uid.UID(str(stored.file_meta.TransferSyntaxUID))
+    pixels, _photometric, _bits_stored = _decode(stored, syntax)
+    return _study(stored, syntax, pixels, data, _may_contain_burned_in_text(stored))
+
+
+def _study(ds: Dataset, syntax: dicom_uid.UID, pixels: np.ndarray, stored_bytes: bytes, burned_in: bool) -> DicomStudy:
+    """The study of a de-identified dataset ``ds`` and its decoded ``pixels``."""
+    metadata = _metadata(ds, syntax)
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    voi_function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
     if not (np.isfinite(slope) and np.isfinite(intercept)):
         raise DicomRejected("This DICOM file's Rescale Slope or Rescale Intercept is not a finite number.")
-    center, width = _default_window(deidentified, pixels, slope, intercept)
+    center, width = _default_window(ds, pixels, slope, intercept)
     pixels.flags.writeable = False
     return DicomStudy(
-        frames=frames,
+        frames=pixels.shape[0],
         rows=pixels.shape[1],
         columns=pixels.shape[2],
         metadata=metadata,
@@ -343,8 +355,8 @@ def _read(data: bytes, max_pixels: int, uid_key: bytes | None) -> DicomStudy:
         rescale_slope=slope,
         rescale_intercept=intercept,
         voi_lut_function=voi_function,
-        may_contain_burned_in_text=_may_contain_burned_in_text(source),
-        deidentified_bytes=deidentified_bytes,
+        may_contain_burned_in_text=burned_in,
+        deidentified_bytes=stored_bytes,
         pixels=pixels,
     )
 

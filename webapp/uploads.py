@@ -21,7 +21,7 @@ from typing import Any
 from flask_babel import lazy_gettext as _l
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .dicom import DicomRejected, looks_like_dicom, read_dicom
+from .dicom import DicomRejected, looks_like_dicom, read_dicom, read_stored
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 MIME_TYPES = {
@@ -84,7 +84,7 @@ def decode_rgb(data: bytes, image_format: str) -> Image.Image:
     """A decoded RGB copy of stored, already validated bytes, upright per EXIF orientation (a DICOM
     file: its first frame in the file's own window)."""
     if image_format == "DICOM":
-        return read_dicom(data, max_pixels=2**62).render(0).convert("RGB")
+        return read_stored(data).render(0).convert("RGB")
     with Image.open(io.BytesIO(data), formats=[image_format]) as image:
         image.seek(0)
         return ImageOps.exif_transpose(image).convert("RGB")

@@ -30,7 +30,7 @@ from ..analyses import (
     retry_analysis,
     select_history,
 )
-from ..dicom import CT_PRESETS, preview_png, read_dicom
+from ..dicom import CT_PRESETS, preview_png, read_stored
 from ..exports import iter_csv, iter_json
 from ..extensions import db
 from ..forms import EmptyForm
@@ -103,19 +103,24 @@ def detail(analysis_id: int):
     )
 
 
-def _dicom_view(analysis: Analysis) -> dict | None:
-    """The frame and window the record page shows a DICOM image in (from ``?frame=&center=&width=`` or
-    a ``?preset=``), and the preview URL for them; None for other images."""
+def _dicom_window(analysis: Analysis) -> tuple[int, float, float]:
+    """The frame and window asked for (``?frame=&center=&width=``, or a CT ``?preset=``), each falling
+    back to the file's own and clamped to what exists: a bad value never fails a page or a preview."""
     meta = analysis.image_meta
-    if analysis.image_format != "DICOM" or not meta:
-        return None
     frame = min(max(request.args.get("frame", 0, type=int), 0), meta["frames"] - 1)
-    preset = CT_PRESETS.get(request.args.get("preset", ""))
-    center, width = preset or (
+    center, width = CT_PRESETS.get(request.args.get("preset", "")) or (
         request.args.get("center", meta["window_center"], type=float),
         request.args.get("width", meta["window_width"], type=float),
     )
-    width = max(width or meta["window_width"] or 1.0, 1.0)
+    return frame, center, width if width >= 1 else max(meta["window_width"], 1.0)
+
+
+def _dicom_view(analysis: Analysis) -> dict | None:
+    """The frame and window the record page shows a DICOM image in, and the preview URL for them;
+    None for other images."""
+    if analysis.image_format != "DICOM" or not analysis.image_meta:
+        return None
+    frame, center, width = _dicom_window(analysis)
     url = url_for("history.image", analysis_id=analysis.id, frame=frame, center=center, width=width)
     return {"frame": frame, "center": center, "width": width, "url": url}
 
@@ -165,19 +170,13 @@ def image(analysis_id: int):
 
 
 def _dicom_preview(analysis: Analysis) -> Response:
-    """A PNG of one frame of the stored (de-identified) DICOM file, in the window the page asks for
-    (``?frame=&center=&width=``); the file's own window otherwise. Bad values fall back, never 500."""
+    """A PNG of one frame of the stored (de-identified) DICOM file, in the window the page asks for."""
     try:
         data = get_storage().get(image_key(analysis.image_sha256, analysis.image_format))
     except ObjectMissing:
         abort(404)
-    study = read_dicom(data, max_pixels=2**62)  # validated on upload; the cap was applied then
-    frame = min(max(request.args.get("frame", 0, type=int), 0), study.frames - 1)
-    center = request.args.get("center", type=float)
-    width = request.args.get("width", type=float)
-    if width is not None and width < 1:
-        width = None
-    response = Response(preview_png(study, frame=frame, center=center, width=width), mimetype="image/png")
+    frame, center, width = _dicom_window(analysis)
+    response = Response(preview_png(read_stored(data), frame, center, width), mimetype="image/png")
     response.headers["Cache-Control"] = "private, no-store"
     return response
 
