@@ -305,3 +305,22 @@ def user_id(app, username: str) -> int:
     """The id of the user called ``username``."""
     with app.app_context():
         return db.session.scalar(db.select(User.id).where(User.username == username))
+
+
+def queries_during(app, action) -> int:
+    """How many SQL statements ``action()`` runs on ``app``'s database (to catch one query per row)."""
+    from sqlalchemy import event
+
+    with app.app_context():
+        engine = db.engine
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        action()
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return len(statements)

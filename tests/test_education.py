@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.conftest import audit_rows, client_for, csrf_token, make_token, png_bytes
+from tests.conftest import audit_rows, client_for, csrf_token, make_token, png_bytes, queries_during
 from webapp.extensions import db
 from webapp.models import Analysis, AuditEvent, Prediction, Review
 from webapp.models.education import (
@@ -641,3 +641,20 @@ def test_api_lists_assignments_submissions_and_scores_and_takes_photos_into_one(
         teacher.get("/api/v1/assignments", headers={"Authorization": f"Bearer {make_token(app, 'una')}"}).status_code
         == 403
     )
+
+
+def test_assignment_api_reads_in_a_fixed_number_of_queries(app, teacher, homework):
+    """The API's assignment list and detail load submissions, their records and grades with the
+    assignment: one more photo adds no query."""
+
+    headers = {"Authorization": f"Bearer {make_token(app, 'tina')}"}
+
+    def read():
+        assert teacher.get("/api/v1/assignments", headers=headers).status_code == 200
+        assert teacher.get(f"/api/v1/assignments/{homework['assignment']}", headers=headers).status_code == 200
+
+    read()  # the token's first use of the day is written once; measure the steady state
+    before = queries_during(app, read)
+    upload(teacher, homework["assignment"], [(png_bytes(color=(1, 2, 3)), "Zoe.png")])
+    read()
+    assert queries_during(app, read) == before

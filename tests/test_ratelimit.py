@@ -130,7 +130,7 @@ def test_api_limit_answers_json_429_per_user(make_limited_app):
 
 
 def test_api_submissions_have_their_own_limit(make_limited_app):
-    """POST /api/v1/analyses and /batches count against PRISM_RATELIMIT_SUBMIT; reads still pass."""
+    """POST /api/v1/analyses, /batches and /predict count against PRISM_RATELIMIT_SUBMIT; reads still pass."""
     app = make_limited_app(PRISM_RATELIMIT_SUBMIT="1 per minute")
     make_user(app, "alice")
     headers = {"Authorization": f"Bearer {make_token(app, 'alice')}"}
@@ -144,9 +144,11 @@ def test_api_submissions_have_their_own_limit(make_limited_app):
         content_type="multipart/form-data",
     )
 
+    predict = client.post("/api/v1/predict", headers=headers, json={"scenario": "service", "text": "Sync!"})
+
     assert created.status_code == 202
     assert_retry_after(refused)
-    assert refused.is_json and batch.status_code == 429
+    assert refused.is_json and batch.status_code == 429 and predict.status_code == 429
     assert client.get("/api/v1/analyses", headers=headers).status_code == 200
 
 

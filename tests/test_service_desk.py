@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.conftest import audit_rows, client_for, csrf_token, png_bytes, submit
+from tests.conftest import audit_rows, client_for, csrf_token, png_bytes, queries_during, submit
 from tests.test_history import decide
 from webapp.extensions import db
 from webapp.models import Analysis, InquiryCategory
@@ -170,3 +170,17 @@ def test_admins_edit_categories_and_templates_and_new_drafts_use_them(app):
 )
 def test_message_language(text, language):
     assert message_language(text) == language
+
+
+def test_triage_reads_a_page_in_a_fixed_number_of_queries(app):
+    """Each row's sentiment, category and owner come with the page, not one query per row."""
+    agent = client_for(app, "agent")
+
+    def triage():
+        assert agent.get("/service-desk/").status_code == 200
+
+    record_id(submit(agent, text="Where is my parcel?"))
+    one = queries_during(app, triage)
+    for text in ("My invoice is wrong", "The app crashes", "I cannot sign in"):
+        record_id(submit(agent, text=text))
+    assert queries_during(app, triage) == one

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
 
 import pytest
@@ -298,3 +299,25 @@ def test_a_prediction_stored_meanwhile_by_another_worker_still_finishes_the_job(
         analysis = db.session.get(Analysis, analysis_id)
         assert analysis.status == "done" and analysis.lease_expires_at is None
         assert [(p.kind, p.value) for p in analysis.predictions] == [("sentiment", "neutral")]
+
+
+def test_batch_page_reads_in_a_fixed_number_of_queries_and_audits_admin_reads(app, alice):
+    """A batch page loads its items' predictions with the batch; an admin reading someone's batch is
+    audited, as for records."""
+    from tests.conftest import audit_rows, queries_during
+
+    def batch_of(count: int) -> int:
+        data = {
+            "csrf_token": csrf_token(alice, "/service/"),
+            "image": [(io.BytesIO(png_bytes(color=(n, 9, 9))), f"{n}.png") for n in range(count)],
+        }
+        response = alice.post("/service/", data=data, content_type="multipart/form-data")
+        return int(response.headers["Location"].rsplit("/", 1)[1])
+
+    small, large = batch_of(2), batch_of(5)
+    two = queries_during(app, lambda: alice.get(f"/batches/{small}"))
+    five = queries_during(app, lambda: alice.get(f"/batches/{large}"))
+    assert two == five
+    admin = client_for(app, "boss", role="admin")
+    assert admin.get(f"/batches/{large}").status_code == 200
+    assert [row["details"]["part"] for row in audit_rows(app, "analysis.view_other")] == ["batch"]

@@ -27,7 +27,7 @@ from ..analyses import (
     submit_batch,
     validate_upload,
 )
-from ..education import add_submissions, assignment_dict
+from ..education import SUBMISSIONS_LOAD, add_submissions, assignment_dict
 from ..errors import api_error
 from ..extensions import csrf, db
 from ..jobs import enqueue_analyses
@@ -35,6 +35,7 @@ from ..jobs.views import batch_summary
 from ..models import DONE, FAILED, Analysis, ApiToken, Assignment, Batch, utcnow
 from ..ratelimit import check, limit, user_key
 from ..reviews import ReviewInputError, record_review
+from ..scenarios import SCENARIO_PAGES
 from ..uploads import UploadRejected
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -144,6 +145,7 @@ def create_analysis():
 
 
 @bp.route("/predict", methods=["POST"])
+@_limit_submissions
 def predict():
     """The v1 synchronous call: queue the job and wait for it (up to PRISM_INFERENCE_TIMEOUT)."""
     try:
@@ -258,21 +260,31 @@ def create_batch():
     return _accepted(summary, url_for("api.batch", batch_id=batch_id, _external=True))
 
 
+def _teaches() -> bool:
+    return SCENARIO_PAGES["education"].may_submit(g.api_user)
+
+
 def _own_assignment(assignment_id: int) -> Assignment | None:
-    """The caller's assignment (teachers only); anyone else's id behaves like a missing one."""
-    if g.api_user.role != "teacher":
+    """The caller's assignment, its submissions loaded (teachers only); anyone else's id behaves like a
+    missing one."""
+    if not _teaches():
         return None
     return db.session.scalar(
-        select(Assignment).where(Assignment.id == assignment_id, Assignment.user_id == g.api_user.id)
+        select(Assignment)
+        .where(Assignment.id == assignment_id, Assignment.user_id == g.api_user.id)
+        .options(*SUBMISSIONS_LOAD)
     )
 
 
 @bp.route("/assignments")
 def assignments():
-    if g.api_user.role != "teacher":
+    if not _teaches():
         return api_error(403, "Assignments belong to teachers.")
     rows = db.session.scalars(
-        select(Assignment).where(Assignment.user_id == g.api_user.id).order_by(Assignment.id.desc())
+        select(Assignment)
+        .where(Assignment.user_id == g.api_user.id)
+        .order_by(Assignment.id.desc())
+        .options(*SUBMISSIONS_LOAD)
     ).all()
     return jsonify({"items": [assignment_dict(assignment) for assignment in rows]})
 

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from .. import audit
+from ..access import owned_or_404, visible_or_404
 from ..analyses import AnalysisInputError, confidence_policy, pending_ids
 from ..extensions import db
 from ..forms import EmptyForm
@@ -60,25 +61,7 @@ def require_teacher() -> None:
 
 def _visible_or_404(model, object_id: int, *, part: str, options=()):
     """The teacher's own rubric or assignment (any, for an admin, whose read is audited); else 404."""
-    statement = select(model).where(model.id == object_id).options(*options)
-    if not current_user.is_admin:
-        statement = statement.where(model.user_id == current_user.id)
-    found = db.session.scalar(statement)
-    if found is None:
-        abort(404)
-    if found.user_id != current_user.id:
-        audit.record(VIEWED_BY_OTHER, target=found, details={"owner_id": found.user_id, "part": part})
-        db.session.commit()
-    return found
-
-
-def _owned_or_404(model, object_id: int, *, options=()):
-    """The current teacher's own rubric or assignment, to change; else 404."""
-    statement = select(model).where(model.id == object_id, model.user_id == current_user.id).options(*options)
-    found = db.session.scalar(statement)
-    if found is None:
-        abort(404)
-    return found
+    return visible_or_404(model, object_id, part=part, action=VIEWED_BY_OTHER, options=options)
 
 
 def _own_list(model, *options):
@@ -118,7 +101,7 @@ def edit_rubric(rubric_id: int):
     if request.method == "GET":
         rubric = _visible_or_404(Rubric, rubric_id, part="rubric", options=options)
     else:
-        rubric = _owned_or_404(Rubric, rubric_id, options=options)
+        rubric = owned_or_404(Rubric, rubric_id, options=options)
     return _rubric_form(rubric)
 
 
@@ -213,7 +196,7 @@ def _save_rubric(form: RubricForm, rubric: Rubric | None, in_use: dict) -> list[
 
 @bp.route("/rubrics/<int:rubric_id>/delete", methods=["POST"])
 def delete_rubric(rubric_id: int):
-    rubric = _owned_or_404(Rubric, rubric_id)
+    rubric = owned_or_404(Rubric, rubric_id)
     if EmptyForm().validate_on_submit():
         if db.session.scalar(select(Assignment.id).where(Assignment.rubric_id == rubric.id).limit(1)):
             flash(_("This rubric grades an assignment, so it cannot be deleted."), "error")
@@ -277,7 +260,7 @@ def _render_assignment(assignment: Assignment, form: UploadForm) -> str:
 @bp.route("/assignments/<int:assignment_id>/upload", methods=["POST"])
 @limit("PRISM_RATELIMIT_SUBMIT", lambda: user_key(current_user))  # one upload of many photos counts once
 def upload(assignment_id: int):
-    assignment = _owned_or_404(Assignment, assignment_id, options=SUBMISSIONS_LOAD)
+    assignment = owned_or_404(Assignment, assignment_id, options=SUBMISSIONS_LOAD)
     form = UploadForm()
     if form.validate_on_submit():
         files = form.files
@@ -299,7 +282,7 @@ def upload(assignment_id: int):
                     "error",
                 )
             return redirect(url_for("education.assignment", assignment_id=assignment_id))
-    assignment = _owned_or_404(Assignment, assignment_id, options=SUBMISSIONS_LOAD)
+    assignment = owned_or_404(Assignment, assignment_id, options=SUBMISSIONS_LOAD)
     return _render_assignment(assignment, form), 400
 
 
@@ -346,7 +329,7 @@ def grade(assignment_id: int, submission_id: int):
     if request.method == "GET":
         assignment = _visible_or_404(Assignment, assignment_id, part="grading", options=SUBMISSIONS_LOAD)
     else:
-        assignment = _owned_or_404(Assignment, assignment_id, options=SUBMISSIONS_LOAD)
+        assignment = owned_or_404(Assignment, assignment_id, options=SUBMISSIONS_LOAD)
     submission = _submission_or_404(assignment, submission_id)
     current = submission.grade.value if submission.is_graded else None
     data = None
@@ -405,7 +388,7 @@ def _redirect_to_next_ungraded(assignment_id: int, submission_id: int):
 
 @bp.route("/assignments/<int:assignment_id>/submissions/<int:submission_id>/name", methods=["POST"])
 def rename(assignment_id: int, submission_id: int):
-    assignment = _owned_or_404(Assignment, assignment_id, options=SUBMISSIONS_LOAD)
+    assignment = owned_or_404(Assignment, assignment_id, options=SUBMISSIONS_LOAD)
     submission = _submission_or_404(assignment, submission_id)
     form = StudentNameForm()
     if form.validate_on_submit():

@@ -19,13 +19,12 @@ from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from werkzeug.wsgi import wrap_file
 
-from .. import audit
+from .. import access, audit
 from ..analyses import (
     AnalysisInputError,
     HistoryFilters,
     confidence_policy,
     delete_analysis,
-    get_visible_analysis,
     paginate_history,
     retry_analysis,
     select_history,
@@ -52,16 +51,8 @@ def require_login() -> None:
 
 
 def visible_or_404(analysis_id: int, *, part: str) -> Analysis:
-    """The record if the current user may see it; audits reads by anyone but the owner (ASVS 16.3.2)."""
-    analysis = get_visible_analysis(analysis_id, current_user)
-    if analysis is None:
-        abort(404)
-    if analysis.user_id != current_user.id:
-        audit.record(
-            audit.ANALYSIS_VIEWED_BY_OTHER, target=analysis, details={"owner_id": analysis.user_id, "part": part}
-        )
-        db.session.commit()
-    return analysis
+    """The record if the signed-in user may read it (``access.visible_or_404``; admins' reads audited)."""
+    return access.visible_or_404(Analysis, analysis_id, part=part)
 
 
 def render_history_list(template: str, *, owner, endpoint: str) -> str:
@@ -133,9 +124,7 @@ def status(analysis_id: int):
 
 @bp.route("/<int:analysis_id>/retry", methods=["POST"])
 def retry(analysis_id: int):
-    analysis = db.first_or_404(
-        db.select(Analysis).where(Analysis.id == analysis_id, Analysis.user_id == current_user.id)
-    )
+    analysis = access.owned_or_404(Analysis, analysis_id)
     if EmptyForm().validate_on_submit():
         try:
             retry_analysis(analysis)
@@ -184,9 +173,7 @@ def _dicom_preview(analysis: Analysis) -> Response:
 @bp.route("/<int:analysis_id>/delete", methods=["POST"])
 def delete(analysis_id: int):
     # Only the owner deletes: admins audit records, they do not remove them.
-    analysis = db.first_or_404(
-        db.select(Analysis).where(Analysis.id == analysis_id, Analysis.user_id == current_user.id)
-    )
+    analysis = access.owned_or_404(Analysis, analysis_id)
     if EmptyForm().validate_on_submit():
         delete_analysis(analysis)
         db.session.commit()

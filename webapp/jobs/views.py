@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, jsonify, render_template
-from flask_login import current_user, login_required
-from sqlalchemy import select
+from flask import Blueprint, jsonify, render_template
+from flask_login import login_required
+from sqlalchemy.orm import selectinload
 
+from ..access import visible_or_404
 from ..analyses import confidence_policy
-from ..extensions import db
-from ..models import DONE, FAILED, Batch
+from ..models import DONE, FAILED, Analysis, Batch, Prediction
 from ..scenarios import SCENARIO_PAGES
 
 bp = Blueprint("jobs", __name__)
@@ -35,19 +35,11 @@ def batch_summary(batch: Batch) -> dict:
     }
 
 
-def visible_batch_or_404(batch_id: int) -> Batch:
-    statement = select(Batch).where(Batch.id == batch_id)
-    if not current_user.is_admin:
-        statement = statement.where(Batch.user_id == current_user.id)
-    batch = db.session.scalar(statement)
-    if batch is None:
-        abort(404)
-    return batch
-
-
 @bp.route("/batches/<int:batch_id>")
 def batch(batch_id: int):
-    found = visible_batch_or_404(batch_id)
+    # The page shows each item's predictions: load them with the batch, not one query per item.
+    items = selectinload(Batch.analyses).selectinload(Analysis.predictions).selectinload(Prediction.reviews)
+    found = visible_or_404(Batch, batch_id, part="batch", options=(items,))
     return render_template(
         "jobs/batch.html",
         batch=found,
@@ -59,4 +51,4 @@ def batch(batch_id: int):
 
 @bp.route("/batches/<int:batch_id>/status")
 def batch_status(batch_id: int):
-    return jsonify(batch_summary(visible_batch_or_404(batch_id)))
+    return jsonify(batch_summary(visible_or_404(Batch, batch_id, part="batch status")))

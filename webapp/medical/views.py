@@ -12,9 +12,9 @@ from flask_login import current_user, login_required
 from sqlalchemy import select
 
 from .. import audit
+from ..access import owned_or_404, visible_or_404
 from ..extensions import db
 from ..forms import EmptyForm
-from ..history.views import visible_or_404
 from ..models import DONE, UNREVIEWED, Analysis, RegionAnnotation, utcnow
 from . import AnnotationInputError, case_export, parse_annotation
 
@@ -27,12 +27,9 @@ def require_login() -> None:
     return None
 
 
-def _own_open_case_or_404(analysis_id: int) -> Analysis:
-    analysis = db.first_or_404(
-        select(Analysis).where(
-            Analysis.id == analysis_id, Analysis.user_id == current_user.id, Analysis.scenario == "medical"
-        )
-    )
+def _own_case_to_change(analysis_id: int) -> Analysis:
+    """The clinician's own case, for a POST that carries a valid CSRF token; else 404 or 400."""
+    analysis = owned_or_404(Analysis, analysis_id, scenario="medical")
     if not EmptyForm().validate_on_submit():
         abort(400)
     return analysis
@@ -44,7 +41,7 @@ def _back(analysis_id: int):
 
 @bp.route("/<int:analysis_id>/annotations", methods=["POST"])
 def add_annotation(analysis_id: int):
-    analysis = _own_open_case_or_404(analysis_id)
+    analysis = _own_case_to_change(analysis_id)
     if analysis.signed_off_at is not None:
         flash(_("This case is signed off; its annotations can no longer change."), "error")
         return _back(analysis_id)
@@ -63,7 +60,7 @@ def add_annotation(analysis_id: int):
 
 @bp.route("/<int:analysis_id>/annotations/<int:annotation_id>/delete", methods=["POST"])
 def delete_annotation(analysis_id: int, annotation_id: int):
-    analysis = _own_open_case_or_404(analysis_id)
+    analysis = _own_case_to_change(analysis_id)
     annotation = db.first_or_404(
         select(RegionAnnotation).where(
             RegionAnnotation.id == annotation_id, RegionAnnotation.analysis_id == analysis.id
@@ -78,7 +75,7 @@ def delete_annotation(analysis_id: int, annotation_id: int):
 
 @bp.route("/<int:analysis_id>/sign-off", methods=["POST"])
 def sign_off(analysis_id: int):
-    analysis = _own_open_case_or_404(analysis_id)
+    analysis = _own_case_to_change(analysis_id)
     if analysis.status != DONE:
         flash(_("Wait for the AI findings before signing the case off."), "error")
     elif any(p.review_state == UNREVIEWED for p in analysis.predictions):
@@ -93,9 +90,7 @@ def sign_off(analysis_id: int):
 
 @bp.route("/<int:analysis_id>/export.json")
 def export(analysis_id: int):
-    analysis = visible_or_404(analysis_id, part="case export")
-    if analysis.scenario != "medical":
-        abort(404)
+    analysis = visible_or_404(Analysis, analysis_id, part="case export", scenario="medical")
     response = jsonify(case_export(analysis))
     response.headers["Content-Disposition"] = f'attachment; filename="case-{analysis.id}.json"'
     response.headers["Cache-Control"] = "private, no-store"

@@ -9,7 +9,8 @@ from flask_login import current_user, login_required
 from sqlalchemy import select
 
 from .. import audit
-from ..analyses import confidence_policy
+from ..access import owned_or_404
+from ..analyses import LISTING_LOAD, confidence_policy
 from ..extensions import db
 from ..forms import EmptyForm
 from ..models import Analysis, utcnow
@@ -46,28 +47,19 @@ def require_service_desk() -> None:
 
 @bp.route("/")
 def triage():
-    page = db.paginate(select_triage(current_user), per_page=None, max_per_page=100, error_out=False)
+    statement = select_triage(current_user).options(*LISTING_LOAD)  # each row's predictions and owner
+    page = db.paginate(statement, per_page=None, max_per_page=100, error_out=False)
     return render_template(
         "service_desk/triage.html",
         page=page,
-        categories=category_names(),
         policy=confidence_policy(),
         form=EmptyForm(),
     )
 
 
-def _own_conversation_or_404(analysis_id: int) -> Analysis:
-    """Only the agent who owns a conversation closes or reopens it; anyone else's id is a 404."""
-    return db.first_or_404(
-        select(Analysis).where(
-            Analysis.id == analysis_id, Analysis.user_id == current_user.id, Analysis.scenario == "service"
-        )
-    )
-
-
 @bp.route("/conversations/<int:analysis_id>/close", methods=["POST"])
 def close(analysis_id: int):
-    analysis = _own_conversation_or_404(analysis_id)
+    analysis = owned_or_404(Analysis, analysis_id, scenario="service")
     if EmptyForm().validate_on_submit() and analysis.closed_at is None:
         analysis.closed_at, analysis.closed_by = utcnow(), current_user.username
         audit.record(audit.CONVERSATION_CLOSED, target=analysis)
@@ -80,7 +72,7 @@ def close(analysis_id: int):
 
 @bp.route("/conversations/<int:analysis_id>/reopen", methods=["POST"])
 def reopen(analysis_id: int):
-    analysis = _own_conversation_or_404(analysis_id)
+    analysis = owned_or_404(Analysis, analysis_id, scenario="service")
     if EmptyForm().validate_on_submit() and analysis.closed_at is not None:
         analysis.closed_at, analysis.closed_by = None, None
         audit.record(audit.CONVERSATION_REOPENED, target=analysis)
