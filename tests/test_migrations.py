@@ -214,7 +214,22 @@ def test_deleted_record_id_is_never_given_again(app, alice):
     assert int(second.headers["Location"].rsplit("/", 1)[1]) == newest + 1
 
 
-@pytest.mark.parametrize("table", ["analysis", "prediction", "review", "batch"])
+@pytest.mark.parametrize(
+    "table",
+    [
+        "analysis",
+        "prediction",
+        "review",
+        "batch",
+        "rubric",
+        "rubric_criterion",
+        "assignment",
+        "submission",
+        "inquiry_category",
+        "reply_template",
+        "region_annotation",
+    ],
+)
 def test_tables_use_autoincrement_on_sqlite(app, table):
     """Every table whose ids users see or audit rows name is AUTOINCREMENT on SQLite."""
     with app.app_context():

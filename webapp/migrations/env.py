@@ -33,17 +33,26 @@ def run_migrations_online() -> None:
 
     configure_args = dict(current_app.extensions["migrate"].configure_args)
     configure_args.setdefault("process_revision_directives", skip_empty_autogenerate)
-    with target_db.engine.connect() as connection:
-        with _sqlite_foreign_keys_off(connection):
-            context.configure(connection=connection, target_metadata=target_db.metadata, **configure_args)
-            with context.begin_transaction():
-                context.run_migrations()
+    with target_db.engine.connect() as connection, _sqlite_foreign_keys_off(connection):
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # One transaction for the whole run (SQLite's DDL is transactional; database.py begins
+            # every transaction IMMEDIATE), so a failed check below undoes every step, not the last.
+            configure_args.setdefault("transactional_ddl", True)
+        context.configure(connection=connection, target_metadata=target_db.metadata, **configure_args)
+        with context.begin_transaction():
+            context.run_migrations()
+            if sqlite:
+                problems = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if problems:
+                    raise RuntimeError(f"foreign key violations after migrating: {problems[:10]}")
 
 
 @contextmanager
 def _sqlite_foreign_keys_off(connection):
     """SQLite's table-rebuild procedure (sqlite.org/lang_altertable.html, "12 steps"): enforcement off
-    while batch migrations copy, drop and rename tables, then a full foreign_key_check, then back on.
+    while batch migrations copy, drop and rename tables (a full foreign_key_check ends the run, inside
+    its transaction), then back on.
 
     Without it, dropping the old copy of a parent table (``analysis``) would run its ON DELETE
     CASCADE and empty the child tables. The PRAGMA only works outside a transaction, so it goes to
@@ -56,9 +65,6 @@ def _sqlite_foreign_keys_off(connection):
     driver.execute("PRAGMA foreign_keys=OFF")
     try:
         yield
-        problems = driver.execute("PRAGMA foreign_key_check").fetchall()
-        if problems:
-            raise RuntimeError(f"foreign key violations after migrating: {problems[:10]}")
     finally:
         driver.execute("PRAGMA foreign_keys=ON")
 

@@ -40,10 +40,24 @@ def _prediction_rebuild():
     """Changes to ``prediction`` that SQLite can only make by rebuilding the table (alembic's batch
     mode), keeping AUTOINCREMENT as 0004 created it; PostgreSQL gets plain ALTERs. Reflecting `user`
     for the foreign key warns that its lower() index cannot be reflected; that table is not touched."""
+    bind = op.get_bind()
+    sqlite = bind.dialect.name == "sqlite"
+    # The rebuilt table's AUTOINCREMENT counter restarts at its highest surviving id; keep the old
+    # one, so a deleted prediction's id is never handed out again (ids appear in audit rows).
+    counter = (
+        bind.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = 'prediction'").scalar() if sqlite else None
+    )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Skipped unsupported reflection of expression-based index")
         with op.batch_alter_table("prediction", table_kwargs={"sqlite_autoincrement": True}) as batch:
             yield batch
+    if counter is not None:
+        counter = int(counter)
+        op.execute(f"UPDATE sqlite_sequence SET seq = MAX(seq, {counter}) WHERE name = 'prediction'")  # noqa: S608
+        op.execute(  # an emptied table has no counter row left to raise
+            f"INSERT INTO sqlite_sequence (name, seq) SELECT 'prediction', {counter} "  # noqa: S608
+            "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'prediction')"
+        )
 
 
 def _copy_owner_and_scenario_to_predictions() -> None:

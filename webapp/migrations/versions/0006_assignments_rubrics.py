@@ -73,6 +73,8 @@ def upgrade():
 
 def downgrade():
     # Grades are reviews of "grade" predictions; without their submissions they would be orphans.
+    # Reviews go first: foreign keys are off while migrating, so nothing cascades.
+    op.execute("DELETE FROM review WHERE prediction_id IN (SELECT id FROM prediction WHERE kind = 'grade')")
     op.execute("DELETE FROM prediction WHERE kind = 'grade'")
     op.drop_index("ix_submission_assignment_id", table_name="submission")
     op.drop_table("submission")
