@@ -342,6 +342,7 @@ def worker_command(threads: int | None) -> None:
     """
     import logging
 
+    from .inference import get_model_service
     from .jobs import create_consumer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -353,7 +354,8 @@ def worker_command(threads: int | None) -> None:
     if threads:
         app.config["PRISM_WORKER_THREADS"] = threads
     # Start loading every model now, in the background: the first job should not wait for it.
-    app.extensions["prism_models"].start_loading(caption=True, sentiment=True)
+    service = get_model_service()
+    service.start_loading(*(status.kind for status in service.statuses()))
     create_consumer(app).run()
 
 

@@ -350,3 +350,66 @@ def test_beam_search_cache_that_skips_cross_attention_reorder_gives_identical_ou
             )
     assert torch.equal(outputs["default"].sequences, outputs["shared"].sequences)
     torch.testing.assert_close(outputs["default"].sequences_scores, outputs["shared"].sequences_scores)
+
+
+def test_an_announced_job_joins_the_batch_being_cut_and_leaving_withdraws_it():
+    """A caller that announces itself, then submits 50 ms later, joins the batch a lone caller started;
+    an announcement left without a submit (or repeated on the same thread) leaves no count behind."""
+    batch_sizes: list[int] = []
+
+    def run_batch(batch):
+        batch_sizes.append(len(batch))
+        return batch
+
+    batcher = MicroBatcher("test", run_batch, max_batch=8, window_seconds=0.001, queue_size=8, max_wait_seconds=2)
+    announced = threading.Event()
+
+    def announced_caller():
+        with batcher.announce():
+            announced.set()
+            time.sleep(0.05)  # reading its row and its image
+            return batcher.submit("late", timeout=5)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        late = pool.submit(announced_caller)
+        announced.wait(1)
+        early = pool.submit(batcher.submit, "early", 5)
+        assert {early.result(), late.result()} == {"early", "late"}
+    assert batch_sizes == [2]
+
+    with batcher.announce(), batcher.announce():  # nested on one thread: one arrival
+        pass
+    assert batcher._arriving == 0
+    started = time.monotonic()
+    assert batcher.submit("alone", timeout=5) == "alone"
+    assert time.monotonic() - started < 0.5  # not held for an announced caller that never comes
+
+
+def test_after_a_busy_batch_the_next_one_waits_briefly_for_the_same_load():
+    """Busy window: after a batch of 4, a lone first item waits (up to the window) for the rest of the
+    load, which arrives 100 ms later, instead of running alone (a lone caller after a batch of 1 is
+    not held: see test_a_lone_caller_is_not_held_for_company)."""
+    batches: list[list] = []
+    gate = threading.Event()
+
+    def run_batch(batch):
+        if batch == ["hold"]:
+            gate.wait(5)  # the burst queues behind this batch, so it runs as one batch of 4
+        batches.append(list(batch))
+        return batch
+
+    batcher = MicroBatcher(
+        "test", run_batch, max_batch=8, window_seconds=0.0, queue_size=8, max_wait_seconds=2, busy_window_seconds=0.5
+    )
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        held = pool.submit(batcher.submit, "hold", 5)
+        time.sleep(0.05)
+        burst = [pool.submit(batcher.submit, item, 5) for item in range(4)]
+        time.sleep(0.05)
+        gate.set()
+        assert held.result() == "hold" and [future.result() for future in burst] == [0, 1, 2, 3]
+        first = pool.submit(batcher.submit, "a", 5)
+        time.sleep(0.1)  # the rest of the load arrives a little later
+        rest = [pool.submit(batcher.submit, item, 5) for item in ("b", "c", "d")]
+        assert [first.result(), *(future.result() for future in rest)] == ["a", "b", "c", "d"]
+    assert batches == [["hold"], [0, 1, 2, 3], ["a", "b", "c", "d"]]  # "a" waited for its company

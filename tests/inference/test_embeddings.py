@@ -275,12 +275,12 @@ def test_the_default_hub_model_offline_and_not_pulled_fails_fast_with_advice(tmp
 
 
 def test_statuses_list_the_four_kinds_and_loading_is_per_kind(tiny_service):
-    """statuses() lists caption, sentiment, ocr and embedding; start_loading(embedding=True) loads that one only."""
+    """statuses() lists caption, sentiment, ocr and embedding; start_loading("embedding") loads that one only."""
     assert [status.kind for status in tiny_service.statuses()] == list(MODEL_KINDS)
     assert all(status.state is ModelState.NOT_LOADED for status in tiny_service.statuses())
 
-    tiny_service.start_loading(embedding=True)
-    tiny_service.embedding_slot.get()
+    tiny_service.start_loading("embedding")
+    assert tiny_service.embedding_slot._settled.wait(30)  # loaded by start_loading, not by a get()
 
     states = {status.kind: status.state for status in tiny_service.statuses()}
     assert states == {

@@ -18,12 +18,17 @@ def writer_dir(tmp_path_factory):
 
 
 def test_a_local_chat_model_writes_through_the_service(writer_dir, tmp_path):
+    """The writer loads from a local directory through the app's loader, with PRISM_REPLY_MAX_NEW_TOKENS
+    and a pad token (GPT-2 has none); greedy decoding gives the same reply twice."""
     service = ModelService(tiny_settings(tmp_path, reply_model=str(writer_dir), reply_max_new_tokens=6))
     try:
         assert service.writes_replies
         conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "my parcel is late"}]
         written = service.write_reply(conversation)
-        assert isinstance(written.text, str)
+        assert written.text and written.text == service.write_reply(conversation).text
+        model = service.reply_slot.get()
+        assert model.max_new_tokens == 6
+        assert model.model.generation_config.pad_token_id == model.tokenizer.eos_token_id
         assert written.model_id == writer_dir.name and written.revision and written.latency_ms > 0
         assert {status.kind for status in service.statuses()} >= {"reply"}
     finally:
@@ -31,6 +36,7 @@ def test_a_local_chat_model_writes_through_the_service(writer_dir, tmp_path):
 
 
 def test_without_a_writer_model_there_is_no_reply_slot(tmp_path):
+    """Unset, no reply model exists: no status, nothing to load."""
     service = ModelService(tiny_settings(tmp_path))
     try:
         assert not service.writes_replies
@@ -40,6 +46,7 @@ def test_without_a_writer_model_there_is_no_reply_slot(tmp_path):
 
 
 def test_a_checkpoint_without_a_chat_template_is_refused(writer_dir, tmp_path):
+    """A plain language model (no chat template) fails to load, saying why."""
     import shutil
 
     plain = tmp_path / "no-template"
@@ -71,3 +78,11 @@ def test_the_service_desk_drafts_with_the_writer_model_when_configured(tmp_path)
         reply = db.session.get(Analysis, analysis_id).prediction("reply")
         assert reply.model_id == "prism/fake-reply"
         assert reply.ai_value.startswith("[fake reply] ") and "My parcel never arrived" in reply.ai_value
+
+
+def test_models_check_runs_the_reply_writer_too(tmp_path):
+    """`models check` smoke-tests every configured model, the optional writer included."""
+    app = make_app(tmp_path, PRISM_REPLY_MODEL="any-writer")
+    result = app.test_cli_runner().invoke(args=["models", "check", "--timeout", "30"])
+    assert result.exit_code == 0, result.output
+    assert "reply smoke test: '[fake reply] Say hello.'" in result.output

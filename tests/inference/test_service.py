@@ -15,7 +15,7 @@ from transformers import PreTrainedModel
 from webapp.inference import EXTENSION_KEY
 from webapp.inference.cli import models_cli
 from webapp.inference.service import ModelService, ModelSlot
-from webapp.inference.types import CaptionResult, ModelState, ModelUnavailable, SentimentResult
+from webapp.inference.types import GeneratedText, ModelState, ModelUnavailable, SentimentResult
 
 
 def test_nothing_loads_until_the_first_call(make_settings):
@@ -32,7 +32,7 @@ def test_caption_through_the_service_returns_a_stamped_result(make_settings, vit
 
     result = service.caption(Image.new("RGB", (40, 30), (10, 200, 10)))
 
-    assert isinstance(result, CaptionResult)
+    assert isinstance(result, GeneratedText)
     assert isinstance(result.text, str) and result.text
     assert result.model_id == vit_gpt2_dir.name and result.revision.startswith("sha256:")
     assert service.caption_slot.status().state is ModelState.READY

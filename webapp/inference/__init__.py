@@ -12,9 +12,9 @@ from .service import ModelService
 from .settings import InferenceSettings
 from .types import (
     MODEL_KINDS,
-    CaptionResult,
     CategoryResult,
     EmbeddingResult,
+    GeneratedText,
     ModelState,
     ModelStatus,
     ModelUnavailable,
@@ -27,7 +27,7 @@ EXTENSION_KEY = "prism_models"
 
 __all__ = [
     "MODEL_KINDS",
-    "CaptionResult",
+    "GeneratedText",
     "CategoryResult",
     "EmbeddingResult",
     "ModelService",

@@ -181,8 +181,15 @@ class MicroBatcher:
         """
         changed = self.worker.changed
         with changed:
-            self._arriving += 1
-            self._announced.pending = True
+            if getattr(self._announced, "pending", False):  # already announced: one arrival, one count
+                nested = True
+            else:
+                nested = False
+                self._arriving += 1
+                self._announced.pending = True
+        if nested:
+            yield
+            return
         try:
             yield
         finally:

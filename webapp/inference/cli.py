@@ -39,13 +39,15 @@ def pull_command(only: str | None) -> None:
         "ocr": None,  # PP-OCRv4 ships inside the rapidocr-onnxruntime wheel
         "embedding": settings.embedding_model,
     }
-    if settings.reply_model:  # optional: only when PRISM_REPLY_MODEL is set
-        refs["reply"] = settings.reply_model
+    refs["reply"] = settings.reply_model  # optional: None when PRISM_REPLY_MODEL is not set
     for kind, ref in refs.items():
         if only and kind != only:
             continue
         if ref is None:
-            click.echo(f"{kind}: its weights ship inside the installed package; nothing to pull")
+            if kind == "reply" and only == "reply":
+                click.echo("reply: PRISM_REPLY_MODEL is not set; nothing to pull")
+            elif kind != "reply":
+                click.echo(f"{kind}: its weights ship inside the installed package; nothing to pull")
             continue
         if Path(ref).is_dir():
             click.echo(f"{kind}: {ref} is a local directory; nothing to pull")
@@ -103,11 +105,17 @@ def _smoke_embedding(service: ModelService) -> str:
     return f"{result.dimensions} dimensions in {result.latency_ms:.0f} ms"
 
 
+def _smoke_reply(service: ModelService) -> str:
+    result = service.write_reply([{"role": "user", "content": "Say hello."}])
+    return f"{result.text[:60]!r} in {result.latency_ms:.0f} ms"
+
+
 _SMOKE_TESTS: dict[str, Callable[[ModelService], str]] = {
     "caption": _smoke_caption,
     "sentiment": _smoke_sentiment,
     "ocr": _smoke_ocr,
     "embedding": _smoke_embedding,
+    "reply": _smoke_reply,
 }
 
 

@@ -34,16 +34,15 @@ from .batching import InferenceTimeout, InferenceWorker, MicroBatcher, QueueFull
 from .settings import InferenceSettings
 from .types import (
     MODEL_KINDS,
-    CaptionResult,
     CategoryResult,
     EmbeddingResult,
+    GeneratedText,
     ModelState,
     ModelStatus,
     ModelUnavailable,
     OcrLine,
     OcrResult,
     SentimentResult,
-    WrittenText,
 )
 
 logger = logging.getLogger(__name__)
@@ -337,39 +336,26 @@ class ModelService:
         for slot in self.slots:
             slot.unload()
 
-    def start_loading(
-        self,
-        *,
-        caption: bool = False,
-        sentiment: bool = False,
-        ocr: bool = False,
-        embedding: bool = False,
-        reply: bool = False,
-    ) -> None:
-        """Start every load a request will need at once, so two models download side by side
-        rather than one after the other across retries."""
-        needed = {"caption": caption, "sentiment": sentiment, "ocr": ocr, "embedding": embedding, "reply": reply}
-        for kind, slot in self._slots.items():
-            if needed[kind]:
-                slot.start_loading()
+    def start_loading(self, *kinds: str) -> None:
+        """Start every load a request will need at once (by kind: "caption", "ocr" ...), so two models
+        download side by side rather than one after the other across retries."""
+        for kind in kinds:
+            self._slots[kind].start_loading()
 
     @property
     def writes_replies(self) -> bool:
         """Whether a reply-writing model is configured (``PRISM_REPLY_MODEL``)."""
         return self.reply_slot is not None
 
-    def write_reply(self, conversation: list[dict[str, str]]) -> WrittenText:
+    def write_reply(self, conversation: list[dict[str, str]]) -> GeneratedText:
         """The configured model's answer to a chat (system and user messages); raises ModelUnavailable."""
         if self.reply_slot is None:
             raise RuntimeError("no PRISM_REPLY_MODEL is configured")
         started = time.perf_counter()
         text, model = self.reply_slot.infer(conversation)
-        return WrittenText(
+        return GeneratedText(
             text=text,
-            model_id=model.model_id,
-            revision=model.revision,
-            precision=model.precision,
-            latency_ms=(time.perf_counter() - started) * 1000.0,
+            **_stamp(model, started),
         )
 
     def warm(self, wait: float | None = None) -> list[ModelStatus]:
@@ -387,15 +373,12 @@ class ModelService:
         """Tell ``kind``'s batcher that this thread will submit one item soon (``MicroBatcher.announce``)."""
         return self._slots[kind].batcher.announce()
 
-    def caption(self, image: Image.Image) -> CaptionResult:
+    def caption(self, image: Image.Image) -> GeneratedText:
         started = time.perf_counter()
         text, model = self.caption_slot.infer(image)
-        return CaptionResult(
+        return GeneratedText(
             text=str(text).strip(),
-            model_id=model.model_id,
-            revision=model.revision,
-            precision=model.precision,
-            latency_ms=(time.perf_counter() - started) * 1000.0,
+            **_stamp(model, started),
         )
 
     def sentiment(self, text: str) -> SentimentResult:
@@ -407,10 +390,7 @@ class ModelService:
             score=score,
             scores=scores,
             raw_scores=dict(raw),
-            model_id=model.model_id,
-            revision=model.revision,
-            precision=model.precision,
-            latency_ms=(time.perf_counter() - started) * 1000.0,
+            **_stamp(model, started),
         )
 
     def ocr(self, image: Image.Image) -> OcrResult:
@@ -421,10 +401,7 @@ class ModelService:
             text="\n".join(line.text for line in lines),
             lines=tuple(lines),
             score=sum(line.score for line in lines) / len(lines) if lines else None,
-            model_id=model.model_id,
-            revision=model.revision,
-            precision=model.precision,
-            latency_ms=(time.perf_counter() - started) * 1000.0,
+            **_stamp(model, started),
         )
 
     def embed(self, texts: Sequence[str]) -> EmbeddingResult:
@@ -439,10 +416,7 @@ class ModelService:
         vectors, model = self.embedding_slot.infer(tuple(texts))
         return EmbeddingResult(
             vectors=tuple(tuple(vector) for vector in vectors),
-            model_id=model.model_id,
-            revision=model.revision,
-            precision=model.precision,
-            latency_ms=(time.perf_counter() - started) * 1000.0,
+            **_stamp(model, started),
         )
 
     def categorize(self, text: str, categories: Sequence[tuple[str, str]]) -> CategoryResult:
@@ -479,11 +453,18 @@ class ModelService:
             score=scores[label],
             scores=scores,
             similarities=similarities,
-            model_id=model.model_id,
-            revision=model.revision,
-            precision=model.precision,
-            latency_ms=(time.perf_counter() - started) * 1000.0,
+            **_stamp(model, started),
         )
+
+
+def _stamp(model: Any, started: float) -> dict[str, Any]:
+    """The fields every result carries: which model answered, in what number format, how fast."""
+    return {
+        "model_id": model.model_id,
+        "revision": model.revision,
+        "precision": model.precision,
+        "latency_ms": (time.perf_counter() - started) * 1000.0,
+    }
 
 
 def _embed_requests(model: EmbeddingModel, requests: Sequence[tuple[str, ...]]) -> list[list[list[float]]]:

@@ -286,7 +286,6 @@ class TransformersReplyModel(_Placed):
                     **prompt,
                     max_new_tokens=self.max_new_tokens,
                     do_sample=False,
-                    pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
                 )
             new_tokens = output[0, prompt["input_ids"].shape[1] :]
             replies.append(self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip())
@@ -298,6 +297,15 @@ def load_reply_model(settings: InferenceSettings, progress: ProgressCallback) ->
     ref = settings.reply_model
     source, placement = _locate(ref, settings, progress)
     model, tokenizer = _load_text_model(source, AutoModelForCausalLM)
+    generation = model.generation_config  # padding falls back to end-of-sequence, as for captions
+    generation.pad_token_id = next(
+        (
+            value
+            for value in (generation.pad_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id)
+            if value is not None
+        ),
+        None,
+    )
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(f"{ref} has no chat template: PRISM_REPLY_MODEL needs an instruction-tuned checkpoint")
     return TransformersReplyModel(

@@ -24,7 +24,9 @@ class ModelState(StrEnum):
 
 
 @dataclass(frozen=True)
-class CaptionResult:
+class GeneratedText:
+    """Text a model generated: an image's caption, or a reply draft written for a chat."""
+
     text: str
     model_id: str
     revision: str | None
@@ -59,17 +61,6 @@ class OcrLine(NamedTuple):
     text: str
     score: float
     box: tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]
-
-
-@dataclass(frozen=True)
-class WrittenText:
-    """Text an instruction-tuned model wrote for a chat prompt (the service desk's reply drafts)."""
-
-    text: str
-    model_id: str
-    revision: str | None
-    precision: str | None
-    latency_ms: float
 
 
 @dataclass(frozen=True)

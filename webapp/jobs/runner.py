@@ -183,7 +183,7 @@ def _work(inputs: JobInputs, service: ModelService, models: list[str]) -> str:
             f"The job was started {max_attempts} times without finishing (its worker stopped each time). "
             "Retry it to try again.",
         )
-    service.start_loading(**dict.fromkeys(models, True))
+    service.start_loading(*models)
     for kind in inputs.missing:
         try:
             result = RUNNERS[kind](service, inputs)
