@@ -138,7 +138,11 @@ def test_regions_sign_off_and_case_export(app):
     add = f"/cases/{analysis_id}/annotations"
     post(add, shape="rect", x="10", y="20", width="30", height="40", label="nodule", note="compare with prior")
     post(add, shape="point", x="64", y="64", label="centre")
-    post(add, shape="rect", x="120", y="120", width="50", height="50", label="outside")  # beyond 128 px
+    refused = post(add, shape="rect", x="120", y="120", width="50", height="50", label="outside", note="keep me")
+    assert refused.status_code == 400  # beyond 128 px: the page again, with the input kept and the reason
+    body = refused.get_data(as_text=True)
+    assert "must lie inside the image (128 × 128 pixels)" in body
+    assert 'value="outside"' in body and "keep me</textarea>" in body and 'value="120"' in body
     post(add, shape="rect", x="1", y="1", width="5", height="5", label="")  # no label
     page = clinician.get(f"/history/{analysis_id}").get_data(as_text=True)
     assert "nodule" in page and "centre" in page and "outside" not in page

@@ -6,6 +6,7 @@
   var wrapper = document.querySelector(".annotated");
   if (!form || !wrapper) { return; }
   var image = wrapper.querySelector("img");
+  image.style.touchAction = "none";  // drawing, not scrolling, on this one image (only with the form)
   var help = form.querySelector(".js-only");
   if (help) { help.hidden = false; }
   var imageWidth = Number(form.dataset.imageWidth), imageHeight = Number(form.dataset.imageHeight);

@@ -80,7 +80,15 @@
     });
   });
 
-  // Record and batch pages while work is queued or running: poll, and reload once something moved.
+  // Record and batch pages while work is queued or running: poll, and reload once something moved,
+  // unless the user has started filling in a form on the page: then say so instead of reloading,
+  // so nothing typed, drawn or chosen is lost.
+  var editing = false;
+  document.querySelectorAll("form[method=post]").forEach(function (form) {
+    ["input", "change"].forEach(function (type) {
+      form.addEventListener(type, function () { editing = true; });
+    });
+  });
   document.querySelectorAll("[data-poll]").forEach(function (panel) {
     var interval = 1500;
     function check() {
@@ -91,7 +99,16 @@
           var done = data.progress ? data.progress.done : data.done + data.failed;
           var status = data.status || (data.finished ? "finished" : "running");
           if (String(done) !== panel.dataset.pollDone || (panel.dataset.pollStatus && status !== panel.dataset.pollStatus)) {
-            window.location.reload();
+            if (!editing) {
+              window.location.reload();
+              return;
+            }
+            var notice = document.createElement("p");
+            var link = document.createElement("a");
+            link.href = window.location.href;
+            link.textContent = panel.dataset.pollReady || "Reload";
+            notice.appendChild(link);
+            panel.appendChild(notice);
             return;
           }
           interval = Math.min(interval * 1.3, 10000);

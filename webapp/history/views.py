@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from flask import (
     Blueprint,
@@ -77,7 +78,12 @@ def index():
 
 @bp.route("/<int:analysis_id>")
 def detail(analysis_id: int):
-    analysis = visible_or_404(analysis_id, part="record")
+    return render_record(visible_or_404(analysis_id, part="record"))
+
+
+def render_record(analysis: Analysis, **extra: Any) -> str:
+    """The record page of ``analysis`` (already checked as visible); ``extra`` reaches the template,
+    e.g. a form's refused input to show again with its error."""
     queue = request.args.get("queue")
     return render_template(
         "history/detail.html",
@@ -91,6 +97,7 @@ def detail(analysis_id: int):
         policy=confidence_policy(),
         view=_dicom_view(analysis),
         ct_presets=CT_PRESETS,
+        **extra,
     )
 
 

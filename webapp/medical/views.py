@@ -15,6 +15,7 @@ from .. import audit
 from ..access import owned_or_404, visible_or_404
 from ..extensions import db
 from ..forms import EmptyForm
+from ..history.views import render_record
 from ..models import DONE, UNREVIEWED, Analysis, RegionAnnotation, utcnow
 from . import AnnotationInputError, case_export, parse_annotation
 
@@ -47,9 +48,8 @@ def add_annotation(analysis_id: int):
         return _back(analysis_id)
     try:
         annotation = parse_annotation(request.form, analysis)
-    except AnnotationInputError as exc:
-        flash(str(exc), "error")
-        return _back(analysis_id)
+    except AnnotationInputError as exc:  # the page again, with what was entered and why it was refused
+        return render_record(analysis, annotation_input=request.form, annotation_error=str(exc)), 400
     annotation.author = current_user.username
     analysis.annotations.append(annotation)
     db.session.flush()
