@@ -232,5 +232,6 @@ def test_queue_and_prediction_filters_count_up_to_the_cap(app, alice, monkeypatc
     assert set(re.findall(r'href="/history/(\d+)\?queue=service', queue)) == {str(i) for i in ids}
     history = alice.get("/history/?sentiment=negative").get_data(as_text=True)
     assert "more than 2 matches" in history
+    assert "more than 2 matches" in alice.get("/history/?status=done").get_data(as_text=True)
     exact = alice.get("/history/").get_data(as_text=True)  # an index answers this count: it stays exact
     assert "3 records" in exact

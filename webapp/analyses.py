@@ -322,10 +322,11 @@ LISTING_LOAD = (selectinload(Analysis.user), selectinload(Analysis.predictions).
 def paginate_history(filters: HistoryFilters, *, owner: User | None, per_page: int | None = None) -> Pagination:
     """One page of ``select_history`` with what a listing shows loaded, and its total counted the fast way.
 
-    A text search or a filter on predictions is counted up to ``pagination.COUNT_CAP`` matches
-    (``page.total_capped`` says when there are more): each reads every candidate record (no index
-    serves a substring match; a prediction filter joins), while a capped count stops early, and
-    nobody pages through a thousand matches. Counts that an index answers alone stay exact.
+    A text search, a filter on predictions or on job status is counted up to ``pagination.COUNT_CAP``
+    matches (``page.total_capped`` says when there are more): each would read every candidate record
+    (no index serves a substring match; a prediction filter joins; status combined with other filters
+    has no index of its own), while a capped count stops early, and nobody pages through a thousand
+    matches. Counts that one index answers alone (all records, a scenario, a date range) stay exact.
     """
     page = db.paginate(
         select_history(filters, owner=owner).options(*LISTING_LOAD),
@@ -335,7 +336,7 @@ def paginate_history(filters: HistoryFilters, *, owner: User | None, per_page: i
         count=False,
     )
     counted = select_history(filters, owner=owner, for_count=True)
-    if filters.query or filters.reads_predictions:
+    if filters.query or filters.reads_predictions or filters.status:
         page.total, page.total_capped = capped_count(counted)
     else:
         page.total, page.total_capped = count(counted), False

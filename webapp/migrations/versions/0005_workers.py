@@ -100,6 +100,7 @@ def upgrade():
     # Plain ALTERs, no batch rebuild: a rebuild would have to repeat 0004's care for AUTOINCREMENT.
     op.add_column("analysis", sa.Column("worker", sa.String(length=128), nullable=True))
     _rebuild_listing_indexes(1)
+    op.create_index("ix_analysis_user_status_created", "analysis", ["user_id", "status", "created_at", "id"])
     _copy_owner_and_scenario_to_predictions()
 
 
@@ -109,6 +110,7 @@ def downgrade():
         batch.drop_constraint("fk_prediction_user_id_user", type_="foreignkey")
         batch.drop_column("scenario")
         batch.drop_column("user_id")
+    op.drop_index("ix_analysis_user_status_created", table_name="analysis")
     _rebuild_listing_indexes(0)
     op.drop_column("analysis", "worker")  # SQLite 3.35+ drops a column in place
     op.drop_index("ix_worker_last_seen_at", table_name="worker")
