@@ -658,3 +658,25 @@ def test_assignment_api_reads_in_a_fixed_number_of_queries(app, teacher, homewor
     upload(teacher, homework["assignment"], [(png_bytes(color=(1, 2, 3)), "Zoe.png")])
     read()
     assert queries_during(app, read) == before
+
+
+def test_record_grade_checks_the_rubric_whoever_calls_it(app, teacher, homework):
+    """The grading function refuses a grade that misses a criterion, names an unknown one or goes past
+    a maximum, with nothing stored (the form checks the same, but this is the rule for every caller)."""
+    from webapp.education import GradeInputError, record_grade
+    from webapp.models import User
+
+    first = homework["submissions"][0]
+    method, answer = str(homework["method"]), str(homework["answer"])
+    with app.app_context():
+        submission = db.session.get(Submission, first)
+        tina = db.session.scalar(User.by_username("tina"))
+        for scores, message in (
+            ({method: 2}, "every criterion"),
+            ({method: 2, answer: 3, "999": 1}, "every criterion"),
+            ({method: 5, answer: 3}, "points from 0 to 4"),
+        ):
+            with pytest.raises(GradeInputError, match=message):
+                record_grade(submission, tina, scores, "")
+        db.session.rollback()
+        assert db.session.get(Submission, first).grade is None

@@ -105,7 +105,7 @@ def _worker_last_seen(host: str, ago):
     from webapp.models import Worker, utcnow
 
     return Worker(
-        name=f"{host}:1", hostname=host, pid=1, threads=1, started_at=utcnow(), last_seen_at=utcnow() - ago, models=[]
+        name=f"{host}:1", hostname=host, threads=1, started_at=utcnow(), last_seen_at=utcnow() - ago, models=[]
     )
 
 

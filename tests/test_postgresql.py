@@ -65,8 +65,8 @@ def test_upgrade_from_the_previous_head_keeps_rows_and_workers_work(app):
         )
         db.session.execute(
             text(
-                "INSERT INTO worker (name, hostname, pid, threads, started_at, last_seen_at, jobs_done, jobs_failed, "
-                "models) VALUES ('h:1', 'h', 1, 2, '2026-01-01', '2026-01-01', 0, 0, '[]')"
+                "INSERT INTO worker (name, hostname, threads, started_at, last_seen_at, jobs_done, jobs_failed, "
+                "models) VALUES ('h:1', 'h', 2, '2026-01-01', '2026-01-01', 0, 0, '[]')"
             )
         )
         db.session.commit()

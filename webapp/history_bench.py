@@ -27,6 +27,8 @@ from typing import Any
 
 from sqlalchemy import JSON, DateTime, event, text
 
+from .models import DECISIONS, SENTIMENT_LABELS
+
 TARGET_P95_MS = 50.0
 PAGE_SIZE = 20
 _PASSWORD = "bench-password"  # noqa: S105 (a throwaway account in a temporary database)
@@ -42,7 +44,6 @@ _WORDS = (
 ).split()
 _CAPTION_WORDS = "a an the cat dog person street car x-ray chest hand diagram table chart sitting on with of".split()
 _SEARCH_WORD = "refund"  # in about one text in twelve: a realistic search that matches something
-_LABELS = ("negative", "neutral", "positive")
 _TABLES = {"analysis", "prediction", "review"}  # the statements whose plans are kept
 _REVIEWED_SHARE = 0.1  # of predictions, reviewed by their owner: most results are never looked at twice
 
@@ -171,7 +172,7 @@ def format_table(result: dict[str, Any]) -> str:
     lines += [
         "SQL: statements one request runs (a page of 20 that runs 20 more loads each row's predictions lazily).",
         "Text search is LIKE '%word%', which no B-tree index can serve: the page reads rows until it has 20 "
-        "matches, and its count stops at 1,000 matches (analyses.SEARCH_COUNT_CAP); full-text search (SQLite "
+        "matches, and its count stops at 1,000 matches (pagination.COUNT_CAP); full-text search (SQLite "
         "FTS5, PostgreSQL pg_trgm) is the fix if a rare word's full scan gets too slow.",
         "Filters on predictions (sentiment, review, confidence): a page checks each analysis with EXISTS and "
         "stops after 20 matches; its count reads a covering prediction index once (IN), except for "
@@ -313,15 +314,15 @@ def _analysis_rows(
     if has_text:
         analysis["text"] = " ".join(rng.choices(_WORDS, k=rng.randint(4, 60)))
         analysis["tasks"].append("sentiment")
-        label = rng.choices(_LABELS, weights=(3, 2, 5))[0]
+        label = rng.choices(SENTIMENT_LABELS, weights=(3, 2, 5))[0]
         # The top class, a runner-up between an even split of the rest and a near tie, and the remainder:
         # every band appears, and so do uncertain results (weak top class or a small margin).
         score = round(rng.uniform(0.36, 0.99), 4)
         second = round(rng.uniform((1 - score) / 2, min(score, 1 - score)), 4)
         third = round(1 - score - second, 4)
-        runner_up, last = rng.sample([name for name in _LABELS if name != label], 2)
+        runner_up, last = rng.sample([name for name in SENTIMENT_LABELS if name != label], 2)
         scores = {label: score, runner_up: second, last: third}
-        scores = {name: scores[name] for name in _LABELS}
+        scores = {name: scores[name] for name in SENTIMENT_LABELS}
         predictions.append(
             {
                 "kind": "sentiment",
@@ -366,10 +367,10 @@ def _review_row(rng: random.Random, prediction: dict[str, Any], user_id: int, us
     value = None
     if decision == "correct":
         if prediction["kind"] == "sentiment":
-            value = rng.choice([name for name in _LABELS if name != prediction["output"]["label"]])
+            value = rng.choice([name for name in SENTIMENT_LABELS if name != prediction["output"]["label"]])
         else:
             value = " ".join(rng.choices(_CAPTION_WORDS, k=rng.randint(5, 14)))
-    state = {"accept": "accepted", "correct": "corrected", "reject": "rejected"}[decision]
+    state = DECISIONS[decision]
     prediction["review_state"] = state
     if prediction["kind"] == "sentiment":
         accepted = prediction["output"]["label"]

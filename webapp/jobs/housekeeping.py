@@ -87,7 +87,6 @@ class Housekeeper(threading.Thread):
                 Worker(
                     name=self.name_in_db,
                     hostname=socket.gethostname(),
-                    pid=os.getpid(),
                     threads=self.threads,
                     started_at=now,
                     stopped_at=None,

@@ -12,7 +12,7 @@ from typing import Any
 from flask_babel import lazy_gettext as _l
 
 from ..analyses import confidence_policy
-from ..models import Analysis, RegionAnnotation
+from ..models import SHAPES, Analysis, RegionAnnotation
 
 
 class AnnotationInputError(ValueError):
@@ -22,7 +22,7 @@ class AnnotationInputError(ValueError):
 def parse_annotation(form, analysis: Analysis) -> RegionAnnotation:
     """A new annotation from form fields (numbers in image pixels), checked against the image size."""
     shape = form.get("shape", "rect")
-    if shape not in ("rect", "point"):
+    if shape not in SHAPES:
         raise AnnotationInputError(_l("Choose a rectangle or a point."))
     try:
         x, y = float(form.get("x", "")), float(form.get("y", ""))

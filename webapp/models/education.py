@@ -233,8 +233,13 @@ def _comparable(text: str) -> str:
     return "".join(char.lower() for char in text if char.isalnum())
 
 
+AGREEMENT_MAX_CHARS = 4000  # a handwritten page holds far less; longer texts are compared by their start
+
+
 def text_agreement(reading: str, reference: str) -> float:
-    """difflib's matching-blocks ratio of the two texts as ``_comparable`` strings (1.0 = the same)."""
+    """difflib's matching-blocks ratio of the two texts as ``_comparable`` strings (1.0 = the same),
+    each cut to ``AGREEMENT_MAX_CHARS``: the ratio is quadratic, and exports compute it per row."""
     import difflib
 
-    return difflib.SequenceMatcher(None, _comparable(reading), _comparable(reference), autojunk=False).ratio()
+    reading, reference = _comparable(reading)[:AGREEMENT_MAX_CHARS], _comparable(reference)[:AGREEMENT_MAX_CHARS]
+    return difflib.SequenceMatcher(None, reading, reference, autojunk=False).ratio()

@@ -274,35 +274,47 @@ def _copy_owner_and_scenario(_mapper, connection, prediction: Prediction) -> Non
 MAX_OCR_CHARS = 20_000  # a dense page of text is a few thousand characters
 
 
-class CaptionPrediction(Prediction):
-    """A caption of the image. ``output``: ``{"text": ...}``; no confidence (generate() gives none)."""
+class TextValue:
+    """For kinds whose value is a text (a caption, an OCR reading, a reply draft): ``output["text"]`` is
+    the model's, a correction is a stripped text of at most ``MAX_CHARS``, empty only when
+    ``EMPTY_MESSAGE`` is None; ``SEARCHABLE`` kinds add both texts to the record's search text."""
 
-    KIND = "caption"
-    __mapper_args__: ClassVar[dict[str, Any]] = {"polymorphic_identity": "caption"}
-
-    @classmethod
-    def from_result(cls, result: Any) -> CaptionPrediction:
-        return cls(
-            **cls.provenance(result),
-            output={"text": result.text},
-        )
+    MAX_CHARS: ClassVar[int] = MAX_CORRECTION_CHARS
+    EMPTY_MESSAGE: ClassVar[Any] = None  # a lazy string refusing an empty correction; None allows it
+    LONG_MESSAGE: ClassVar[Any]
+    SEARCHABLE: ClassVar[bool] = True
 
     @property
     def ai_value(self) -> str:
         return self.output["text"]
 
     def search_terms(self) -> list[str]:
+        if not self.SEARCHABLE:
+            return []
         human = self.human_value
-        return [self.ai_value, human] if isinstance(human, str) else [self.ai_value]
+        return [term for term in (self.ai_value, human if isinstance(human, str) else None) if term]
 
     @classmethod
     def parse_correction(cls, raw: Any) -> str:
         text = raw.strip() if isinstance(raw, str) else ""
-        if not text:
-            raise CorrectionError(_l("A corrected caption needs some text."))
-        if len(text) > MAX_CORRECTION_CHARS:
-            raise CorrectionError(_l("A corrected caption has at most %(max)d characters.", max=MAX_CORRECTION_CHARS))
+        if not text and cls.EMPTY_MESSAGE is not None:
+            raise CorrectionError(cls.EMPTY_MESSAGE)
+        if len(text) > cls.MAX_CHARS:
+            raise CorrectionError(cls.LONG_MESSAGE)
         return text
+
+
+class CaptionPrediction(TextValue, Prediction):
+    """A caption of the image. ``output``: ``{"text": ...}``; no confidence (generate() gives none)."""
+
+    KIND = "caption"
+    EMPTY_MESSAGE = _l("A corrected caption needs some text.")
+    LONG_MESSAGE = _l("A corrected caption has at most %(max)d characters.", max=MAX_CORRECTION_CHARS)
+    __mapper_args__: ClassVar[dict[str, Any]] = {"polymorphic_identity": "caption"}
+
+    @classmethod
+    def from_result(cls, result: Any) -> CaptionPrediction:
+        return cls(**cls.provenance(result), output={"text": result.text})
 
 
 class SentimentPrediction(Prediction):
@@ -371,11 +383,14 @@ class Review(db.Model):
     prediction: Mapped[Prediction] = relationship(back_populates="reviews")
 
 
-class OcrPrediction(Prediction):
+class OcrPrediction(TextValue, Prediction):
     """Text read from the image (a screenshot, a homework page). ``output``: ``text`` (lines in reading
-    order) and ``lines`` ([text, score, box] each); ``confidence`` is the mean line score."""
+    order) and ``lines`` ([text, score, box] each); ``confidence`` is the mean line score. An empty
+    correction is valid: "there is no text in this image"."""
 
     KIND = "ocr"
+    MAX_CHARS = MAX_OCR_CHARS
+    LONG_MESSAGE = _l("A corrected reading has at most %(max)d characters.", max=MAX_OCR_CHARS)
     __mapper_args__: ClassVar[dict[str, Any]] = {"polymorphic_identity": "ocr"}
 
     @classmethod
@@ -388,20 +403,3 @@ class OcrPrediction(Prediction):
             },
             confidence=None if result.score is None else round(result.score, 4),
         )
-
-    @property
-    def ai_value(self) -> str:
-        return self.output["text"]
-
-    def search_terms(self) -> list[str]:
-        human = self.human_value
-        return [term for term in (self.ai_value, human if isinstance(human, str) else None) if term]
-
-    @classmethod
-    def parse_correction(cls, raw: Any) -> str:
-        if not isinstance(raw, str):
-            raise CorrectionError(_l("A corrected reading is text."))
-        text = raw.strip()
-        if len(text) > MAX_OCR_CHARS:
-            raise CorrectionError(_l("A corrected reading has at most %(max)d characters.", max=MAX_OCR_CHARS))
-        return text  # empty is a valid correction: "there is no text in this image"

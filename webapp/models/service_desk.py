@@ -18,7 +18,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
 from .base import utcnow
-from .prediction import CorrectionError, Prediction
+from .prediction import CorrectionError, Prediction, TextValue
 
 REPLY_LANGUAGES = ("en", "zh")
 MAX_REPLY_CHARS = 5000
@@ -102,11 +102,16 @@ class CategoryPrediction(Prediction):
         return raw
 
 
-class ReplyPrediction(Prediction):
+class ReplyPrediction(TextValue, Prediction):
     """A reply draft for the agent. ``output``: ``text``, and what it was made from (``template_id``,
-    ``category``, ``sentiment``, ``language``). The agent's edited version is its correction."""
+    ``category``, ``sentiment``, ``language``). The agent's edited version is its correction. Drafts
+    are not searched: they repeat the templates."""
 
     KIND = "reply"
+    MAX_CHARS = MAX_REPLY_CHARS
+    EMPTY_MESSAGE = _l("An edited reply needs some text.")
+    LONG_MESSAGE = _l("A reply has at most %(max)d characters.", max=MAX_REPLY_CHARS)
+    SEARCHABLE = False
     __mapper_args__: ClassVar[dict[str, Any]] = {"polymorphic_identity": "reply"}
 
     @classmethod
@@ -121,16 +126,3 @@ class ReplyPrediction(Prediction):
                 "language": result.language,
             },
         )
-
-    @property
-    def ai_value(self) -> str:
-        return self.output["text"]
-
-    @classmethod
-    def parse_correction(cls, raw: Any) -> str:
-        text = raw.strip() if isinstance(raw, str) else ""
-        if not text:
-            raise CorrectionError(_l("An edited reply needs some text."))
-        if len(text) > MAX_REPLY_CHARS:
-            raise CorrectionError(_l("A reply has at most %(max)d characters.", max=MAX_REPLY_CHARS))
-        return text

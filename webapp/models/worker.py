@@ -22,7 +22,6 @@ class Worker(db.Model):
     # "<host>:<pid>", the same name the analyses it ran carry in ``Analysis.worker``.
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     hostname: Mapped[str] = mapped_column(String(255))
-    pid: Mapped[int]
     threads: Mapped[int]
     started_at: Mapped[datetime]
     last_seen_at: Mapped[datetime] = mapped_column(index=True)

@@ -16,7 +16,7 @@ from sqlalchemy import Select, case, select
 from .. import audit
 from ..analyses import ScenarioForbidden, confidence_policy
 from ..extensions import db
-from ..models import DECISIONS, Analysis, CorrectionError, Prediction, Review, User
+from ..models import DECISIONS, UNREVIEWED, Analysis, CorrectionError, Prediction, Review, User
 from ..scenarios import SCENARIO_PAGES
 
 MAX_COMMENT_CHARS = 2000
@@ -81,7 +81,7 @@ def select_queue(user: User, scenario: str) -> Select:
     policy = confidence_policy()
     return (
         select(Prediction)
-        .where(Prediction.user_id == user.id, Prediction.scenario == scenario, Prediction.review_state == "unreviewed")
+        .where(Prediction.user_id == user.id, Prediction.scenario == scenario, Prediction.review_state == UNREVIEWED)
         .order_by(
             case((policy.uncertain_clause(), 0), else_=1),
             Prediction.confidence.asc().nulls_first(),

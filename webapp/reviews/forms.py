@@ -4,6 +4,7 @@ from wtforms import HiddenField, StringField, TextAreaField
 from wtforms.validators import AnyOf, Length, Optional
 
 from ..models import DECISIONS
+from . import MAX_COMMENT_CHARS
 
 
 class ReviewForm(FlaskForm):
@@ -11,5 +12,5 @@ class ReviewForm(FlaskForm):
 
     decision = StringField(validators=[AnyOf(tuple(DECISIONS))])
     value = TextAreaField(_l("Corrected value"), validators=[Optional()])
-    comment = TextAreaField(_l("Comment (optional)"), validators=[Optional(), Length(max=2000)])
+    comment = TextAreaField(_l("Comment (optional)"), validators=[Optional(), Length(max=MAX_COMMENT_CHARS)])
     queue = HiddenField()  # set when reviewing from a queue: go on to the next item

@@ -10,7 +10,7 @@ from sqlalchemy.orm import selectinload
 
 from ..analyses import confidence_policy, get_visible_analysis
 from ..extensions import db
-from ..models import Prediction
+from ..models import UNREVIEWED, Prediction
 from ..pagination import IdsFirstPagination
 from ..scenarios import SCENARIO_PAGES
 from . import ReviewInputError, may_review, record_review, select_queue
@@ -40,7 +40,7 @@ def index():
     waiting = dict(
         db.session.execute(
             select(Prediction.scenario, func.count(Prediction.id))
-            .where(Prediction.user_id == current_user.id, Prediction.review_state == "unreviewed")
+            .where(Prediction.user_id == current_user.id, Prediction.review_state == UNREVIEWED)
             .group_by(Prediction.scenario)
         ).all()
     )

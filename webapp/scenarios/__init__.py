@@ -14,7 +14,7 @@ from flask_babel import lazy_gettext as _l
 
 from ..models import ROLES
 
-OPTIONAL, REQUIRED, UNUSED = "optional", "required", "unused"
+OPTIONAL, REQUIRED = "optional", "required"
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,6 @@ class Scenario:
     text_placeholder: LazyString
     roles: frozenset[str]  # may submit, and review their own records
     image: str = OPTIONAL
-    text: str = OPTIONAL
     # The prediction kinds that run, in display order: on the image, on the text (a clinical note gets
     # none), and then on whatever was given (they read what the others produced: the service desk's
     # category reads the message and the screenshot's text, its reply draft the category).

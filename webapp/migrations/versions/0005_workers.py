@@ -87,7 +87,6 @@ def upgrade():
         "worker",
         sa.Column("name", sa.String(length=128), primary_key=True),
         sa.Column("hostname", sa.String(length=255), nullable=False),
-        sa.Column("pid", sa.Integer(), nullable=False),
         sa.Column("threads", sa.Integer(), nullable=False),
         sa.Column("started_at", sa.DateTime(), nullable=False),
         sa.Column("last_seen_at", sa.DateTime(), nullable=False),
