@@ -211,6 +211,8 @@ def _alternating(paths, pairs: int) -> list[dict[str, Any]]:
 
 
 def _summary(caption_model: str, levels: list[dict], clients: tuple[int, ...], new_tokens: int) -> dict[str, Any]:
+    from .inference.bench import target
+
     def value(path: str, count: int, key: str) -> float | None:
         found = [level[key] for level in levels if level["path"] == path and level["clients"] == count]
         return found[0] if found else None
@@ -228,15 +230,10 @@ def _summary(caption_model: str, levels: list[dict], clients: tuple[int, ...], n
         "p50_overhead_ms": overhead,
         "throughput_ratio": ratio,
         "targets": [
-            _target("queue, 1 client: p50 latency minus direct p50 (ms)", overhead, "<=", LATENCY_BUDGET_MS),
-            _target(f"queue, {TARGET_CLIENTS} clients: captions/s / direct captions/s", ratio, ">=", THROUGHPUT_GOAL),
+            target("queue, 1 client: p50 latency minus direct p50 (ms)", overhead, "<=", LATENCY_BUDGET_MS),
+            target(f"queue, {TARGET_CLIENTS} clients: captions/s / direct captions/s", ratio, ">=", THROUGHPUT_GOAL),
         ],
     }
-
-
-def _target(name: str, measured: float | None, comparison: str, goal: float) -> dict[str, Any]:
-    passed = None if measured is None else (measured <= goal if comparison == "<=" else measured >= goal)
-    return {"name": name, "measured": measured, "goal": f"{comparison} {goal:g}", "passed": passed}
 
 
 def format_table(result: dict[str, Any]) -> str:

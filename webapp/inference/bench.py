@@ -639,7 +639,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     for kind_key, run_name, clients, key, label, comparison, goal in _THROUGHPUT_TARGETS:
         if kind := result.get(kind_key):
             name = f"{_KIND_NAMES[kind_key]} {run_name}, {clients} clients: {label}"
-            found.append(_target(name, _level_value(kind, run_name, clients, key), comparison, goal))
+            found.append(target(name, _level_value(kind, run_name, clients, key), comparison, goal))
     for kind_key, baseline, modes in _LATENCY_TARGETS:
         if kind := result.get(kind_key):
             found += _latency_targets(_KIND_NAMES[kind_key], kind, baseline, modes)
@@ -653,7 +653,7 @@ def _latency_targets(kind_name: str, kind: dict, baseline: str, modes: Sequence[
     for mode in modes:
         prism_p50 = _level_value(kind, mode, 1, "p50_ms")
         found.append(
-            _target(
+            target(
                 f"{kind_name} {mode}, 1 client: p50 latency / baseline p50",
                 prism_p50 / baseline_p50 if prism_p50 and baseline_p50 else None,
                 "<=",
@@ -663,7 +663,8 @@ def _latency_targets(kind_name: str, kind: dict, baseline: str, modes: Sequence[
     return found
 
 
-def _target(name: str, measured: float | None, comparison: str, goal: float) -> dict[str, Any]:
+def target(name: str, measured: float | None, comparison: str, goal: float) -> dict[str, Any]:
+    """A bench target as every bench reports it: {name, measured, goal, passed} (None: not measured)."""
     if measured is None:
         passed = None
     else:
