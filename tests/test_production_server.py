@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_app, make_token, make_user, png_bytes, reply_draft
+from webapp.devservers import free_port
 from webapp.extensions import db
 
 PROJECT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _get(url: str, headers: dict | None = None, body: bytes | None = None) -> tuple[int, dict]:
@@ -60,7 +54,7 @@ def server(tmp_path):
     with app.app_context():
         database_url = str(db.engine.url)
         db.engine.dispose()
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PRISM_BIND": f"127.0.0.1:{port}",

@@ -36,15 +36,6 @@ def make_limited_app(tmp_path):
             db.engine.dispose()
 
 
-@pytest.fixture
-def redis_url():
-    try:
-        with devservers.redis_server() as url:
-            yield url
-    except devservers.ServerUnavailable as exc:
-        pytest.skip(str(exc))
-
-
 def post_login(client, username: str, password: str = WRONG_PASSWORD, **kwargs):
     token = csrf_token(client, "/login")
     return client.post("/login", data={"username": username, "password": password, "csrf_token": token}, **kwargs)

@@ -14,19 +14,10 @@ from webapp.extensions import db
 from webapp.models import Analysis
 from webapp.storage import EXTENSION_KEY, ObjectMissing, StorageUnavailable
 from webapp.storage.local import LocalStorage
-from webapp.storage.s3 import S3Storage, make_client
+from webapp.storage.s3 import S3Storage
 from webapp.uploads import image_key
 
 KEY = "ab/" + "ab" * 32 + ".png"
-
-
-def client_of(server):
-    return make_client(
-        endpoint_url=server.endpoint_url,
-        region=server.region,
-        access_key_id=server.access_key,
-        secret_access_key=server.secret_key,
-    )
 
 
 @pytest.fixture
@@ -37,7 +28,7 @@ def prefix():
 
 @pytest.fixture
 def store(s3, prefix):
-    return S3Storage(s3.bucket, prefix, client_of(s3))
+    return S3Storage(s3.bucket, prefix, s3.client())
 
 
 def count_calls(client, operation: str) -> list[str]:
@@ -48,7 +39,7 @@ def count_calls(client, operation: str) -> list[str]:
 
 
 def bucket_keys(server, prefix: str) -> list[str]:
-    listing = client_of(server).list_objects_v2(Bucket=server.bucket, Prefix=f"{prefix}/")
+    listing = server.client().list_objects_v2(Bucket=server.bucket, Prefix=f"{prefix}/")
     return sorted(item["Key"] for item in listing.get("Contents", []))
 
 
@@ -164,8 +155,10 @@ def test_image_gone_from_the_bucket_is_404(s3, s3_app, prefix):
     """A record whose object was removed behind the app's back answers 404, not an error."""
     owner = client_for(s3_app, "olga")
     analysis_id = record_id(submit(owner, text=None, image=png_bytes()))
-    for key in bucket_keys(s3, prefix):
-        client_of(s3).delete_object(Bucket=s3.bucket, Key=key)
+    assert owner.get(f"/history/{analysis_id}/image").status_code == 200
+    stored = bucket_keys(s3, prefix)
+    assert len(stored) == 1
+    s3.client().delete_object(Bucket=s3.bucket, Key=stored[0])
     assert owner.get(f"/history/{analysis_id}/image").status_code == 404
 
 

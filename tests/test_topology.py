@@ -19,7 +19,6 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-import boto3
 import pytest
 from flask_migrate import upgrade
 
@@ -96,7 +95,7 @@ def topology(tmp_path, postgres, redis_url, s3, monkeypatch):
         upgrade(directory=app.extensions["migrate"].directory)
     make_user(app, "teacher", role="teacher")
     token = make_token(app, "teacher")
-    yield app, shared, token, prefix
+    yield app, shared, token, prefix, s3
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
@@ -117,7 +116,7 @@ def _process(command: list[str], directory: Path, env: dict[str, str]) -> tuple[
 
 
 def test_batch_survives_a_killed_worker_across_hosts(topology, tmp_path):
-    app, shared, token, prefix = topology
+    app, shared, token, prefix, s3 = topology
     port = free_port()
     web, web_log = _process(
         [sys.executable, "-m", "gunicorn", "-c", str(PROJECT / "gunicorn.conf.py"), "--no-control-socket"],
@@ -162,19 +161,22 @@ def test_batch_survives_a_killed_worker_across_hosts(topology, tmp_path):
                 db.session.rollback()
                 return [tuple(row) for row in found]
 
-        def both_have_finished_work_and_much_is_left() -> bool:
+        victim, _ = workers["worker-a"]
+        victim_name = f"{os.uname().nodename}:{victim.pid}"
+
+        def both_have_finished_work_and_the_victim_holds_more() -> bool:
             current = rows()
             done_by = {worker for _, status, worker in current if status == "done"}
-            return len(done_by) == 2 and sum(status != "done" for _, status, _ in current) >= 6
+            victim_holds = any(status == "running" and worker == victim_name for _, status, worker in current)
+            return len(done_by) == 2 and victim_holds and sum(status != "done" for _, status, _ in current) >= 6
 
-        _wait_until(both_have_finished_work_and_much_is_left, 60, "both workers to finish work", logs)
-        victim, _ = workers["worker-a"]
+        _wait_until(both_have_finished_work_and_the_victim_holds_more, 60, "both workers to finish work", logs)
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
-        killed_name = f"{os.uname().nodename}:{victim.pid}"
         held_at_kill = {
-            analysis_id for analysis_id, status, worker in rows() if status == "running" and worker == killed_name
+            analysis_id for analysis_id, status, worker in rows() if status == "running" and worker == victim_name
         }
+        assert held_at_kill, "the worker was killed while it held work"
 
         _wait_until(lambda: all(status == "done" for _, status, _ in rows()), 90, "the batch to complete", logs)
         status, summary = _request(f"{base}/api/v1/batches/{batch_id}", token=token)
@@ -196,14 +198,7 @@ def test_batch_survives_a_killed_worker_across_hosts(topology, tmp_path):
             survivor = f"{os.uname().nodename}:{workers['worker-b'][0].pid}"
             assert all(db.session.get(Analysis, i).worker == survivor for i in held_at_kill)
         # No shared disk: every upload is in the bucket, none in any process's folders.
-        s3_client = boto3.client(
-            "s3",
-            endpoint_url=shared["PRISM_S3_ENDPOINT_URL"],
-            region_name=shared["PRISM_S3_REGION"],
-            aws_access_key_id=shared["PRISM_S3_ACCESS_KEY_ID"],
-            aws_secret_access_key=shared["PRISM_S3_SECRET_ACCESS_KEY"],
-        )
-        stored = s3_client.list_objects_v2(Bucket=shared["PRISM_STORAGE_URL"][5:].split("/")[0], Prefix=prefix + "/")
+        stored = s3.client().list_objects_v2(Bucket=s3.bucket, Prefix=prefix + "/")
         assert stored["KeyCount"] == ITEMS
         assert not any(path.name.endswith(".png") for path in tmp_path.rglob("*") if path.is_file())
 

@@ -151,8 +151,7 @@ def redis_server() -> Iterator[str]:
         wait_for_port(port)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        server.terminate()
-        server.wait(10)
+        stop_processes([server], timeout=10)
         shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -165,6 +164,17 @@ class S3Server:
     access_key: str = "prism-test"
     secret_key: str = "prism-test-secret"  # noqa: S105 (moto accepts any)
     region: str = "us-east-1"
+
+    def client(self):
+        """A boto3 S3 client for this server, built the way the app builds its own."""
+        from .storage.s3 import make_client
+
+        return make_client(
+            endpoint_url=self.endpoint_url,
+            region=self.region,
+            access_key_id=self.access_key,
+            secret_access_key=self.secret_key,
+        )
 
     def settings(self, prefix: str = "uploads") -> dict[str, str]:
         """The ``PRISM_*`` settings that point Prism at this server."""
@@ -181,7 +191,7 @@ class S3Server:
 def s3_server(bucket: str = "prism-test") -> Iterator[S3Server]:
     """moto's standalone server (``moto[server]``) in a subprocess, with ``bucket`` created."""
     try:
-        import boto3
+        import boto3  # noqa: F401 (the client; only checks it is installed here)
         import moto.server  # noqa: F401 (only checks that the server extra is installed)
     except ImportError as exc:
         raise ServerUnavailable(f"moto[server] or boto3 is not installed ({exc})") from None
@@ -204,14 +214,7 @@ def s3_server(bucket: str = "prism-test") -> Iterator[S3Server]:
                     raise ServerUnavailable("moto server did not answer") from None
                 time.sleep(0.1)
         s3 = S3Server(endpoint_url=endpoint, bucket=bucket)
-        boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name=s3.region,
-            aws_access_key_id=s3.access_key,
-            aws_secret_access_key=s3.secret_key,
-        ).create_bucket(Bucket=bucket)
+        s3.client().create_bucket(Bucket=bucket)
         yield s3
     finally:
-        server.terminate()
-        server.wait(10)
+        stop_processes([server], timeout=10)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,17 +17,12 @@ from flask_migrate import upgrade
 from tests.conftest import make_token, make_user, png_bytes, reply_draft
 from webapp import create_app
 from webapp.analyses import submit_analysis, validate_upload
+from webapp.devservers import free_port
 from webapp.extensions import db
 from webapp.jobs import enqueue_analyses
 from webapp.models import Analysis, Prediction, User
 
 PROJECT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _environment(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -183,7 +177,7 @@ def test_manage_py_run_serves_and_runs_jobs_in_one_process(tmp_path):
     subprocess.run(  # noqa: S603
         [sys.executable, "manage.py", "init-db"], cwd=PROJECT, env=env, check=True, capture_output=True
     )
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "run.log"
     server = subprocess.Popen(  # noqa: S603
         [sys.executable, "manage.py", "run", "--port", str(port)],
