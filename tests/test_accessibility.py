@@ -23,8 +23,10 @@ def assert_fields_labelled(html: str) -> None:
 
 
 def assert_described_by_existing_ids(html: str) -> None:
-    """Every id named in an aria-describedby exists on the page."""
-    for value in re.findall(r'aria-describedby="([^"]*)"', html):
+    """The page describes some field, and every id named in an aria-describedby exists on it."""
+    described = re.findall(r'aria-describedby="([^"]*)"', html)
+    assert described, "no field on the page has an aria-describedby"
+    for value in described:
         for ref in value.split():
             assert f'id="{ref}"' in html, f"aria-describedby points at missing #{ref}"
 

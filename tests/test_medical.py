@@ -120,6 +120,8 @@ def test_other_clinicians_cannot_see_a_case(app):
     owner = client_for(app, "drwho", role="clinician")
     other = client_for(app, "drno", role="clinician")
     analysis_id = record_id(upload(owner, get_testdata_file("CT_small.dcm")))
+    assert owner.get(f"/history/{analysis_id}").status_code == 200
+    assert owner.get(f"/history/{analysis_id}/image").status_code == 200
     assert other.get(f"/history/{analysis_id}").status_code == 404
     assert other.get(f"/history/{analysis_id}/image").status_code == 404
 

@@ -12,6 +12,7 @@ import json
 import pytest
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import text
+from sqlalchemy.exc import DatabaseError
 
 from webapp import create_app
 from webapp.extensions import db
@@ -77,7 +78,7 @@ def test_migrations_run_on_postgresql(postgres_url, tmp_path):
 
         db.session.execute(text("INSERT INTO audit_event (created_at, action) VALUES (now(), 'x')"))
         db.session.commit()
-        with pytest.raises(Exception, match="append-only"):
+        with pytest.raises(DatabaseError, match="append-only"):
             db.session.execute(text("UPDATE audit_event SET action = 'y'"))
         db.session.rollback()
 
