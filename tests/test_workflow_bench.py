@@ -37,3 +37,10 @@ def test_workflow_bench_times_a_batch_and_compares_ocr_and_category(app):
 def test_homework_photos_are_distinct_pngs():
     photos = workflow_bench.homework_photos(3)
     assert len(set(photos)) == 3 and all(photo.startswith(b"\x89PNG") for photo in photos)
+
+
+def test_a_fast_batch_that_failed_items_misses_its_target():
+    result = {"batch_size": 4, "batch": {"ratio": 0.1, "failed": 0}}
+    assert workflow_bench.targets(result)[0]["passed"] is True
+    result["batch"]["failed"] = 1
+    assert workflow_bench.targets(result)[0]["passed"] is False
