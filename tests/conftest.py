@@ -183,6 +183,12 @@ def submit(
     return client.post(f"/{scenario}/", data=data, content_type="multipart/form-data")
 
 
+def record_id(response) -> int:
+    """The id of the record a form post redirected to (``/history/<id>``, ``/service-desk/...``)."""
+    assert response.status_code == 302, (response.status_code, response.get_data(as_text=True)[-500:])
+    return int(response.headers["Location"].rsplit("/", 1)[1])
+
+
 @pytest.fixture
 def alice(app, client):
     """A signed-in ordinary user."""

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.conftest import audit_rows, client_for, csrf_token, make_token, png_bytes, queries_during
+from tests.conftest import audit_rows, client_for, csrf_token, make_token, png_bytes, queries_during, record_id
 from webapp.extensions import db
 from webapp.models import Analysis, AuditEvent, Prediction, Review
 from webapp.models.education import (
@@ -107,7 +107,7 @@ def homework(app, teacher):
     assert create_rubric(teacher).status_code == 302
     [rubric_id] = rubric_ids(app)
     response = create_assignment(teacher, rubric_id)
-    assignment_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    assignment_id = record_id(response)
     files = [(png_bytes(color=(200, 10, 10)), "张伟.png"), (png_bytes(color=(10, 200, 10)), "Li Na.jpg")]
     files.append((png_bytes(color=(10, 10, 200)), "omar.png"))
     assert upload(teacher, assignment_id, files).status_code == 302
@@ -259,7 +259,7 @@ def test_upload_makes_one_submission_per_photo_and_a_broken_file_fails_alone(app
     the broken file fails alone with its reason, audited, and gets no submission."""
     create_rubric(teacher)
     response = create_assignment(teacher, rubric_ids(app)[0])
-    assignment_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    assignment_id = record_id(response)
     files = [
         (png_bytes(color=(200, 10, 10)), "张伟.png"),
         (b"this is plain text, not an image", "broken.png"),

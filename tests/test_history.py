@@ -19,6 +19,7 @@ from tests.conftest import (
     csrf_token,
     make_user,
     png_bytes,
+    record_id,
     reply_draft,
     submit,
     user_id,
@@ -31,11 +32,6 @@ from webapp.models import Analysis, User
 pytestmark = pytest.mark.both_databases
 
 UNCERTAIN = {"negative": 0.335, "neutral": 0.33, "positive": 0.335}
-
-
-def record_id(response) -> int:
-    assert response.status_code == 302, response.status_code
-    return int(response.headers["Location"].rsplit("/", 1)[1])
 
 
 def row(app, analysis_id: int) -> Analysis | None:

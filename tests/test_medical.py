@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from tests.conftest import client_for, csrf_token, make_token
+from tests.conftest import client_for, csrf_token, make_token, record_id
 from webapp.extensions import db
 from webapp.models import Analysis
 from webapp.storage import get_storage
@@ -40,11 +40,6 @@ def upload(client, path: str, filename: str = "DOE_JANE_CT.dcm", scenario: str =
         data={"csrf_token": csrf_token(client, f"/{scenario}/"), "image": (io.BytesIO(data), filename)},
         content_type="multipart/form-data",
     )
-
-
-def record_id(response) -> int:
-    assert response.status_code == 302, response.get_data(as_text=True)[-500:]
-    return int(response.headers["Location"].rsplit("/", 1)[1])
 
 
 @pytest.mark.parametrize("sample", ["CT_small.dcm", "MR_small.dcm"])

@@ -12,7 +12,7 @@ from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import text
 
-from tests.conftest import add_analysis, make_user, png_bytes, submit
+from tests.conftest import add_analysis, make_user, png_bytes, record_id, submit
 from webapp import create_app
 from webapp.extensions import db
 from webapp.models import Analysis, Prediction
@@ -207,11 +207,11 @@ def test_deleted_record_id_is_never_given_again(app, alice):
     from tests.conftest import csrf_token
 
     first = submit(alice, text="first")
-    newest = int(first.headers["Location"].rsplit("/", 1)[1])
+    newest = record_id(first)
     token = csrf_token(alice, f"/history/{newest}")
     assert alice.post(f"/history/{newest}/delete", data={"csrf_token": token}).status_code == 302
     second = submit(alice, image=png_bytes(), text=None)
-    assert int(second.headers["Location"].rsplit("/", 1)[1]) == newest + 1
+    assert record_id(second) == newest + 1
 
 
 @pytest.mark.parametrize(

@@ -76,7 +76,7 @@ def test_upgrade_from_the_previous_head_keeps_rows_and_workers_work(app):
 def test_downgrade_with_data_then_upgrade_again(app):
     """Head with a graded homework and a service-desk record (OCR, category, reply, reviews) goes down
     to 0004 without a foreign-key violation and back up; the older rows keep their values."""
-    from tests.conftest import client_for, png_bytes, submit
+    from tests.conftest import client_for, png_bytes, record_id, submit
     from tests.test_history import decide
     from webapp.analyses import pending_ids
     from webapp.education import add_submissions, record_grade
@@ -84,7 +84,7 @@ def test_downgrade_with_data_then_upgrade_again(app):
     from webapp.models import Assignment, Prediction, Review, Rubric, RubricCriterion, User
 
     agent = client_for(app, "agent")
-    service_id = int(submit(agent, text="Refund please", image=png_bytes()).headers["Location"].rsplit("/", 1)[1])
+    service_id = record_id(submit(agent, text="Refund please", image=png_bytes()))
     decide(agent, service_id, "reply", "correct", value="Dear customer, done.")
     decide(agent, service_id, "sentiment", "correct", value="neutral")
     teacher = client_for(app, "tina", role="teacher")

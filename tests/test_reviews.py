@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.conftest import add_analysis, audit_rows, client_for, csrf_token, png_bytes, submit, user_id
+from tests.conftest import add_analysis, audit_rows, client_for, csrf_token, png_bytes, record_id, submit, user_id
 from webapp.extensions import db
 from webapp.models import Analysis, Prediction, Review
 
@@ -28,14 +28,10 @@ def _review(client, analysis_id: int, prediction_id: int, decision: str, **field
     return client.post(f"/review/predictions/{prediction_id}", data=data)
 
 
-def _analysis_id(response) -> int:
-    return int(response.headers["Location"].rsplit("/", 1)[1])
-
-
 @pytest.fixture
 def record(app, alice):
     """A service record of alice's with a caption and a sentiment."""
-    analysis_id = _analysis_id(submit(alice, text="Thanks, great service!", image=png_bytes()))
+    analysis_id = record_id(submit(alice, text="Thanks, great service!", image=png_bytes()))
     return analysis_id
 
 
@@ -197,7 +193,7 @@ def test_medical_record_says_every_result_needs_a_decision(app):
     """Medical is review-required: a clinician's record says so until each result is decided."""
     clinician = client_for(app, "carl", role="clinician")
     response = submit(clinician, "medical", text="follow-up, less pain", image=png_bytes())
-    analysis_id = _analysis_id(response)
+    analysis_id = record_id(response)
     with app.app_context():
         assert db.session.get(Analysis, analysis_id).tasks == ["caption"]  # a clinical note gets no sentiment
     page = clinician.get(f"/history/{analysis_id}").get_data(as_text=True)

@@ -6,18 +6,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.conftest import audit_rows, client_for, csrf_token, png_bytes, queries_during, submit
+from tests.conftest import audit_rows, client_for, csrf_token, png_bytes, queries_during, record_id, submit
 from tests.test_history import decide
 from webapp.extensions import db
 from webapp.models import Analysis, InquiryCategory
 from webapp.service_desk import message_language
 
 pytestmark = pytest.mark.both_databases
-
-
-def record_id(response) -> int:
-    assert response.status_code == 302, response.status_code
-    return int(response.headers["Location"].rsplit("/", 1)[1])
 
 
 def predictions_of(app, analysis_id: int) -> dict[str, object]:

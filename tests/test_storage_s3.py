@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import client_for, csrf_token, make_app, png_bytes, submit
+from tests.conftest import client_for, csrf_token, make_app, png_bytes, record_id, submit
 from webapp.extensions import db
 from webapp.models import Analysis
 from webapp.storage import EXTENSION_KEY, ObjectMissing, StorageUnavailable
@@ -49,11 +49,6 @@ def s3_app(s3, prefix, tmp_path):
     yield app
     with app.app_context():
         db.engine.dispose()
-
-
-def record_id(response) -> int:
-    assert response.status_code == 302, response.status_code
-    return int(response.headers["Location"].rsplit("/", 1)[1])
 
 
 def test_round_trip_under_the_prefix(s3, store, prefix):

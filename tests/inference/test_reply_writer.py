@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import client_for, make_app, submit
+from tests.conftest import client_for, make_app, record_id, submit
 from tests.inference.tiny_models import build_reply_writer, tiny_settings
 from webapp.extensions import db
 from webapp.inference import ModelService
@@ -73,7 +73,7 @@ def test_the_service_desk_drafts_with_the_writer_model_when_configured(tmp_path)
     app = make_app(tmp_path, PRISM_REPLY_MODEL="any-writer")
     agent = client_for(app, "agent")
     response = submit(agent, text="My parcel never arrived")
-    analysis_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    analysis_id = record_id(response)
     with app.app_context():
         reply = db.session.get(Analysis, analysis_id).prediction("reply")
         assert reply.model_id == "prism/fake-reply"

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from tests.conftest import client_for, csrf_token, png_bytes, submit, user_id
+from tests.conftest import client_for, csrf_token, png_bytes, record_id, submit, user_id
 from webapp.extensions import db
 from webapp.jobs import get_queue, requeue_stalled
 from webapp.jobs.runner import claim, run
@@ -26,8 +26,7 @@ def _pending(app, alice, **submit_args) -> int:
         response = submit(alice, **submit_args)
     finally:
         queue.huey.immediate = True
-    assert response.status_code == 302
-    return int(response.headers["Location"].rsplit("/", 1)[1])
+    return record_id(response)
 
 
 def get_queue_for(app):
@@ -107,7 +106,7 @@ def test_loading_model_defers_the_job_and_keeps_the_input(app, alice, monkeypatc
     service = app.extensions["prism_models"]
     monkeypatch.setattr(service.caption_slot, "get", _raise_not_ready(service.caption_slot))
     response = submit(alice, text=None, image=png_bytes())
-    analysis_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    analysis_id = record_id(response)
     with app.app_context():
         analysis = db.session.get(Analysis, analysis_id)
         assert (analysis.status, analysis.attempts, analysis.image_sha256 is not None) == ("pending", 0, True)
@@ -140,7 +139,7 @@ def test_failed_job_shows_why_and_the_owner_can_retry(app, alice):
 
     slot._loader = broken
     response = submit(alice, text=None, image=png_bytes())
-    analysis_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    analysis_id = record_id(response)
     page = alice.get(f"/history/{analysis_id}").get_data(as_text=True)
     assert "weights missing" in page and ">Retry<" in page
     assert _state(app, analysis_id)[0] == "failed"
@@ -154,7 +153,7 @@ def test_failed_job_shows_why_and_the_owner_can_retry(app, alice):
 def test_retry_needs_csrf_and_ownership(app, alice):
     """Retry is a CSRF-protected POST for the owner only; a finished record cannot be retried."""
     response = submit(alice, text="fine")
-    analysis_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    analysis_id = record_id(response)
     assert alice.post(f"/history/{analysis_id}/retry").status_code == 400
     token = csrf_token(alice, f"/history/{analysis_id}")
     page = alice.post(f"/history/{analysis_id}/retry", data={"csrf_token": token}, follow_redirects=True)
@@ -174,7 +173,7 @@ def test_an_unexpected_error_fails_the_job_at_once_with_the_step_named(app, alic
 
     monkeypatch.setitem(runner.RUNNERS, "sentiment", broken)
     response = submit(alice, text="fine")
-    analysis_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    analysis_id = record_id(response)
     with app.app_context():
         analysis = db.session.get(Analysis, analysis_id)
         assert (analysis.status, analysis.attempts, analysis.lease_expires_at) == ("failed", 1, None)
@@ -236,7 +235,7 @@ def test_unreachable_queue_loses_nothing(app, alice, monkeypatch):
         monkeypatch.undo()
         queue.huey.immediate = True
     assert response.status_code == 302
-    analysis_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    analysis_id = record_id(response)
     assert _state(app, analysis_id)[0] == "pending"
     with app.app_context():
         db.session.execute(
@@ -311,8 +310,7 @@ def test_batch_page_reads_in_a_fixed_number_of_queries_and_audits_admin_reads(ap
             "csrf_token": csrf_token(alice, "/service/"),
             "image": [(io.BytesIO(png_bytes(color=(n, 9, 9))), f"{n}.png") for n in range(count)],
         }
-        response = alice.post("/service/", data=data, content_type="multipart/form-data")
-        return int(response.headers["Location"].rsplit("/", 1)[1])
+        return record_id(alice.post("/service/", data=data, content_type="multipart/form-data"))
 
     small, large = batch_of(2), batch_of(5)
     two = queries_during(app, lambda: alice.get(f"/batches/{small}"))
