@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from tiny_models import build_blip, build_embedding, build_sentiment, build_vit_gpt2, tiny_settings
 
+from webapp.inference.service import ModelService
 from webapp.inference.settings import InferenceSettings
 
 
@@ -72,3 +73,11 @@ def make_settings(
         return tiny_settings(tmp_path / "models", **{**models, **overrides})
 
     return make
+
+
+@pytest.fixture
+def fake_service(tmp_path: Path):
+    """A model service on the fake backend (no weights): for the service's own plumbing."""
+    service = ModelService(tiny_settings(tmp_path / "models", backend="fake"))
+    yield service
+    service.close()

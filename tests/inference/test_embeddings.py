@@ -12,11 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from flask import Flask
 from tiny_models import EMBEDDING_MAX_SEQ_LENGTH, tiny_settings
 
-from webapp.inference import EXTENSION_KEY
-from webapp.inference.cli import models_cli
 from webapp.inference.service import CATEGORY_TEMPERATURE, ModelService
 from webapp.inference.transformers_backend import load_embedding_model
 from webapp.inference.types import MODEL_KINDS, CategoryResult, EmbeddingResult, ModelState, ModelUnavailable
@@ -68,13 +65,6 @@ def minilm_service(tmp_path_factory, minilm_dir):
 @pytest.fixture
 def tiny_service(tmp_path, tiny_embedding_dir):
     service = ModelService(tiny_settings(tmp_path / "models", embedding_model=str(tiny_embedding_dir)))
-    yield service
-    service.close()
-
-
-@pytest.fixture
-def fake_service(tmp_path):
-    service = ModelService(tiny_settings(tmp_path / "models", backend="fake"))
     yield service
     service.close()
 
@@ -301,30 +291,6 @@ def test_bad_arguments_are_refused_before_any_load(tiny_service):
     with pytest.raises(ValueError):
         tiny_service.categorize("hello", [("a", "one"), ("a", "two")])
     assert tiny_service.embedding_slot.load_count == 0
-
-
-def test_models_check_smoke_tests_all_four_kinds(tmp_path, vit_gpt2_dir, sentiment3_dir, tiny_embedding_dir):
-    """`models check` loads all four models (real OCR, tiny others), runs one inference on each, exits 0."""
-    service = ModelService(
-        tiny_settings(
-            tmp_path / "models",
-            caption_model=str(vit_gpt2_dir),
-            sentiment_model=str(sentiment3_dir),
-            embedding_model=str(tiny_embedding_dir),
-        )
-    )
-    app = Flask(__name__)
-    app.extensions[EXTENSION_KEY] = service
-    app.cli.add_command(models_cli)
-
-    result = app.test_cli_runner().invoke(args=["models", "check", "--timeout", "120"])
-
-    service.close()
-    assert result.exit_code == 0, result.output
-    for kind in MODEL_KINDS:
-        assert f"{kind}: ready" in result.output and f"{kind} smoke test: " in result.output
-    assert "embedding smoke test: 32 dimensions" in result.output
-    assert "model_id: rapidocr-onnxruntime/PP-OCRv4" in result.output
 
 
 # The fake backend.

@@ -71,13 +71,6 @@ def ocr_service(tmp_path_factory):
     service.close()
 
 
-@pytest.fixture
-def fake_service(tmp_path):
-    service = ModelService(tiny_settings(tmp_path / "models", backend="fake"))
-    yield service
-    service.close()
-
-
 def test_real_ocr_reads_rendered_english_lines_in_order(ocr_service):
     """RapidOCR reads three rendered English lines, top to bottom, with boxes inside the image."""
     image = _render(ENGLISH_LINES, ImageFont.load_default(size=30))

@@ -15,7 +15,7 @@ from transformers import PreTrainedModel
 from webapp.inference import EXTENSION_KEY
 from webapp.inference.cli import models_cli
 from webapp.inference.service import ModelService, ModelSlot
-from webapp.inference.types import GeneratedText, ModelState, ModelUnavailable, SentimentResult
+from webapp.inference.types import MODEL_KINDS, GeneratedText, ModelState, ModelUnavailable, SentimentResult
 
 
 def test_nothing_loads_until_the_first_call(make_settings):
@@ -166,15 +166,21 @@ def _cli_app(service: ModelService) -> Flask:
 
 
 def test_models_check_reports_every_model_and_smoke_tests_it(make_settings, vit_gpt2_dir):
-    """`models check` loads every model, prints their ids and a smoke inference each, and exits 0."""
-    app = _cli_app(ModelService(make_settings()))
+    """`models check` loads all four models (real OCR, tiny others), prints their ids and runs one
+    inference on each, and exits 0."""
+    service = ModelService(make_settings())
+    app = _cli_app(service)
 
-    result = app.test_cli_runner().invoke(args=["models", "check", "--timeout", "60"])
+    result = app.test_cli_runner().invoke(args=["models", "check", "--timeout", "120"])
 
+    service.close()
     assert result.exit_code == 0, result.output
-    assert "caption: ready" in result.output and "sentiment: ready" in result.output
+    for kind in MODEL_KINDS:
+        assert f"{kind}: ready" in result.output and f"{kind} smoke test: " in result.output
     assert f"model_id: {vit_gpt2_dir.name}" in result.output
-    assert "caption smoke test: '" in result.output and "sentiment smoke test: " in result.output
+    assert "caption smoke test: '" in result.output
+    assert "embedding smoke test: 32 dimensions" in result.output
+    assert "model_id: rapidocr-onnxruntime/PP-OCRv4" in result.output
 
 
 def test_models_warm_exits_1_when_a_model_cannot_load(make_settings):
