@@ -4,6 +4,8 @@ prediction given its analysis's owner and scenario."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import text
@@ -13,6 +15,23 @@ from webapp.extensions import db
 from webapp.models import Analysis, User
 
 pytestmark = pytest.mark.both_databases
+
+
+@contextmanager
+def _at_0004(directory: str, *, user: str):
+    """Down to 0004 (the previous head), with one user inserted as 0004 knew it; yields a connection
+    in a transaction for the rest of the old rows."""
+    downgrade(directory=directory, revision="0004")
+    db.session.remove()
+    with db.engine.begin() as connection:
+        connection.execute(
+            text(
+                'INSERT INTO "user" (username, password_hash, role, active, session_token, created_at) '
+                "VALUES (:name, 'x', 'user', true, 't', '2026-01-01')"
+            ),
+            {"name": user},
+        )
+        yield connection
 
 
 def test_usernames_are_one_account_regardless_of_case(app):
@@ -39,15 +58,7 @@ def test_upgrade_from_the_previous_head_keeps_rows_and_workers_work(app):
     ``worker`` column, and the new ``worker`` table takes rows."""
     directory = app.extensions["migrate"].directory
     with app.app_context():
-        downgrade(directory=directory, revision="0004")
-        db.session.remove()
-        with db.engine.begin() as connection:
-            connection.execute(
-                text(
-                    'INSERT INTO "user" (username, password_hash, role, active, session_token, created_at) '
-                    "VALUES ('carol', 'x', 'user', true, 't', '2026-01-01')"
-                )
-            )
+        with _at_0004(directory, user="carol") as connection:
             connection.execute(
                 text(
                     "INSERT INTO analysis (user_id, scenario, created_at, text, search_text, app_version, status, "
@@ -123,15 +134,7 @@ def test_a_deleted_predictions_id_is_not_given_again_after_the_upgrade(app):
     retired (PostgreSQL sequences never go back in the first place)."""
     directory = app.extensions["migrate"].directory
     with app.app_context():
-        downgrade(directory=directory, revision="0004")
-        db.session.remove()
-        with db.engine.begin() as connection:
-            connection.execute(
-                text(
-                    'INSERT INTO "user" (username, password_hash, role, active, session_token, created_at) '
-                    "VALUES ('dan', 'x', 'user', true, 't', '2026-01-01')"
-                )
-            )
+        with _at_0004(directory, user="dan") as connection:
             for _ in range(2):
                 connection.execute(
                     text(
