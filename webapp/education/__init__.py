@@ -23,7 +23,7 @@ from .. import audit
 from ..analyses import submit_batch
 from ..exports import csv_cell
 from ..extensions import db
-from ..models import Analysis, Batch, Prediction, Review, User
+from ..models import Analysis, Batch, Prediction, Review, User, job_progress
 from ..models.education import (
     Assignment,
     GradePrediction,
@@ -140,11 +140,8 @@ def next_ungraded(assignment: Assignment, current: Submission | None = None) -> 
 
 
 def progress(assignment: Assignment) -> dict:
-    """How far the jobs of the assignment's photos are, in ``jobs.views.batch_summary``'s terms (the
-    page's script polls it)."""
-    statuses = [submission.analysis.status for submission in assignment.submissions]
-    done, failed = statuses.count("done"), statuses.count("failed")
-    return {"total": len(statuses), "done": done, "failed": failed, "finished": done + failed == len(statuses)}
+    """How far the jobs of the assignment's photos are, as a batch's (the page's script polls it)."""
+    return job_progress([submission.analysis.status for submission in assignment.submissions])
 
 
 @dataclass(frozen=True)

@@ -289,7 +289,8 @@ def upload(assignment_id: int):
 @bp.route("/assignments/<int:assignment_id>/status")
 def assignment_status(assignment_id: int):
     """Progress of the assignment's photos, for the page's script (it reloads the page when this changes)."""
-    found = _visible_or_404(Assignment, assignment_id, part="status", options=SUBMISSIONS_LOAD)
+    statuses = selectinload(Assignment.submissions).selectinload(Submission.analysis)  # polled: nothing more
+    found = _visible_or_404(Assignment, assignment_id, part="status", options=(statuses,))
     return jsonify(progress(found))
 
 

@@ -8,7 +8,7 @@ from sqlalchemy.orm import selectinload
 
 from ..access import visible_or_404
 from ..analyses import confidence_policy
-from ..models import DONE, FAILED, Analysis, Batch, Prediction
+from ..models import Analysis, Batch, Prediction, job_progress
 from ..scenarios import SCENARIO_PAGES
 
 bp = Blueprint("jobs", __name__)
@@ -27,10 +27,7 @@ def batch_summary(batch: Batch) -> dict:
         "id": batch.id,
         "scenario": batch.scenario,
         "created_at": batch.created_at.isoformat() + "Z",
-        "total": len(items),
-        "done": sum(item["status"] == DONE for item in items),
-        "failed": sum(item["status"] == FAILED for item in items),
-        "finished": all(item["status"] in (DONE, FAILED) for item in items),
+        **job_progress([item["status"] for item in items]),
         "items": items,
     }
 

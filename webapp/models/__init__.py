@@ -3,7 +3,7 @@
 ``AuditEvent`` rows are append-only: the migration installs triggers that abort any UPDATE or DELETE.
 """
 
-from .analysis import DONE, FAILED, PENDING, RUNNING, SCENARIOS, STATUSES, Analysis, Batch
+from .analysis import DONE, FAILED, PENDING, RUNNING, SCENARIOS, STATUSES, Analysis, Batch, job_progress
 from .annotation import SHAPES, RegionAnnotation
 from .audit import AuditEvent
 from .base import count, utcnow
@@ -65,5 +65,6 @@ __all__ = [
     "User",
     "Worker",
     "count",
+    "job_progress",
     "utcnow",
 ]

@@ -11,6 +11,7 @@ an audit row naming record #8 can never come to point at a different record.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,13 @@ if TYPE_CHECKING:
 SCENARIOS = ("service", "medical", "education")
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 STATUSES = (PENDING, RUNNING, DONE, FAILED)
+
+
+def job_progress(statuses: Sequence[str]) -> dict[str, Any]:
+    """``total``, ``done``, ``failed`` and ``finished`` of a group of jobs (a batch, an assignment's
+    photos): the numbers the progress pages poll and the API returns."""
+    done, failed = statuses.count(DONE), statuses.count(FAILED)
+    return {"total": len(statuses), "done": done, "failed": failed, "finished": done + failed == len(statuses)}
 
 
 class Batch(db.Model):
