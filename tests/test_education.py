@@ -9,8 +9,19 @@ import re
 
 import pytest
 
-from tests.conftest import audit_rows, client_for, csrf_token, make_token, png_bytes, queries_during, record_id
+from tests.conftest import (
+    audit_rows,
+    client_for,
+    csrf_token,
+    make_token,
+    png_bytes,
+    queries_during,
+    record_id,
+    submit,
+)
 from webapp.extensions import db
+from webapp.inference.fake import FakeOcrModel, _dominant_colour
+from webapp.inference.types import OcrLine
 from webapp.models import Analysis, AuditEvent, Prediction, Review
 from webapp.models.education import (
     Assignment,
@@ -279,7 +290,8 @@ def test_upload_makes_one_submission_per_photo_and_a_broken_file_fails_alone(app
         assert [a.status for a in analyses] == ["done", "failed", "done", "done"]
         assert {a.scenario for a in analyses} == {"education"} and len({a.batch_id for a in analyses}) == 1
         assert analyses[0].prediction("caption").value == "a 64x48 picture, mostly red"
-        assert all(a.tasks == ["ocr", "caption"] for a in analyses)  # the grade is no job task
+        # The grade is no job task; the sentiment is of the text read from the photo.
+        assert all(a.tasks == ["ocr", "caption", "sentiment"] for a in analyses)
         assert analyses[1].error.startswith("The file is not a supported image")
     [rejected] = audit_rows(app, "upload.rejected")
     assert rejected["details"]["scenario"] == "education"
@@ -293,6 +305,44 @@ def test_upload_makes_one_submission_per_photo_and_a_broken_file_fails_alone(app
         "failed": 0,
         "finished": True,
     }
+
+
+READ_FROM_PHOTO = "Nothing was typed: this is the tone of the text Prism read from the image, as first read."
+
+
+def test_a_reflection_written_on_the_photo_gets_its_sentiment(app, teacher, monkeypatch):
+    """With nothing typed, the sentiment scores the text OCR read from the photo, and says so; a photo
+    with no text gets no sentiment (the kind leaves the job's tasks) and still finishes."""
+
+    def read(self, images):  # a red page carries a handwritten reflection, a blue one nothing
+        line = OcrLine("我很喜欢分数 I love fractions now", 0.9, ((0, 0), (10, 0), (10, 10), (0, 10)))
+        return [(line,) if _dominant_colour(image) == "red" else () for image in images]
+
+    monkeypatch.setattr(FakeOcrModel, "read_prepared", read)
+    assert create_rubric(teacher).status_code == 302
+    assignment_id = record_id(create_assignment(teacher, rubric_ids(app)[0]))
+    files = [(png_bytes(color=(200, 10, 10)), "Wang.png"), (png_bytes(color=(10, 10, 200)), "Blank.png")]
+    assert upload(teacher, assignment_id, files).status_code == 302
+    written, blank = submissions(app, assignment_id)
+    with app.app_context():
+        analysis = db.session.get(Analysis, written["analysis_id"])
+        assert (analysis.status, analysis.tasks) == ("done", ["ocr", "caption", "sentiment"])
+        sentiment = analysis.prediction("sentiment")
+        assert (sentiment.value, sentiment.read_from_image) == ("positive", True)
+        assert sentiment.output["text_source"] == "image"
+        empty = db.session.get(Analysis, blank["analysis_id"])
+        assert (empty.status, empty.error, empty.tasks) == ("done", None, ["ocr", "caption"])
+        assert empty.prediction("sentiment") is None and empty.status_dict()["progress"] == {"done": 2, "total": 2}
+    page = teacher.get(grade_url(assignment_id, written["id"])).get_data(as_text=True)
+    assert READ_FROM_PHOTO in page and "我很喜欢分数 I love fractions now" in page
+    headers = {"Authorization": f"Bearer {make_token(app, 'tina')}"}
+    body = teacher.get(f"/api/v1/analyses/{written['analysis_id']}", headers=headers).get_json()
+    assert {p["kind"]: p["output"].get("text_source") for p in body["predictions"]}["sentiment"] == "image"
+
+    typed = record_id(submit(teacher, "education", text="I love fractions", image=png_bytes(color=(200, 10, 10))))
+    with app.app_context():
+        assert db.session.get(Analysis, typed).prediction("sentiment").read_from_image is False
+    assert READ_FROM_PHOTO not in teacher.get(f"/history/{typed}").get_data(as_text=True)
 
 
 def test_upload_without_files_is_a_form_error(app, teacher, homework):
@@ -583,7 +633,7 @@ def test_a_grade_is_decided_only_on_the_grading_page(app, teacher, homework):
     with app.app_context():
         submission = db.session.get(Submission, first)
         grade_id, analysis_id = submission.grade.id, submission.analysis_id
-        assert submission.analysis.progress == (2, 2)  # the page text and the caption; the grade is no task
+        assert submission.analysis.progress == (3, 3)  # page text, caption, its tone; the grade is no task
     token = make_token(app, "tina")
     response = teacher.post(
         f"/api/v1/analyses/{analysis_id}/reviews",

@@ -22,12 +22,13 @@ ROLE = {"service": "user", "medical": "clinician", "education": "teacher"}
 TEXT_SCENARIOS = ("service", "education")
 # The prediction kinds a text, an image, or both get in each scenario, in the order they run: an image's
 # text is read (not in medical) and it is captioned; service then files the message under a category
-# and drafts a reply from whatever was given.
+# and drafts a reply from whatever was given. Education scores the tone of the typed reflection, or
+# else of the text read from the photo.
 TEXT_TASKS = {"service": ["sentiment", "category", "reply"], "education": ["sentiment"]}
 IMAGE_TASKS = {
     "service": ["ocr", "caption", "category", "reply"],
     "medical": ["caption"],
-    "education": ["ocr", "caption"],
+    "education": ["ocr", "caption", "sentiment"],
 }
 BOTH_TASKS = {
     "service": ["ocr", "caption", "sentiment", "category", "reply"],

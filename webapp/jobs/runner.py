@@ -52,6 +52,7 @@ class JobInputs:
     text: str | None
     image_sha256: str | None
     image_format: str | None
+    tasks: tuple[str, ...]  # the kinds the job was asked for
     missing: tuple[str, ...]  # the kinds still without a prediction
     attempts: int  # claims so far, this one included
 
@@ -77,12 +78,19 @@ class JobInputs:
         runs before every kind that uses it)."""
         return "\n".join(part for part in (self.text, self.stored_value("ocr")) if part)
 
+    @cached_property
+    def words(self) -> str:
+        """What a text kind reads: the typed text, or else the text OCR read from the image (a
+        reflection handwritten on a homework page); empty when there is neither."""
+        return self.text or self.stored_value("ocr") or ""
+
 
 # What each prediction kind asks of the model service, given the analysis's inputs. Kinds run in the
 # order the scenario lists them, so a kind may read what an earlier one stored (``stored_value``).
+# None: nothing to read (no text typed, none on the image); the kind is dropped from the job's tasks.
 RUNNERS: dict[str, Callable[[ModelService, JobInputs], Any]] = {
     "caption": lambda service, inputs: service.caption(inputs.image),
-    "sentiment": lambda service, inputs: service.sentiment(inputs.text),
+    "sentiment": lambda service, inputs: service.sentiment(inputs.words) if inputs.words else None,
     "ocr": lambda service, inputs: service.ocr(inputs.image),
     "category": lambda service, inputs: service_desk.categorize(service, inputs.message),
     "reply": lambda service, inputs: _draft(service, inputs),
@@ -150,6 +158,7 @@ def claim(analysis_id: int) -> JobInputs | None:
         text=row.text,
         image_sha256=row.image_sha256,
         image_format=row.image_format,
+        tasks=tuple(row.tasks),
         missing=tuple(kind for kind in row.tasks if kind not in stored),
         attempts=row.attempts,
     )
@@ -196,14 +205,20 @@ def _work(inputs: JobInputs, service: ModelService, models: list[str]) -> str:
         except Exception as exc:  # anything else fails the job with a reason now, not after 3 lease expiries
             logger.exception("analysis %s: the %s step failed", analysis_id, kind)
             return _fail(analysis_id, f"The {kind} step failed ({type(exc).__name__}). Retry it to try again.")
-        prediction = Prediction.KINDS[kind].from_result(result)
-        prediction.analysis_id, prediction.user_id, prediction.scenario = analysis_id, inputs.user_id, inputs.scenario
-        db.session.add(prediction)
         last = kind == inputs.missing[-1]
         # The last prediction and "done" land in one commit; earlier ones renew the lease.
         values = {**_done(), "lease_expires_at": None} if last else {"lease_expires_at": utcnow() + _lease()}
-        if terms := prediction.search_terms():
-            values["search_text"] = Analysis.search_text + "".join("\n" + term for term in terms)
+        if result is None:
+            values["tasks"] = [task for task in inputs.tasks if task != kind]
+        else:
+            prediction = Prediction.KINDS[kind].from_result(result)
+            prediction.analysis_id, prediction.user_id = analysis_id, inputs.user_id
+            prediction.scenario = inputs.scenario
+            if kind == "sentiment" and not inputs.text:
+                prediction.mark_read_from_image()  # the reviewer sees what was scored
+            db.session.add(prediction)
+            if terms := prediction.search_terms():
+                values["search_text"] = Analysis.search_text + "".join("\n" + term for term in terms)
         try:  # the update's autoflush inserts the prediction: the constraint can fire there or at commit
             db.session.execute(
                 update(Analysis).where(Analysis.id == analysis_id, Analysis.status == RUNNING).values(**values)

@@ -318,7 +318,8 @@ class CaptionPrediction(TextValue, Prediction):
 
 
 class SentimentPrediction(Prediction):
-    """A sentiment. ``output``: ``label``, ``scores`` (normalised classes), ``raw_scores`` (the model's own)."""
+    """A sentiment. ``output``: ``label``, ``scores`` (normalised classes), ``raw_scores`` (the model's own),
+    and ``text_source`` "image" when it scored the text read from the image (absent: the typed text)."""
 
     KIND = "sentiment"
     HAS_CLASSES = True
@@ -350,6 +351,14 @@ class SentimentPrediction(Prediction):
     @property
     def raw_scores(self) -> dict[str, float]:
         return self.output.get("raw_scores") or {}
+
+    @property
+    def read_from_image(self) -> bool:
+        """Whether the scored text is what OCR read from the image (nothing was typed)."""
+        return self.output.get("text_source") == "image"
+
+    def mark_read_from_image(self) -> None:
+        self.output = {**self.output, "text_source": "image"}
 
     @classmethod
     def parse_correction(cls, raw: Any) -> str:

@@ -34,6 +34,9 @@ class Scenario:
     image_tasks: tuple[str, ...] = ("caption",)
     text_tasks: tuple[str, ...] = ("sentiment",)
     after_tasks: tuple[str, ...] = ()
+    # Text kinds that, when nothing was typed, read the text OCR found on the image instead (a
+    # reflection handwritten on a homework page). They run after the image kinds, which include OCR.
+    image_text_tasks: tuple[str, ...] = ()
     # Review policy: whether every AI result waits for a human decision before it counts as final.
     review_required: bool = False
     # What the file chooser offers (the server checks the bytes whatever the browser sends).
@@ -46,7 +49,8 @@ class Scenario:
 
     def tasks_for(self, *, has_image: bool, has_text: bool) -> list[str]:
         """The prediction kinds a submission with these inputs gets, in the order they run."""
-        tasks = [*(self.image_tasks if has_image else ()), *(self.text_tasks if has_text else ())]
+        text_tasks = self.text_tasks if has_text else self.image_text_tasks if has_image else ()
+        tasks = [*(self.image_tasks if has_image else ()), *text_tasks]
         return [*tasks, *self.after_tasks] if tasks else []
 
     @property
@@ -92,7 +96,8 @@ SCENARIO_PAGES = {
         title=_l("Education"),
         summary=_l(
             "Upload photos of homework (several at once make a batch) or paste a student's written "
-            "reflection. Prism describes each photo and reads the tone of the reflection; you review both."
+            "reflection. Prism reads and describes each photo and the tone of the reflection (typed, or "
+            "else the text read from the photo); you review them all."
         ),
         image_label=_l("Homework photo"),
         image_help=_l("Drop a file here or choose one."),
@@ -100,6 +105,7 @@ SCENARIO_PAGES = {
         text_placeholder=_l("e.g. I found fractions hard at first but now I enjoy them. / 我觉得这次作业很有意思。"),
         roles=frozenset({"teacher"}),
         image_tasks=("ocr", "caption"),
+        image_text_tasks=("sentiment",),
         review_required=True,
     ),
 }
