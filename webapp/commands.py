@@ -195,6 +195,7 @@ def bench_command(
                 result["workflows"] = workflow_bench.run(
                     _bench_config(arches),
                     sources["caption"],
+                    sentiment_model=sources.get("sentiment"),
                     embedding_model=embedding_dir or _packaged_embedding(),
                     echo=click.echo,
                 )

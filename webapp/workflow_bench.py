@@ -73,6 +73,7 @@ def run(
     caption_model: str,
     *,
     embedding_model: str | None,
+    sentiment_model: str | None = None,
     batch_size: int = BATCH_SIZE,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -84,13 +85,18 @@ def run(
     from .models import DONE, FAILED, Analysis, User
     from .queue_bench import _MODEL_KEYS
 
-    result: dict[str, Any] = {"batch_size": batch_size, "caption_model": caption_model}
+    result: dict[str, Any] = {
+        "batch_size": batch_size,
+        "caption_model": caption_model,
+        "sentiment_model": sentiment_model,
+    }
     with tempfile.TemporaryDirectory(prefix="prism-workflow-bench-") as tmp:
         app = scratch_app(
             Path(tmp),
             **{key: config[key] for key in _MODEL_KEYS if key in config},
             PRISM_JOBS_IMMEDIATE=False,
             PRISM_CAPTION_MODEL=caption_model,
+            PRISM_SENTIMENT_MODEL=sentiment_model or config.get("PRISM_SENTIMENT_MODEL", ""),
             PRISM_EMBEDDING_MODEL=embedding_model or config.get("PRISM_EMBEDDING_MODEL", ""),
             PRISM_QUEUE_SIZE=1024,
             PRISM_MODEL_LOAD_WAIT=900.0,
