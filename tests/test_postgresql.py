@@ -108,7 +108,7 @@ def test_downgrade_with_data_then_upgrade_again(app):
         db.session.flush()
         batch, _refused = add_submissions(assignment, tina, [(png_bytes(), "kim.png")])
         db.session.commit()
-        enqueue_analyses(pending_ids(batch))  # the photo's OCR and caption
+        enqueue_analyses(pending_ids(batch))  # the photo's OCR, caption and the tone of its text
         [submission] = assignment.submissions
         record_grade(submission, tina, {rubric.criteria[0].id: 4}, "good")
         db.session.commit()
@@ -118,7 +118,8 @@ def test_downgrade_with_data_then_upgrade_again(app):
     with app.app_context():
         downgrade(directory=directory, revision="0004")
         kinds = db.session.execute(text("SELECT kind, count(*) FROM prediction GROUP BY kind ORDER BY kind")).all()
-        assert [tuple(row) for row in kinds] == [("caption", 2), ("sentiment", 1)]
+        # The OCR, category, reply and grade rows went with the 0006 and 0007 downgrades.
+        assert [tuple(row) for row in kinds] == [("caption", 2), ("sentiment", 2)]
         # The sentiment correction survives; the reply's and the grade's reviews went with their rows.
         assert db.session.execute(text("SELECT decision, value FROM review")).all()[0][0] == "correct"
         assert db.session.scalar(text("SELECT count(*) FROM review")) == 1
@@ -126,7 +127,7 @@ def test_downgrade_with_data_then_upgrade_again(app):
         upgrade(directory=directory)
         sentiment = db.session.get(Analysis, service_id).prediction("sentiment")
         assert (sentiment.value, sentiment.review_state) == ("neutral", "corrected")
-        assert db.session.scalar(db.select(db.func.count(Prediction.id))) == 3
+        assert db.session.scalar(db.select(db.func.count(Prediction.id))) == 4  # two captions, two sentiments
 
 
 def test_a_deleted_predictions_id_is_not_given_again_after_the_upgrade(app):

@@ -191,8 +191,8 @@ def test_batch_survives_a_killed_worker_across_hosts(topology, tmp_path):
                     .group_by(Prediction.analysis_id)
                 ).all()
             )
-            # each item analysed once: its page text and its caption, one prediction each
-            assert per_item == {analysis_id: 2 for analysis_id in ids}
+            # each item analysed once: its page text, its caption and that text's tone, one prediction each
+            assert per_item == {analysis_id: 3 for analysis_id in ids}
             reclaimed = db.session.scalars(db.select(Analysis.id).where(Analysis.id.in_(ids), Analysis.attempts > 1))
             assert held_at_kill <= set(reclaimed), "what the killed worker held was claimed again"
             survivor = f"{os.uname().nodename}:{workers['worker-b'][0].pid}"
