@@ -33,6 +33,9 @@ def create_app(test_config: dict[str, Any] | None = None, instance_path: str | N
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     register_extensions(app)
+    from . import bounds
+
+    bounds.install(app)  # before the blueprints: their <int:...> routes take the bounded converter
     register_blueprints(app)
     register_errorhandlers(app)
     register_commands(app)

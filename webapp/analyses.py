@@ -20,6 +20,7 @@ from sqlalchemy import Select, exists, func, select
 from sqlalchemy.orm import selectinload
 
 from . import __version__, audit
+from .bounds import text_problem
 from .dicom import looks_like_dicom
 from .extensions import db
 from .i18n import in_english
@@ -100,6 +101,8 @@ def submit_analysis(
     max_chars = current_app.config["PRISM_MAX_TEXT_CHARS"]
     if text is not None and len(text) > max_chars:
         raise AnalysisInputError(_l("The text is longer than %(max)d characters.", max=max_chars))
+    if text is not None and (problem := text_problem(text)):
+        raise AnalysisInputError(problem)
     tasks = page.tasks_for(has_image=image is not None, has_text=text is not None)
     if not tasks:
         raise AnalysisInputError(_l("Add an image: this scenario analyses images."))

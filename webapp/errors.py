@@ -43,7 +43,8 @@ _MESSAGES = {
 }
 
 
-def _render(status: int, message: str | None = None, retry_after: int | None = None):
+def error_response(status: int, message: str | None = None, retry_after: int | None = None):
+    """The error page, or the JSON error under /api/, with ``message`` (default: the status's own)."""
     message = str(message or _MESSAGES.get(status, _l("Error")))
     if wants_json():
         return api_error(status, message, retry_after=retry_after)
@@ -57,11 +58,11 @@ def register(app: Flask) -> None:
         db.session.rollback()
         audit.record(audit.CSRF_FAILED, details={"path": request.path[:200], "reason": error.description})
         db.session.commit()
-        return _render(400, _("The form expired or was sent from elsewhere. Reload the page and try again."))
+        return error_response(400, _("The form expired or was sent from elsewhere. Reload the page and try again."))
 
     @app.errorhandler(413)
     def too_large(error):
-        return _render(
+        return error_response(
             413, _("The upload is larger than the %(limit)s limit.", limit=human_size(app.config["MAX_CONTENT_LENGTH"]))
         )
 
@@ -69,10 +70,10 @@ def register(app: Flask) -> None:
     def http_error(error: HTTPException):
         # abort(429, retry_after=seconds) (the rate limits) keeps its Retry-After header.
         retry_after = getattr(error, "retry_after", None)
-        return _render(error.code or 500, _MESSAGES.get(error.code or 500, error.description), retry_after)
+        return error_response(error.code or 500, _MESSAGES.get(error.code or 500, error.description), retry_after)
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception):
         db.session.rollback()
         app.logger.exception("unhandled error on %s %s", request.method, request.path)
-        return _render(500)
+        return error_response(500)

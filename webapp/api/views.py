@@ -27,6 +27,7 @@ from ..analyses import (
     submit_batch,
     validate_upload,
 )
+from ..bounds import database_id
 from ..education import SUBMISSIONS_LOAD, add_submissions, assignment_dict
 from ..errors import api_error
 from ..extensions import csrf, db
@@ -242,10 +243,11 @@ def create_batch():
     if not uploads:
         return api_error(400, "Send one or more files as repeated 'images' fields (multipart).")
     files = [(up.read(), up.filename) for up in uploads]
-    assignment_id = request.form.get("assignment", type=int)
+    assignment_field = request.form.get("assignment")
     try:
-        if assignment_id is not None:  # homework photos into an assignment: one submission each
-            assignment = _own_assignment(assignment_id)
+        if assignment_field is not None:  # homework photos into an assignment: one submission each
+            assignment_id = database_id(assignment_field)
+            assignment = _own_assignment(assignment_id) if assignment_id is not None else None
             if assignment is None:
                 return api_error(404, "No such assignment.")
             batch, _refused = add_submissions(assignment, g.api_user, files)
