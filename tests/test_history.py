@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.conftest import (
     add_analysis,
@@ -27,6 +28,8 @@ from tests.conftest import (
 from webapp import exports
 from webapp.extensions import db
 from webapp.models import Analysis, User
+from webapp.storage import get_storage
+from webapp.uploads import image_key
 
 # History queries, filters, search and exports behave the same on SQLite and PostgreSQL.
 pytestmark = pytest.mark.both_databases
@@ -415,13 +418,17 @@ def test_detail_escapes_user_text(app, alice):
 
 
 def test_image_served_with_type_and_private_cache(app, alice):
-    """The image is served with its own MIME type, private no-store caching and nosniff."""
+    """The image (the stored re-encoding of the upload) is served with its own MIME type, private
+    no-store caching and nosniff."""
     jpeg = png_bytes(fmt="JPEG")
     analysis_id = record_id(submit(alice, text=None, image=jpeg, filename="photo.jpg"))
     response = alice.get(f"/history/{analysis_id}/image")
     assert response.status_code == 200
     assert response.mimetype == "image/jpeg"
-    assert response.data == jpeg
+    with app.app_context():
+        stored = db.session.get(Analysis, analysis_id)
+        assert response.data == get_storage().get(image_key(stored.image_sha256, stored.image_format))
+    assert Image.open(io.BytesIO(response.data)).size == Image.open(io.BytesIO(jpeg)).size
     assert response.headers["Cache-Control"] == "private, no-store"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 

@@ -60,12 +60,21 @@ def confidence_policy() -> ConfidencePolicy:
 
 
 def validate_upload(data: bytes, filename: str | None) -> ValidatedImage:
-    """Validate uploaded bytes with this app's limits (raises ``uploads.UploadRejected``)."""
+    """Validate uploaded bytes with this app's limits (raises ``uploads.UploadRejected``).
+
+    Call it before the request writes anything: it first ends the request's transaction. Decoding
+    takes a while, and may wait for one of the process's decode slots; with SQLite every
+    transaction (BEGIN IMMEDIATE) holds the one write lock, and other requests would time out
+    waiting for it ("database is locked").
+    """
+    db.session.commit()
     return validate_image(
         data,
         filename,
         max_bytes=current_app.config["PRISM_MAX_IMAGE_BYTES"],
         max_pixels=current_app.config["PRISM_MAX_IMAGE_PIXELS"],
+        max_decode_bytes=current_app.config["PRISM_MAX_DECODE_BYTES"],
+        concurrent_decodes=current_app.config["PRISM_MAX_CONCURRENT_DECODES"],
     )
 
 
@@ -155,12 +164,16 @@ def submit_batch(user: User, scenario: str, files: Sequence[tuple[bytes, str | N
     limit = current_app.config["PRISM_MAX_BATCH_FILES"]
     if len(files) > limit:
         raise AnalysisInputError(_l("At most %(max)d files at once.", max=limit))
+    checked: list[tuple[bytes, str | None, ValidatedImage | UploadRejected]] = []
+    for data, filename in files:  # all before the first write (see validate_upload)
+        try:
+            checked.append((data, filename, validate_upload(data, filename)))
+        except UploadRejected as exc:
+            checked.append((data, filename, exc))
     batch = Batch(user=user, scenario=scenario)
     db.session.add(batch)
-    for data, filename in files:
-        try:
-            image = validate_upload(data, filename)
-        except UploadRejected as exc:
+    for data, filename, image in checked:
+        if isinstance(image, UploadRejected):
             _new_analysis(
                 user,
                 scenario,
@@ -169,7 +182,7 @@ def submit_batch(user: User, scenario: str, files: Sequence[tuple[bytes, str | N
                 status=FAILED,
                 # A DICOM file is often named after the patient: its name is not kept.
                 image_filename=None if looks_like_dicom(data) else display_filename(filename),
-                error=record_rejected_upload(exc, user, scenario=scenario),
+                error=record_rejected_upload(image, user, scenario=scenario),
                 finished_at=utcnow(),
             )
         else:

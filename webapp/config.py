@@ -75,6 +75,12 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "PRISM_UNCERTAIN_MIN_MARGIN": 0.1,
         "PRISM_MAX_IMAGE_BYTES": 10 * 1024 * 1024,
         "PRISM_MAX_IMAGE_PIXELS": 40_000_000,
+        # Uploads (webapp/uploads.py): the memory one decoded image may take, judged from its header
+        # before decoding; how many images one process decodes at once; and the longest side of the
+        # copy a job gives the models (captioners see 224-384 px, OCR about 2,000).
+        "PRISM_MAX_DECODE_BYTES": 256 * 1024 * 1024,
+        "PRISM_MAX_CONCURRENT_DECODES": 2,
+        "PRISM_MODEL_IMAGE_MAX_SIDE": 2048,
         "PRISM_MAX_TEXT_CHARS": 5000,
         "PRISM_PAGE_SIZE": 20,
         # Passwords: PBKDF2-SHA256 at 1,000,000 iterations meets ASVS 5 / OWASP (>= 600,000) without
@@ -132,6 +138,9 @@ _INT_KEYS = {
     "MAX_CONTENT_LENGTH",
     "PRISM_MAX_IMAGE_BYTES",
     "PRISM_MAX_IMAGE_PIXELS",
+    "PRISM_MAX_DECODE_BYTES",
+    "PRISM_MAX_CONCURRENT_DECODES",
+    "PRISM_MODEL_IMAGE_MAX_SIDE",
     "PRISM_MAX_TEXT_CHARS",
     "PRISM_PAGE_SIZE",
     "PRISM_CAPTION_NUM_BEAMS",

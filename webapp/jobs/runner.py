@@ -60,7 +60,13 @@ class JobInputs:
     def image(self) -> Image.Image:
         """The decoded upload, read from storage once per job however many kinds use it."""
         data = get_storage().get(image_key(self.image_sha256, self.image_format))
-        return decode_rgb(data, self.image_format)
+        config = current_app.config
+        return decode_rgb(
+            data,
+            self.image_format,
+            max_side=config["PRISM_MODEL_IMAGE_MAX_SIDE"],
+            concurrent=config["PRISM_MAX_CONCURRENT_DECODES"],
+        )
 
     def stored_value(self, kind: str) -> Any:
         """The value that counts of this analysis's ``kind`` prediction (made earlier in this job, or
