@@ -25,3 +25,6 @@ keepalive = 5
 max_requests = 5000  # recycle workers now and then to cap slow memory growth
 max_requests_jitter = 500
 accesslog = "-"
+# The path without its query string (%(U)s) and no referrer: a history search (?q=...) holds a user's
+# own words, which do not belong in a server log.
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s "%(a)s"'

@@ -326,10 +326,25 @@ def run_command(host: str, port: int, worker: bool | None) -> None:
         click.echo(f" * Job consumer: {app.config['PRISM_WORKER_THREADS']} threads in this process")
     try:
         # Werkzeug's server directly: Flask ignores app.run() inside its own CLI.
-        run_simple(host, port, app, use_reloader=False, threaded=True)
+        run_simple(host, port, app, use_reloader=False, threaded=True, request_handler=_path_only_request_handler())
     finally:
         if consumer is not None:
             consumer.stop(graceful=False)
+
+
+def _path_only_request_handler():
+    """Werkzeug's request handler, logging each request's path without its query string: a history
+    search (``?q=...``) holds a user's own words, which do not belong in a server log."""
+    import re
+
+    from werkzeug.serving import WSGIRequestHandler
+
+    class PathOnlyRequestHandler(WSGIRequestHandler):
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            self.requestline = re.sub(r"\?\S*", "", self.requestline, count=1)
+            super().log_request(code, size)
+
+    return PathOnlyRequestHandler
 
 
 @click.command("worker")

@@ -202,6 +202,10 @@ def _from_environment() -> dict[str, Any]:
         found["SQLALCHEMY_DATABASE_URI"] = found.pop("PRISM_DATABASE_URL")
     if "PRISM_MAX_REQUEST_BYTES" in found:
         found["MAX_CONTENT_LENGTH"] = int(found.pop("PRISM_MAX_REQUEST_BYTES"))
+    if hosts := found.pop("PRISM_TRUSTED_HOSTS", ""):
+        # Flask answers 400 to any other Host header, so that no absolute URL (the API's "url"
+        # fields, redirects) is ever built from a Host header an attacker chose.
+        found["TRUSTED_HOSTS"] = [host.strip() for host in hosts.split(",") if host.strip()]
     if found.pop("PRISM_SECURE_COOKIES", False):
         found["SESSION_COOKIE_SECURE"] = found["REMEMBER_COOKIE_SECURE"] = True
     return found

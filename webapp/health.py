@@ -16,6 +16,7 @@ from flask import current_app
 from sqlalchemy import select, text
 
 from .extensions import db
+from .inference.types import public_model_name
 from .jobs import get_queue, job_backlog
 from .models import Worker, utcnow
 from .storage import get_storage
@@ -78,7 +79,14 @@ def recent_workers() -> list[dict[str, Any]]:
             "up_seconds": round((now - row.started_at).total_seconds()),
             "jobs_done": row.jobs_done,
             "jobs_failed": row.jobs_failed,
-            "models": [{key: model.get(key) for key in ("kind", "state", "model_id")} for model in row.models or ()],
+            "models": [
+                {
+                    "kind": model.get("kind"),
+                    "state": model.get("state"),
+                    "model_id": public_model_name(model["model_id"]) if model.get("model_id") else None,
+                }
+                for model in row.models or ()
+            ],
         }
         for row in rows
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import session
+from flask import request, session
 
 
 def is_safe_redirect(target: str | None) -> bool:
@@ -42,6 +42,10 @@ def add_security_headers(response):
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("Referrer-Policy", "same-origin")
-    if session.get("_user_id"):  # signed-in pages must not be cached (read from the session, no DB hit)
+    # Signed-in pages (read from the session, no DB hit) and every API answer, which carries private
+    # data under a bearer token and no cookie, must not be kept by a browser or a proxy.
+    if session.get("_user_id") or request.path.startswith("/api/"):
         headers.setdefault("Cache-Control", "private, no-store")
+    if request.is_secure:
+        headers.setdefault("Strict-Transport-Security", "max-age=31536000")
     return response

@@ -139,6 +139,30 @@ class ModelStatus:
             "revision": self.revision,
         }
 
+    @property
+    def public_name(self) -> str:
+        return public_model_name(self.source)
+
+    def public_dict(self) -> dict:
+        """What anyone may see (``/healthz``): no directory, no exception text. A model named by a
+        local directory shows only the directory's name."""
+        return {
+            "kind": self.kind,
+            "source": self.public_name,
+            "state": self.state.value,
+            "progress": self.progress,
+            "model_id": public_model_name(self.model_id) if self.model_id else None,
+            "revision": self.revision,
+        }
+
+
+def public_model_name(source: str) -> str:
+    """A hub id as it is; a filesystem path reduced to its last part (paths tell an attacker about the
+    host)."""
+    if source.startswith(("/", "~", ".")) or "\\" in source or (len(source) > 1 and source[1] == ":"):
+        return source.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return source
+
 
 @dataclass
 class ModelUnavailable(Exception):

@@ -57,9 +57,9 @@ def set_language(code: str):
 @bp.route("/healthz")
 def healthz():
     """Database, queue, object store and live workers as JSON (``webapp.health``); 503 when the
-    database is down. Contains no secrets, URLs or paths."""
+    database is down. Anyone may read it: it contains no secrets, URLs, paths or exception text."""
     body = {"version": __version__, **system_health()}
     if current_app.config["PRISM_ROLE"] != "web":
         # Models in *this* process; workers report theirs in ``workers``. A web process has none.
-        body["models"] = [status.as_dict() for status in get_model_service().statuses()]
+        body["models"] = [status.public_dict() for status in get_model_service().statuses()]
     return jsonify(body), 503 if body["status"] == "error" else 200
