@@ -61,8 +61,25 @@ def test_register_rejects_short_password(app, client):
     """A password under 8 characters is rejected and no account is created."""
     response = register(client, "dave", password="short7!")
     assert response.status_code == 200
-    assert "Field must be between 8 and 256 characters long." in response.get_data(as_text=True)
+    assert "Use at least 8 characters." in response.get_data(as_text=True)
     assert get_user(app, "dave") is None
+
+
+@pytest.mark.parametrize("password", ["12345678", "password", "Password", " qwertyuiop ", "woaini1314", "1qaz2wsx"])
+def test_register_refuses_common_passwords(app, client, password):
+    """Issue #8, finding 2: 12345678 and password were accepted. The bundled list (no network) refuses
+    them, whatever their case, and the Chinese favourites too."""
+    response = register(client, "dave", password=password)
+    assert response.status_code == 200
+    assert "This password is one of the most common ones" in response.get_data(as_text=True)
+    assert get_user(app, "dave") is None
+
+
+def test_register_refuses_the_username_as_password(app, client):
+    response = register(client, "dave.smith", password="Dave.Smith")
+    assert "The password must not be your username." in response.get_data(as_text=True)
+    assert get_user(app, "dave.smith") is None
+    assert register(client, "dave.smith", password="plum tree in winter").status_code == 302
 
 
 def test_register_rejects_mismatched_confirmation(app, client):

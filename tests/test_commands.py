@@ -103,6 +103,15 @@ def test_create_admin_refuses_short_password(app, runner):
         assert db.session.scalar(db.select(db.func.count(User.id))) == 0
 
 
+def test_create_admin_refuses_a_common_password(app, runner):
+    """The CLI applies the registration form's policy: a common password makes no admin."""
+    result = runner.invoke(args=["create-admin", "--username", "boss", "--password", "administrator"])
+    assert result.exit_code != 0
+    assert "one of the most common ones" in result.output
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(User.id))) == 0
+
+
 def test_create_admin_refuses_existing_username(app, runner):
     """create-admin does not overwrite or promote an existing account."""
     make_user(app, "alice")

@@ -15,10 +15,10 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from . import audit
+from .auth.passwords import password_problem
 from .extensions import db
+from .i18n import in_english
 from .models import ROLES, ApiToken, User
-
-MIN_PASSWORD_LENGTH = 8
 
 
 @click.command("init-db")
@@ -69,8 +69,8 @@ def create_admin_command(username: str, password: str | None) -> None:
         raise click.ClickException(f"{username!r} exists; use `set-role --username {username} --role admin`.")
     if password is None:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise click.ClickException(f"The password needs at least {MIN_PASSWORD_LENGTH} characters.")
+    if problem := password_problem(password, username):
+        raise click.ClickException(in_english(problem))
     user = User(username=username, role="admin")
     user.set_password(password, current_app.config["PRISM_PASSWORD_HASH_METHOD"])
     db.session.add(user)

@@ -1,26 +1,32 @@
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField, StringField, SubmitField
-from wtforms.validators import DataRequired, EqualTo, Length, Regexp
+from wtforms.validators import DataRequired, EqualTo, Length, Regexp, ValidationError
+
+from .passwords import MAX_LENGTH, password_problem
 
 USERNAME_RULE = Regexp(r"^[\w.\-]+$", message=_l("Use letters, digits, '.', '-' or '_' only."))
 
 
 class LoginForm(FlaskForm):
     username = StringField(_l("Username"), validators=[DataRequired(), Length(max=64)])
-    password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=256)])
+    password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=MAX_LENGTH)])
     remember = BooleanField(_l("Keep me signed in on this device"))
     submit = SubmitField(_l("Sign in"))
 
 
 class RegisterForm(FlaskForm):
     username = StringField(_l("Username"), validators=[DataRequired(), Length(min=3, max=64), USERNAME_RULE])
-    # ASVS 5: at least 8 characters, long passphrases allowed, no composition rules.
-    password = PasswordField(_l("Password"), validators=[DataRequired(), Length(min=8, max=256)])
+    # The one policy (passwords.py): length, and not a common password or the username.
+    password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=MAX_LENGTH)])
     confirm = PasswordField(
         _l("Repeat password"), validators=[DataRequired(), EqualTo("password", message=_l("Passwords differ."))]
     )
     submit = SubmitField(_l("Create account"))
+
+    def validate_password(self, field: PasswordField) -> None:
+        if problem := password_problem(field.data or "", self.username.data):
+            raise ValidationError(str(problem))
 
 
 class TokenForm(FlaskForm):
