@@ -97,6 +97,9 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "REMEMBER_COOKIE_SAMESITE": "Lax",
         "REMEMBER_COOKIE_SECURE": False,
         "WTF_CSRF_TIME_LIMIT": 3600,
+        # A session with no request for this long ends (webapp/auth); "Keep me signed in" then
+        # brings the user back, but not fresh: exports, role changes and new tokens ask for the password.
+        "PRISM_IDLE_MINUTES": 30,
         # Interface language (webapp/i18n.py); the catalogues ship with the code, not in instance/.
         "BABEL_DEFAULT_LOCALE": "en",
         "BABEL_TRANSLATION_DIRECTORIES": str(Path(__file__).resolve().parent / "translations"),
@@ -142,6 +145,7 @@ _INT_KEYS = {
     "PRISM_MAX_CONCURRENT_DECODES",
     "PRISM_MODEL_IMAGE_MAX_SIDE",
     "PRISM_MAX_TEXT_CHARS",
+    "PRISM_IDLE_MINUTES",
     "PRISM_PAGE_SIZE",
     "PRISM_CAPTION_NUM_BEAMS",
     "PRISM_CAPTION_MAX_NEW_TOKENS",
@@ -208,6 +212,9 @@ def _from_environment() -> dict[str, Any]:
         found["TRUSTED_HOSTS"] = [host.strip() for host in hosts.split(",") if host.strip()]
     if found.pop("PRISM_SECURE_COOKIES", False):
         found["SESSION_COOKIE_SECURE"] = found["REMEMBER_COOKIE_SECURE"] = True
+        # The __Host- prefix: browsers accept these cookies only over HTTPS, for this host alone and
+        # path /, so no sibling subdomain can set or overwrite them.
+        found["SESSION_COOKIE_NAME"], found["REMEMBER_COOKIE_NAME"] = "__Host-session", "__Host-remember"
     return found
 
 

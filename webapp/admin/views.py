@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 
 from .. import audit
 from ..analyses import HistoryFilters
+from ..auth import fresh_login_required
 from ..extensions import db, login_manager
 from ..health import system_health
 from ..history.views import export_response, render_history_list
@@ -66,6 +67,7 @@ def users():
 
 
 @bp.route("/users/<int:user_id>/role", methods=["POST"])
+@fresh_login_required
 def set_role(user_id: int):
     user = db.get_or_404(User, user_id)
     form = RoleForm(prefix=f"u{user.id}")
@@ -90,6 +92,7 @@ def analyses():
 
 
 @bp.route("/analyses/export.<any(csv, json):fmt>")
+@fresh_login_required
 def export(fmt: str):
     filters = HistoryFilters.from_args(request.args, allow_owner=True)
     return export_response(filters, owner=None, fmt=fmt, basename="prism-all-history")

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from flask import Flask
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask, current_app, flash, redirect, request, session, url_for
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_login import current_user, login_fresh, user_loaded_from_cookie
 from sqlalchemy import select
 
 from ..extensions import db, login_manager
+from ..i18n import clear_session_keeping_locale
 from ..models import User
+from ..security import is_safe_redirect
+
+LAST_SEEN_KEY = "_last_seen"  # seconds since the epoch of the session's last request (to the minute)
 
 
 def login_manager_setup(app: Flask) -> None:
@@ -20,6 +32,55 @@ def login_manager_setup(app: Flask) -> None:
     login_manager.localize_callback = str
     # "strong" drops the session when the client's IP/user agent hash changes.
     login_manager.session_protection = "strong"
+    user_loaded_from_cookie.connect(_bind_restored_session, app)
+    app.before_request(_end_idle_session)
+
+
+def _bind_restored_session(app: Flask, user: User) -> None:
+    """Flask-Login restores a session from the remember cookie without the client identifier that
+    "strong" protection compares, so the next request dropped the session and the cookie: "Keep me
+    signed in" signed the user out (issue #8, finding 7). The restored session gets it here."""
+    session["_id"] = login_manager._session_identifier_generator()
+
+
+def _end_idle_session() -> None:
+    """After PRISM_IDLE_MINUTES without a request the session ends. With a remember cookie the user
+    comes back through it, not fresh: sensitive actions then ask for the password again."""
+    if "_user_id" not in session:
+        return
+    now, last = int(time.time()), session.get(LAST_SEEN_KEY)
+    idle_minutes = current_app.config["PRISM_IDLE_MINUTES"]
+    if isinstance(last, int) and now - last > idle_minutes * 60:
+        clear_session_keeping_locale()
+        if not request.cookies.get(current_app.config.get("REMEMBER_COOKIE_NAME", "remember_token")):
+            flash(_("You were signed out after %(minutes)d minutes without activity.", minutes=idle_minutes), "info")
+        return
+    if not isinstance(last, int) or now - last >= 60:  # the cookie is rewritten at most once a minute
+        session[LAST_SEEN_KEY] = now
+
+
+def fresh_login_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    """For sensitive actions (exports, role changes, new API tokens): the password must have been typed
+    in this session. A session restored from the remember cookie, which a thief may hold, is sent to
+    the login page first, and comes back to where it was."""
+
+    @wraps(view)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if current_user.is_authenticated and not login_fresh():
+            flash(_("Please enter your password again to do this."), "info")
+            return redirect(url_for("auth.login", next=_return_path()))
+        return view(*args, **kwargs)
+
+    return guarded
+
+
+def _return_path() -> str:
+    """Where to come back after the password: this page, or for a form post the page that had it."""
+    if request.method == "GET":
+        return request.full_path.rstrip("?")
+    referrer = urlsplit(request.referrer or "")
+    path = referrer.path + (f"?{referrer.query}" if referrer.query else "")
+    return path if referrer.netloc == request.host and is_safe_redirect(path) else url_for("main.index")
 
 
 @login_manager.user_loader

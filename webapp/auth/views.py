@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
-from flask_login import current_user, login_required, login_user, logout_user
+from flask_login import current_user, login_fresh, login_required, login_user, logout_user
 from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -13,6 +13,7 @@ from ..i18n import clear_session_keeping_locale
 from ..models import ApiToken, User, utcnow
 from ..ratelimit import client_ip, client_ip_and_username, limit
 from ..security import is_safe_redirect
+from . import fresh_login_required
 from .forms import LoginForm, RegisterForm, TokenForm
 
 bp = Blueprint("auth", __name__)
@@ -59,9 +60,10 @@ def register():
 @bp.route("/login", methods=["GET", "POST"])
 @limit("PRISM_RATELIMIT_LOGIN", client_ip_and_username)
 def login():
-    if current_user.is_authenticated:
+    if current_user.is_authenticated and login_fresh():
         return redirect(url_for("main.index"))
-    form = LoginForm()
+    # A session restored from "Keep me signed in" confirms the password here (fresh_login_required).
+    form = LoginForm(username=current_user.username if current_user.is_authenticated else None)
     if form.validate_on_submit():
         username = form.username.data.strip()
         user = db.session.scalar(User.by_username(username))
@@ -96,6 +98,13 @@ def logout():
 @bp.route("/account/", methods=["GET", "POST"])
 @login_required
 def account():
+    if request.method == "POST":
+        return _create_token()
+    return _account_page(TokenForm())
+
+
+@fresh_login_required
+def _create_token():
     form = TokenForm()
     new_secret = None
     if form.validate_on_submit():
@@ -105,6 +114,10 @@ def account():
         audit.record(audit.TOKEN_CREATED, target=token, details={"name": token.name})
         db.session.commit()
         form = TokenForm(formdata=None)
+    return _account_page(form, new_secret)
+
+
+def _account_page(form: TokenForm, new_secret: str | None = None):
     tokens = db.session.scalars(
         select(ApiToken).where(ApiToken.user_id == current_user.id).order_by(ApiToken.created_at.desc())
     ).all()

@@ -19,6 +19,7 @@ from sqlalchemy.orm import selectinload
 from .. import audit
 from ..access import owned_or_404, visible_or_404
 from ..analyses import AnalysisInputError, confidence_policy, pending_ids
+from ..auth import fresh_login_required
 from ..extensions import db
 from ..forms import EmptyForm
 from ..jobs import enqueue_analyses
@@ -301,6 +302,7 @@ def summary(assignment_id: int):
 
 
 @bp.route("/assignments/<int:assignment_id>/grades.csv")
+@fresh_login_required
 def export_grades(assignment_id: int):
     found = _visible_or_404(Assignment, assignment_id, part="export", options=SUBMISSIONS_LOAD)
     audit.record(audit.HISTORY_EXPORTED, target=found, details={"format": "csv", "scope": "assignment-grades"})

@@ -30,6 +30,7 @@ from ..analyses import (
     retry_analysis,
     select_history,
 )
+from ..auth import fresh_login_required
 from ..dicom import CT_PRESETS, preview_png, read_stored
 from ..exports import iter_csv, iter_json
 from ..extensions import db
@@ -205,6 +206,7 @@ def export_response(filters: HistoryFilters, *, owner, fmt: str, basename: str) 
 
 
 @bp.route("/export.<any(csv, json):fmt>")
+@fresh_login_required
 def export(fmt: str):
     return export_response(
         HistoryFilters.from_args(request.args), owner=current_user, fmt=fmt, basename="prism-history"

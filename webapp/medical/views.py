@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from .. import audit
 from ..access import owned_or_404, visible_or_404
+from ..auth import fresh_login_required
 from ..extensions import db
 from ..forms import EmptyForm
 from ..history.views import render_record
@@ -89,6 +90,7 @@ def sign_off(analysis_id: int):
 
 
 @bp.route("/<int:analysis_id>/export.json")
+@fresh_login_required
 def export(analysis_id: int):
     analysis = visible_or_404(Analysis, analysis_id, part="case export", scenario="medical")
     response = jsonify(case_export(analysis))
