@@ -141,9 +141,10 @@ def test_register_flash_and_validation_errors_in_chinese(zh_client):
     """Form validation errors (ours and WTForms' built-in ones) and the welcome flash are in Chinese."""
     token = csrf_token(zh_client, "/register")
     bad = zh_client.post(
-        "/register", data={"username": "new", "password": "short", "confirm": "other", "csrf_token": token}
+        "/register", data={"username": "ab", "password": "short", "confirm": "other", "csrf_token": token}
     ).get_data(as_text=True)
-    assert "字段长度必须介于 8 到 256 个字符之间。" in bad  # WTForms' own catalogue
+    assert "字段长度必须介于 3 到 64 个字符之间。" in bad  # WTForms' own catalogue (the username)
+    assert "至少使用 8 个字符。" in bad  # ours (the password policy)
     assert "两次输入的密码不一致。" in bad
     assert "Passwords differ." not in bad
     good = zh_client.post(
