@@ -137,3 +137,38 @@ def test_secure_cookies_are_host_prefixed(monkeypatch, tmp_path):
     cookies = response.headers.getlist("Set-Cookie")
     assert any(c.startswith("__Host-session=") and "Secure" in c and "Path=/" in c for c in cookies), cookies
     assert any(c.startswith("__Host-remember=") and "Secure" in c and "Domain" not in c for c in cookies), cookies
+
+
+def test_password_change_signs_out_other_sessions_and_revokes_tokens(app):
+    """A new password (the policy applies) ends every other session and remember cookie and revokes
+    every API token; this browser stays signed in; the change is audited."""
+    from tests.conftest import audit_rows, make_token
+
+    other_browser = remembered(app, "alice")
+    this_browser = app.test_client()
+    confirm_password(this_browser, "alice", "/")
+    secret = make_token(app, "alice")
+    assert app.test_client().get("/api/v1/analyses", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+    form = {"csrf_token": csrf_token(this_browser, "/account/password"), "current": "wrong password"}
+    new = {"password": "new plum blossom", "confirm": "new plum blossom"}
+    wrong = this_browser.post("/account/password", data={**form, **new})
+    assert "That is not your current password." in wrong.get_data(as_text=True)
+    common = this_browser.post(
+        "/account/password", data={**form, "current": TEST_PASSWORD, "password": "password1", "confirm": "password1"}
+    )
+    assert "one of the most common ones" in common.get_data(as_text=True)
+    done = this_browser.post("/account/password", data={**form, **new, "current": TEST_PASSWORD})
+    assert (done.status_code, done.headers["Location"]) == (302, "/account/")
+    assert this_browser.get("/history/").status_code == 200
+    assert other_browser.get("/history/").status_code == 302  # its session and remember cookie are dead
+    assert app.test_client().get("/api/v1/analyses", headers={"Authorization": f"Bearer {secret}"}).status_code == 401
+    with app.app_context():
+        assert db.session.scalar(User.by_username("alice")).check_password("new plum blossom")
+    [event] = audit_rows(app, "auth.password_change")
+    assert event["details"] == {"tokens_revoked": 1}
+
+
+def test_password_change_needs_a_fresh_login(app):
+    alice = remembered(app, "alice")
+    response = alice.get("/account/password")
+    assert response.headers["Location"] == "/login?next=/account/password"

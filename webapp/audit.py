@@ -18,6 +18,7 @@ REGISTER = "auth.register"
 LOGIN = "auth.login"
 LOGIN_FAILED = "auth.login_failed"
 LOGOUT = "auth.logout"
+PASSWORD_CHANGED = "auth.password_change"  # noqa: S105 (an action name, not a secret)
 ANALYSIS_CREATED = "analysis.create"
 ANALYSIS_VIEWED_BY_OTHER = "analysis.view_other"
 ANALYSIS_DELETED = "analysis.delete"
@@ -43,6 +44,7 @@ ACTIONS = (
     LOGIN,
     LOGIN_FAILED,
     LOGOUT,
+    PASSWORD_CHANGED,
     ANALYSIS_CREATED,
     ANALYSIS_VIEWED_BY_OTHER,
     ANALYSIS_DELETED,

@@ -29,6 +29,23 @@ class RegisterForm(FlaskForm):
             raise ValidationError(str(problem))
 
 
+class PasswordChangeForm(FlaskForm):
+    current = PasswordField(_l("Current password"), validators=[DataRequired(), Length(max=MAX_LENGTH)])
+    password = PasswordField(_l("New password"), validators=[DataRequired(), Length(max=MAX_LENGTH)])
+    confirm = PasswordField(
+        _l("Repeat new password"), validators=[DataRequired(), EqualTo("password", message=_l("Passwords differ."))]
+    )
+    submit = SubmitField(_l("Change password"))
+
+    def __init__(self, username: str, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.username = username
+
+    def validate_password(self, field: PasswordField) -> None:
+        if problem := password_problem(field.data or "", self.username):
+            raise ValidationError(str(problem))
+
+
 class TokenForm(FlaskForm):
     name = StringField(_l("Token name"), validators=[DataRequired(), Length(max=64)])
     submit = SubmitField(_l("Create token"))

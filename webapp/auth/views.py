@@ -14,7 +14,7 @@ from ..models import ApiToken, User, utcnow
 from ..ratelimit import client_ip, client_ip_and_username, limit
 from ..security import is_safe_redirect
 from . import fresh_login_required
-from .forms import LoginForm, RegisterForm, TokenForm
+from .forms import LoginForm, PasswordChangeForm, RegisterForm, TokenForm
 
 bp = Blueprint("auth", __name__)
 
@@ -124,6 +124,35 @@ def _account_page(form: TokenForm, new_secret: str | None = None):
     return render_template(
         "auth/account.html", form=form, tokens=tokens, new_secret=new_secret, revoke_form=EmptyForm()
     )
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@login_required
+@fresh_login_required
+def change_password():
+    """A new password ends every other session and remember cookie (the session token rotates) and
+    revokes every API token: whoever held the old password may have made some."""
+    user = current_user._get_current_object()
+    form = PasswordChangeForm(user.username)
+    if form.validate_on_submit():
+        if not user.check_password(form.current.data):
+            form.current.errors.append(_("That is not your current password."))
+        else:
+            user.set_password(form.password.data, current_app.config["PRISM_PASSWORD_HASH_METHOD"])
+            user.rotate_session_token()
+            revoked = user.revoke_api_tokens(utcnow())
+            audit.record(audit.PASSWORD_CHANGED, actor=user, target=user, details={"tokens_revoked": revoked})
+            db.session.commit()
+            _start_session(user, remember=False)  # this browser stays signed in, with the new token
+            flash(
+                _(
+                    "Password changed. Every other session is signed out and %(count)d API token(s) revoked.",
+                    count=revoked,
+                ),
+                "success",
+            )
+            return redirect(url_for("auth.account"))
+    return render_template("auth/password.html", form=form)
 
 
 @bp.route("/account/tokens/<int:token_id>/revoke", methods=["POST"])

@@ -54,6 +54,13 @@ class User(UserMixin, db.Model):
     def rotate_session_token(self) -> None:
         self.session_token = secrets.token_hex(16)
 
+    def revoke_api_tokens(self, now: datetime) -> int:
+        """Revoke every token still active; returns how many."""
+        active = [token for token in self.api_tokens if token.revoked_at is None]
+        for token in active:
+            token.revoked_at = now
+        return len(active)
+
     def get_id(self) -> str:
         return self.session_token
 
