@@ -15,6 +15,7 @@ from tests.conftest import (
     submit,
     user_id,
 )
+from webapp import ratelimit
 from webapp.extensions import db
 from webapp.models import Analysis, ApiToken, Prediction, Review, User
 
@@ -73,6 +74,10 @@ def test_every_form_post_route_rejects_missing_csrf(app, alice):
         "scenarios.education",
     } <= endpoints
 
+    # Every failure must be audited here, anonymous ones too: lift their per-address cap for this test
+    # (test_audit_chain.py tests the cap).
+    limits = {**app.config, "PRISM_RATELIMIT_AUDIT_FAILURES": "1000 per minute"}
+    app.extensions[ratelimit.EXTENSION_KEY] = ratelimit.RateLimits(limits)
     before = _state(app)
     failures = []
     for rule in routes:

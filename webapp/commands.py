@@ -49,6 +49,8 @@ def init_db_command(instance_path: str | None) -> None:
     with app.app_context():
         Path(app.config["UPLOAD_FOLDER"]).mkdir(parents=True, exist_ok=True)
         upgrade(directory=app.extensions["migrate"].directory)
+        for name in audit.restore_triggers():
+            click.echo(f"Restored the audit table's missing trigger {name} (someone had dropped it).", err=True)
         click.echo(f"Database ready: {db.engine.url.render_as_string(hide_password=True)}")
 
 
@@ -57,6 +59,30 @@ def _user_or_exit(username: str) -> User:
     if user is None:
         raise click.ClickException(f"No user named {username!r}.")
     return user
+
+
+@click.group("audit")
+def audit_group() -> None:
+    """The audit trail's tamper evidence."""
+
+
+@audit_group.command("verify")
+@with_appcontext
+def audit_verify_command() -> None:
+    """Check the append-only triggers and every row's seal, in order; names the first bad row and
+    exits 1 when the trail was tampered with. Keep the printed head somewhere else: a chain cut
+    short at its end still verifies, a head that no longer matches does not."""
+    missing = audit.missing_triggers()
+    report = audit.verify_chain()
+    click.echo(f"{report.rows} audit rows; {report.unsealed_before_chain} written before the chain began.")
+    if missing:
+        click.echo(f"MISSING TRIGGERS: {', '.join(missing)} (run `manage.py init-db` to restore them).")
+    if report.ok:
+        click.echo(f"Chain intact. Head: row #{report.head_id} {report.head_hash}")
+    else:
+        click.echo(f"TAMPERED: {report.problem}")
+    if missing or not report.ok:
+        raise SystemExit(1)
 
 
 @click.command("create-admin")
@@ -385,5 +411,6 @@ def register(app: Flask) -> None:
         models_cli,
         bench_command,
         worker_command,
+        audit_group,
     ):
         app.cli.add_command(command)

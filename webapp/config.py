@@ -68,6 +68,8 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "PRISM_RATELIMIT_LOGIN": "10 per minute",
         "PRISM_RATELIMIT_SUBMIT": "60 per minute",
         "PRISM_RATELIMIT_API": "600 per minute",
+        # Audit rows of failures anyone can cause (bad logins, tokens, CSRF), per address and action.
+        "PRISM_RATELIMIT_AUDIT_FAILURES": "10 per minute",
         # Review engine: confidence bands, and when a result counts as uncertain.
         "PRISM_CONFIDENCE_HIGH": 0.8,
         "PRISM_CONFIDENCE_MEDIUM": 0.6,

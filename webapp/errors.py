@@ -56,7 +56,7 @@ def register(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def csrf_error(error: CSRFError):
         db.session.rollback()
-        audit.record(audit.CSRF_FAILED, details={"path": request.path[:200], "reason": error.description})
+        audit.record_failure(audit.CSRF_FAILED, {"path": request.path[:200], "reason": error.description})
         db.session.commit()
         return error_response(400, _("The form expired or was sent from elsewhere. Reload the page and try again."))
 

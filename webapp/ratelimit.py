@@ -48,7 +48,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 EXTENSION_KEY = "prism_ratelimit"
 SETTING_PREFIX = "PRISM_RATELIMIT_"
-LIMIT_SETTINGS = ("PRISM_RATELIMIT_LOGIN", "PRISM_RATELIMIT_SUBMIT", "PRISM_RATELIMIT_API")
+LIMIT_SETTINGS = (
+    "PRISM_RATELIMIT_LOGIN",
+    "PRISM_RATELIMIT_SUBMIT",
+    "PRISM_RATELIMIT_API",
+    "PRISM_RATELIMIT_AUDIT_FAILURES",
+)
 REDIS_KEY_PREFIX = "prism:rl"
 # A check on a reachable Redis takes about a millisecond; past this it counts as down.
 REDIS_TIMEOUT_SECONDS = 0.5

@@ -53,7 +53,7 @@ def authenticate():
         return api_error(401, "Send a personal API token: Authorization: Bearer <token>.")
     token = db.session.scalar(ApiToken.select_active(secret.strip()))
     if token is None or not token.user.active:
-        audit.record(audit.API_AUTH_FAILED, details={"hint": secret.strip()[:10]})
+        audit.record_failure(audit.API_AUTH_FAILED, {"hint": secret.strip()[:10]})
         db.session.commit()
         return api_error(401, "The API token is invalid or revoked.")
     if token.mark_used(utcnow()):

@@ -75,7 +75,7 @@ def login():
             _start_session(user, remember=form.remember.data)
             next_url = request.args.get("next")
             return redirect(next_url if is_safe_redirect(next_url) else url_for("main.index"))
-        audit.record(audit.LOGIN_FAILED, details={"username": username[:64]})
+        audit.record_failure(audit.LOGIN_FAILED, {"username": username[:64]})
         db.session.commit()
         flash(_("Invalid username or password."), "error")
     return render_template("auth/login.html", form=form)

@@ -13,7 +13,8 @@ from .base import utcnow
 
 
 class AuditEvent(db.Model):
-    """Who did what, when, from where. Append-only (enforced by triggers, see the migration)."""
+    """Who did what, when, from where. Append-only (enforced by triggers, see the migration) and sealed
+    in a chain (``prev_hash``, ``row_hash``) that ``manage.py audit verify`` checks."""
 
     __table_args__ = (Index("ix_audit_created", "created_at"), Index("ix_audit_action_created", "action", "created_at"))
 
@@ -26,3 +27,7 @@ class AuditEvent(db.Model):
     target_id: Mapped[str | None] = mapped_column(String(64))
     ip_address: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The chain (webapp/audit.py): the previous row's seal, and this row's HMAC over it and its fields.
+    # Empty on rows written before migration 0008.
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    row_hash: Mapped[str | None] = mapped_column(String(64))
