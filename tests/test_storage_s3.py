@@ -66,6 +66,18 @@ def test_round_trip_under_the_prefix(s3, store, prefix):
     assert bucket_keys(s3, prefix) == []
 
 
+def test_keys_lists_the_objects_under_the_prefix_only(s3, store, prefix):
+    """The integrity check's listing: this prefix's objects, named by key, with when they were written."""
+    from datetime import UTC, datetime, timedelta
+
+    store.put("ab/one.png", b"1")
+    store.put("cd/two.png", b"2")
+    S3Storage(s3.bucket, f"{prefix}-other", s3.client()).put("ab/elsewhere.png", b"3")
+    found = dict(store.keys())
+    assert sorted(found) == ["ab/one.png", "cd/two.png"]
+    assert all(abs(datetime.now(UTC).replace(tzinfo=None) - written) < timedelta(minutes=5) for written in found.values())
+
+
 def test_put_is_idempotent_without_uploading_again(store):
     """A second put of a stored key sends no PutObject and does not even read its data."""
     store.put(KEY, png_bytes())

@@ -207,13 +207,16 @@ def retry_analysis(analysis: Analysis) -> None:
 
 
 def delete_analysis(analysis: Analysis) -> None:
-    """Delete the row; remove its image unless another record shares the same content."""
+    """Delete the row and, once the deletion is committed, its image unless another record shares
+    the same content. The file goes after the commit: a failed commit must not leave a row without
+    its file (a crash in between leaves a file without a row, which ``integrity.reap`` removes)."""
     sha256, image_format = analysis.image_sha256, analysis.image_format
     audit.record(audit.ANALYSIS_DELETED, target=analysis, details={"owner_id": analysis.user_id})
     db.session.delete(analysis)
-    db.session.flush()
+    db.session.commit()
     if sha256 and image_format:
         still_used = db.session.scalar(select(Analysis.id).where(Analysis.image_sha256 == sha256).limit(1))
+        db.session.rollback()
         if still_used is None:
             get_storage().delete(image_key(sha256, image_format))
 

@@ -61,6 +61,33 @@ def _user_or_exit(username: str) -> User:
     return user
 
 
+@click.command("check")
+@click.option("--reap", is_flag=True, help="Delete the stored files no record points to (older than 15 minutes).")
+@with_appcontext
+def check_command(reap: bool) -> None:
+    """Check the database (SQLite: quick_check, foreign keys) and that every record's image is stored
+    and every stored image belongs to a record; exits 1 when something is wrong."""
+    from . import integrity
+
+    report = integrity.check()
+    click.echo(f"{report.files} stored files.")
+    for problem in report.database:
+        click.echo(f"DATABASE: {problem}")
+    for key in report.missing:
+        click.echo(f"MISSING FILE: {key} (a record points to it)")
+    if report.recent_unreferenced:
+        click.echo(f"{report.recent_unreferenced} newer file(s) without a record yet (uploads in flight); left alone.")
+    if report.orphans and reap:
+        integrity.reap()
+        click.echo(f"Removed {len(report.orphans)} file(s) no record points to.")
+    else:
+        for key in report.orphans:
+            click.echo(f"ORPHAN FILE: {key} (no record points to it; --reap removes it)")
+    if report.database or report.missing or (report.orphans and not reap):
+        raise SystemExit(1)
+    click.echo("Integrity OK.")
+
+
 @click.group("audit")
 def audit_group() -> None:
     """The audit trail's tamper evidence."""
@@ -339,12 +366,14 @@ def run_command(host: str, port: int, worker: bool | None) -> None:
     runs everything. In production run gunicorn and `manage.py worker` instead (see the README)."""
     from werkzeug.serving import run_simple
 
+    from . import integrity
     from .jobs import create_consumer
 
     app = current_app._get_current_object()
     in_process = app.config["PRISM_INPROCESS_WORKER"] if worker is None else worker
     if app.config["PRISM_ROLE"] == "web":
         in_process = False  # pages only: `manage.py worker` processes run the jobs
+    integrity.reap_in_background(app)  # files a crash left without their record
     consumer = None
     if in_process and not app.config["PRISM_JOBS_IMMEDIATE"]:
         consumer = create_consumer(app, in_process=True)
@@ -384,6 +413,7 @@ def worker_command(threads: int | None) -> None:
     """
     import logging
 
+    from . import integrity
     from .inference import get_model_service
     from .jobs import create_consumer
 
@@ -398,6 +428,7 @@ def worker_command(threads: int | None) -> None:
     # Start loading every model now, in the background: the first job should not wait for it.
     service = get_model_service()
     service.start_loading(*(status.kind for status in service.statuses()))
+    integrity.reap_in_background(app)  # files a crash left without their record
     create_consumer(app).run()
 
 
@@ -412,5 +443,6 @@ def register(app: Flask) -> None:
         bench_command,
         worker_command,
         audit_group,
+        check_command,
     ):
         app.cli.add_command(command)

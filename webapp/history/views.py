@@ -183,8 +183,7 @@ def delete(analysis_id: int):
     # Only the owner deletes: admins audit records, they do not remove them.
     analysis = access.owned_or_404(Analysis, analysis_id)
     if EmptyForm().validate_on_submit():
-        delete_analysis(analysis)
-        db.session.commit()
+        delete_analysis(analysis)  # commits, then removes the image
         flash(_("The record and its image were deleted."), "info")
     return redirect(url_for("history.index"))
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from datetime import datetime
 from typing import BinaryIO, Protocol
 
 
@@ -53,6 +55,11 @@ class Storage(Protocol):
         ...
 
     def exists(self, key: str) -> bool: ...
+
+    def keys(self) -> Iterator[tuple[str, datetime]]:
+        """Every stored object's key and when it was last written (UTC, naive), in no set order;
+        for the integrity check, which looks for files no row points to."""
+        ...
 
     def delete(self, key: str) -> None:
         """Remove the object; a missing one is not an error."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -56,6 +58,16 @@ class LocalStorage:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def keys(self) -> Iterator[tuple[str, datetime]]:
+        """Temp files of writes that never finished (``ab/.upload-*``) are listed too: no row can
+        point to them, so the integrity check counts them as orphans."""
+        if not self.root.is_dir():
+            return
+        for path in self.root.rglob("*"):
+            if path.is_file() and not path.name.startswith(".check-"):
+                written = datetime.fromtimestamp(path.stat().st_mtime, UTC).replace(tzinfo=None)
+                yield path.relative_to(self.root).as_posix(), written
 
     def check(self) -> None:
         """Creates the root if need be, then proves it takes a file (a read-only mount would not)."""

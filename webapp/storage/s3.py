@@ -9,6 +9,8 @@ makes an object visible only once its upload completes, so readers never see par
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 import boto3
@@ -94,6 +96,12 @@ class S3Storage:
                 return False
             raise
         return True
+
+    def keys(self) -> Iterator[tuple[str, datetime]]:
+        start = f"{self.prefix}/" if self.prefix else ""
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
+            for item in page.get("Contents", ()):
+                yield item["Key"][len(start) :], item["LastModified"].astimezone(UTC).replace(tzinfo=None)
 
     def delete(self, key: str) -> None:
         # S3 answers a DELETE of a missing key with success, so deleting is idempotent as it is.
