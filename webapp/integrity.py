@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from flask import Flask
-
 from sqlalchemy import select, text
 
 from .extensions import db
