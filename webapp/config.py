@@ -115,6 +115,8 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "PRISM_EMBEDDING_MODEL": "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2",
         "PRISM_MODEL_DIR": str(instance / "models"),
         "PRISM_MODEL_OFFLINE": hub_offline,
+        # Refuse to download a model not pinned as org/name@<commit> (supply chain; see webapp/inference/hub.py).
+        "PRISM_MODEL_REQUIRE_PINNED": False,
         "PRISM_CAPTION_NUM_BEAMS": 4,
         "PRISM_CAPTION_MAX_NEW_TOKENS": 24,
         "PRISM_SENTIMENT_NEUTRAL_RANGE": "0.35,0.65",
@@ -180,6 +182,7 @@ _FLOAT_KEYS = {
 }
 _BOOL_KEYS = {
     "PRISM_MODEL_OFFLINE",
+    "PRISM_MODEL_REQUIRE_PINNED",
     "PRISM_SECURE_COOKIES",
     "PRISM_JOBS_IMMEDIATE",
     "PRISM_INPROCESS_WORKER",

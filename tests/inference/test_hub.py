@@ -35,7 +35,7 @@ REPO_FILES = [
 class FakeHubApi:
     """Stands in for huggingface_hub.HfApi: the repository lists REPO_FILES."""
 
-    def list_repo_files(self, repo_id):
+    def list_repo_files(self, repo_id, revision=None):
         return REPO_FILES
 
 
@@ -276,3 +276,42 @@ def test_a_failed_pull_leaves_no_usable_snapshot(tmp_path, monkeypatch):
         hub.pull("org/captioner", tmp_path / "models", echo=lambda line: None)
     with pytest.raises(hub.ModelSourceError, match="unfinished download"):
         hub.resolve_source("org/captioner", tmp_path / "models", True, _no_progress)
+
+
+def test_a_pinned_hub_id_downloads_exactly_that_commit(tmp_path, monkeypatch):
+    """Issue #8, finding 9: ``org/name@<commit>`` fetches (and pulls) that revision, and records are
+    stamped with the plain hub id; before, every download took whatever the repository's head was."""
+    calls = []
+
+    def fake_snapshot_download(repo_id, **kwargs):
+        calls.append((repo_id, kwargs.get("revision")))
+        target = Path(kwargs.get("local_dir") or tmp_path / "snapshot")
+        target.mkdir(parents=True, exist_ok=True)
+        return str(target)
+
+    monkeypatch.setattr(hub, "HfApi", FakeHubApi)
+    monkeypatch.setattr(hub, "is_offline_mode", lambda: False)
+    monkeypatch.setattr(hub, "snapshot_download", fake_snapshot_download)
+    pinned = f"org/captioner@{COMMIT}"
+
+    hub.resolve_source(pinned, tmp_path / "models", False, _no_progress, require_pinned=True)
+    pulled = hub.pull(pinned, tmp_path / "models", echo=lambda line: None)
+
+    assert calls == [("org/captioner", COMMIT), ("org/captioner", COMMIT)]
+    assert hub.split_revision(pinned) == ("org/captioner", COMMIT)
+    assert hub.model_id(pinned) == hub.model_id(str(pulled)) == "org/captioner"
+    assert hub.resolve_source(pinned, tmp_path / "models", True, _no_progress) == str(pulled)
+
+
+@pytest.mark.parametrize("ref", ["org/captioner", "org/captioner@main", "org/captioner@v1.0"])
+def test_require_pinned_refuses_to_download_an_unpinned_model(tmp_path, monkeypatch, ref):
+    monkeypatch.setattr(hub, "is_offline_mode", lambda: False)
+    monkeypatch.setattr(hub, "snapshot_download", _refuse_hub)
+    with pytest.raises(hub.ModelSourceError, match="is not pinned and PRISM_MODEL_REQUIRE_PINNED is set"):
+        hub.resolve_source(ref, tmp_path / "models", False, _no_progress, require_pinned=True)
+
+
+def test_a_local_directory_needs_no_pin(tmp_path):
+    assert hub.resolve_source(str(tmp_path), tmp_path / "models", False, _no_progress, require_pinned=True) == str(
+        tmp_path
+    )

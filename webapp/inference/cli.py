@@ -57,6 +57,9 @@ def pull_command(only: str | None) -> None:
         except hub.ModelSourceError as exc:
             raise click.ClickException(f"{kind}: {exc}") from exc
         click.echo(f"{kind}: {ref} is in {target}")
+        repo, pinned = hub.split_revision(ref)
+        if not pinned:
+            click.echo(f"{kind}: to pin it, set its setting to {repo}@{hub.revision_of(target)}")
     click.echo("Set PRISM_MODEL_OFFLINE=1 so Prism loads these copies and never contacts the hub.")
 
 

@@ -5,6 +5,11 @@ so the loaders can call ``from_pretrained`` with ``local_files_only=True`` and n
 Downloads skip formats Prism cannot use (TensorFlow, Flax, ONNX, ...) and pickled PyTorch weights when the
 repository also ships safetensors. ``pull`` marks a finished snapshot, so an interrupted pull is never
 mistaken for a usable model.
+
+A hub id may be pinned to a revision, ``org/name@<commit>`` (as pip pins a version): the download,
+the cache lookup and the pulled directory then hold exactly that commit, whatever is pushed to the
+repository later. ``require_pinned`` (PRISM_MODEL_REQUIRE_PINNED) refuses to download a hub id
+that is not pinned to a full commit hash.
 """
 
 from __future__ import annotations
@@ -60,14 +65,23 @@ def slug(ref: str) -> str:
     return name
 
 
+def split_revision(ref: str) -> tuple[str, str | None]:
+    """``org/name@revision`` as (``org/name``, ``revision``); a directory or an unpinned id: (ref, None)."""
+    if "@" not in ref or Path(ref).is_dir():
+        return ref, None
+    repo, _, revision = ref.rpartition("@")
+    return repo, revision or None
+
+
 def model_id(ref: str) -> str:
-    """The id records are stamped with: the hub id, or a directory's pulled-from hub id, or its name."""
+    """The id records are stamped with: the hub id (without its pin: the revision is stamped on its
+    own), or a directory's pulled-from hub id, or its name."""
     path = Path(ref)
     if not path.is_dir():
-        return ref
+        return split_revision(ref)[0]
     marker = path / PULL_MARKER
     if marker.is_file():
-        return marker.read_text(encoding="utf-8").strip() or path.resolve().name
+        return split_revision(marker.read_text(encoding="utf-8").strip())[0] or path.resolve().name
     return path.resolve().name
 
 
@@ -78,7 +92,9 @@ def ignore_patterns(repo_files: Iterable[str]) -> list[str]:
     return list(_UNUSED_FORMATS)
 
 
-def resolve_source(ref: str, model_dir: Path, offline: bool, progress: Progress) -> str:
+def resolve_source(
+    ref: str, model_dir: Path, offline: bool, progress: Progress, *, require_pinned: bool = False
+) -> str:
     """Return a local directory holding ``ref``: itself, a pulled snapshot, the HF cache, or a download."""
     if Path(ref).is_dir():
         return str(Path(ref))
@@ -91,6 +107,11 @@ def resolve_source(ref: str, model_dir: Path, offline: bool, progress: Progress)
         return str(pulled)
     if offline or is_offline_mode():
         return _from_cache(ref)
+    if require_pinned and not _COMMIT.match(split_revision(ref)[1] or ""):
+        raise ModelSourceError(
+            f"{ref!r} is not pinned and PRISM_MODEL_REQUIRE_PINNED is set: name it as {ref}@<commit hash>; "
+            "`python manage.py models pull` prints the commit it fetched"
+        )
     return _download(ref, progress)
 
 
@@ -128,9 +149,12 @@ def revision_of(source: str | Path) -> str:
 
 
 def _from_cache(ref: str) -> str:
+    repo, revision = split_revision(ref)
     try:
         # The same patterns as the download that filled the cache, or the snapshot counts as incomplete.
-        return snapshot_download(ref, local_files_only=True, ignore_patterns=ignore_patterns(_cached_repo_files(ref)))
+        return snapshot_download(
+            repo, revision=revision, local_files_only=True, ignore_patterns=ignore_patterns(_cached_repo_files(ref))
+        )
     except HFValidationError as exc:
         raise _not_a_model_reference(ref) from exc
     except LocalEntryNotFoundError as exc:
@@ -148,8 +172,9 @@ def _download(ref: str, progress: Progress) -> str:
 
 def _snapshot(ref: str, **kwargs) -> str:
     """``snapshot_download`` of the files loading needs, with its errors turned into ModelSourceError."""
+    repo, revision = split_revision(ref)
     try:
-        return snapshot_download(ref, ignore_patterns=ignore_patterns(_repo_files(ref)), **kwargs)
+        return snapshot_download(repo, revision=revision, ignore_patterns=ignore_patterns(_repo_files(ref)), **kwargs)
     except HFValidationError as exc:
         raise _not_a_model_reference(ref) from exc
     except (HfHubHTTPError, LocalEntryNotFoundError) as exc:
@@ -161,15 +186,17 @@ def _not_a_model_reference(ref: str) -> ModelSourceError:
 
 
 def _repo_files(ref: str) -> list[str]:
+    repo, revision = split_revision(ref)
     try:
-        return HfApi().list_repo_files(ref)
+        return HfApi().list_repo_files(repo, revision=revision)
     except Exception:  # noqa: BLE001 - the listing only narrows the download; snapshot_download reports real errors
         return _cached_repo_files(ref)
 
 
 def _cached_repo_files(ref: str) -> list[str]:
+    repo, revision = split_revision(ref)
     try:
-        return [entry.path for entry in get_cached_repo_tree(ref)]
+        return [entry.path for entry in get_cached_repo_tree(repo, revision=revision)]
     except (CachedRepoTreeNotFoundError, HFValidationError):
         return []
 

@@ -44,6 +44,8 @@ class InferenceSettings:
     # Optional: an instruction-tuned text-generation model that writes reply drafts (None: templates).
     reply_model: str | None = None
     reply_max_new_tokens: int = 160
+    # Refuse to download a hub id not pinned to a commit (``org/name@<commit>``; see hub.py).
+    require_pinned: bool = False
 
     @classmethod
     def from_config(cls, config: Mapping) -> InferenceSettings:
@@ -56,6 +58,7 @@ class InferenceSettings:
             sentiment_model=str(config["PRISM_SENTIMENT_MODEL"]),
             model_dir=Path(config["PRISM_MODEL_DIR"]),
             offline=bool(config["PRISM_MODEL_OFFLINE"]),
+            require_pinned=bool(config.get("PRISM_MODEL_REQUIRE_PINNED", False)),
             caption_num_beams=int(config["PRISM_CAPTION_NUM_BEAMS"]),
             caption_max_new_tokens=int(config["PRISM_CAPTION_MAX_NEW_TOKENS"]),
             neutral_range=(low, high),

@@ -325,7 +325,9 @@ def _locate(ref: str, settings: InferenceSettings, progress: ProgressCallback) -
     download rather than after it.
     """
     placement = resolve_placement(settings)
-    source = hub.resolve_source(ref, settings.model_dir, settings.offline, progress)
+    source = hub.resolve_source(
+        ref, settings.model_dir, settings.offline, progress, require_pinned=settings.require_pinned
+    )
     progress(ModelState.LOADING, None, f"loading {ref}")
     _set_torch_threads(settings.torch_threads)
     return source, placement
