@@ -128,7 +128,8 @@ def decode_rgb(
     file: its first frame in the file's own window). With ``max_side``, no larger than the models
     need: a large JPEG is decoded at 1/2, 1/4 or 1/8 scale (``draft``), anything else shrunk after."""
     if image_format == "DICOM":
-        return read_stored(data).render(0).convert("RGB")
+        with decode_slot(concurrent):
+            return read_stored(data).render(0).convert("RGB")
     with Image.open(io.BytesIO(data), formats=[image_format]) as image, decode_slot(concurrent):
         image.seek(0)
         if max_side:
@@ -152,7 +153,8 @@ def validate_image(
     if len(data) > max_bytes:
         raise UploadRejected(_l("The image is larger than %(size)s.", size=human_size(max_bytes)))
     if looks_like_dicom(data):
-        return _validate_dicom(data, max_pixels)
+        with decode_slot(concurrent_decodes):  # its own path (webapp.dicom), the same slots
+            return _validate_dicom(data, max_pixels)
     try:
         # Image.open reads only the header, so both caps are checked before any decoding.
         # Pillow's global MAX_IMAGE_PIXELS is left alone (mutating it is not thread-safe); our cap
