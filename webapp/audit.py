@@ -41,6 +41,7 @@ LOGIN = "auth.login"
 LOGIN_FAILED = "auth.login_failed"
 LOGOUT = "auth.logout"
 PASSWORD_CHANGED = "auth.password_change"  # noqa: S105 (an action name, not a secret)
+TWO_STEP_CHANGED = "auth.two_step_change"
 ANALYSIS_CREATED = "analysis.create"
 ANALYSIS_VIEWED_BY_OTHER = "analysis.view_other"
 ANALYSIS_DELETED = "analysis.delete"
@@ -67,6 +68,7 @@ ACTIONS = (
     LOGIN_FAILED,
     LOGOUT,
     PASSWORD_CHANGED,
+    TWO_STEP_CHANGED,
     ANALYSIS_CREATED,
     ANALYSIS_VIEWED_BY_OTHER,
     ANALYSIS_DELETED,

@@ -102,6 +102,8 @@ def defaults(instance_path: str) -> dict[str, Any]:
         # A session with no request for this long ends (webapp/auth); "Keep me signed in" then
         # brings the user back, but not fresh: exports, role changes and new tokens ask for the password.
         "PRISM_IDLE_MINUTES": 30,
+        # 1: admins and clinicians must set up two-step sign-in (TOTP) before using Prism.
+        "PRISM_REQUIRE_MFA": False,
         # Interface language (webapp/i18n.py); the catalogues ship with the code, not in instance/.
         "BABEL_DEFAULT_LOCALE": "en",
         "BABEL_TRANSLATION_DIRECTORIES": str(Path(__file__).resolve().parent / "translations"),
@@ -183,6 +185,7 @@ _FLOAT_KEYS = {
 _BOOL_KEYS = {
     "PRISM_MODEL_OFFLINE",
     "PRISM_MODEL_REQUIRE_PINNED",
+    "PRISM_REQUIRE_MFA",
     "PRISM_SECURE_COOKIES",
     "PRISM_JOBS_IMMEDIATE",
     "PRISM_INPROCESS_WORKER",

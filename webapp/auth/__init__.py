@@ -34,6 +34,27 @@ def login_manager_setup(app: Flask) -> None:
     login_manager.session_protection = "strong"
     user_loaded_from_cookie.connect(_bind_restored_session, app)
     app.before_request(_end_idle_session)
+    app.before_request(_require_two_step)
+
+
+TWO_STEP_ROLES = ("admin", "clinician")  # who must use two-step sign-in when PRISM_REQUIRE_MFA is on
+_TWO_STEP_EXEMPT = {"auth.two_step", "auth.logout", "main.set_language", "main.healthz", "static"}
+
+
+def _require_two_step() -> Any:
+    """With PRISM_REQUIRE_MFA, an admin or clinician without two-step sign-in sets it up before
+    anything else (their tokens and the API are not affected: a token is its own credential)."""
+    if (
+        not current_app.config["PRISM_REQUIRE_MFA"]
+        or request.endpoint in _TWO_STEP_EXEMPT
+        or request.path.startswith("/api/")
+        or not current_user.is_authenticated
+        or current_user.role not in TWO_STEP_ROLES
+        or current_user.has_two_step
+    ):
+        return None
+    flash(_("Your role needs two-step sign-in. Set it up to continue."), "info")
+    return redirect(url_for("auth.two_step"))
 
 
 def _bind_restored_session(app: Flask, user: User) -> None:

@@ -46,6 +46,16 @@ class PasswordChangeForm(FlaskForm):
             raise ValidationError(str(problem))
 
 
+CODE_RULE = Regexp(r"^\s*\d{3}\s?\d{3}\s*$", message=_l("Enter the 6 digits your authenticator app shows."))
+
+
+class CodeForm(FlaskForm):
+    """The second step of signing in, and the confirmation of setting it up or turning it off."""
+
+    code = StringField(_l("6-digit code"), validators=[DataRequired(), CODE_RULE])
+    submit = SubmitField(_l("Continue"))
+
+
 class TokenForm(FlaskForm):
     name = StringField(_l("Token name"), validators=[DataRequired(), Length(max=64)])
     submit = SubmitField(_l("Create token"))

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+import time
+
+import pyotp
+from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_fresh, login_required, login_user, logout_user
 from sqlalchemy import select
@@ -14,9 +17,12 @@ from ..models import ApiToken, User, utcnow
 from ..ratelimit import client_ip, client_ip_and_username, limit
 from ..security import is_safe_redirect
 from . import fresh_login_required
-from .forms import LoginForm, PasswordChangeForm, RegisterForm, TokenForm
+from .forms import CodeForm, LoginForm, PasswordChangeForm, RegisterForm, TokenForm
 
 bp = Blueprint("auth", __name__)
+PENDING_KEY = "_two_step_pending"  # the account whose password was right, waiting for its code
+PENDING_SECONDS = 300
+SETUP_KEY = "_two_step_setup"  # the secret shown while two-step sign-in is being set up
 
 _dummy_hashes: dict[str, str] = {}
 
@@ -70,15 +76,84 @@ def login():
         if user is None or not user.active:
             _spend_hash_time(form.password.data)  # unknown and disabled accounts cost a hash too
         elif user.check_password(form.password.data):
+            next_url = request.args.get("next")
+            next_url = next_url if is_safe_redirect(next_url) else url_for("main.index")
+            if user.has_two_step:  # the password alone signs no one in: the code comes next
+                clear_session_keeping_locale()
+                session[PENDING_KEY] = {
+                    "token": user.session_token,
+                    "remember": bool(form.remember.data),
+                    "next": next_url,
+                    "until": int(time.time()) + PENDING_SECONDS,
+                }
+                return redirect(url_for("auth.login_code"))
             audit.record(audit.LOGIN, actor=user, target=user)
             db.session.commit()
             _start_session(user, remember=form.remember.data)
-            next_url = request.args.get("next")
-            return redirect(next_url if is_safe_redirect(next_url) else url_for("main.index"))
+            return redirect(next_url)
         audit.record_failure(audit.LOGIN_FAILED, {"username": username[:64]})
         db.session.commit()
         flash(_("Invalid username or password."), "error")
     return render_template("auth/login.html", form=form)
+
+
+@bp.route("/login/code", methods=["GET", "POST"])
+@limit("PRISM_RATELIMIT_LOGIN", client_ip)
+def login_code():
+    """The second step for accounts with two-step sign-in: the password was right, the code decides."""
+    pending = session.get(PENDING_KEY)
+    user = None
+    if isinstance(pending, dict) and pending.get("until", 0) >= time.time():
+        user = db.session.scalar(select(User).where(User.session_token == pending.get("token"), User.active.is_(True)))
+    if user is None:
+        session.pop(PENDING_KEY, None)
+        flash(_("Sign in again: the step with the code expired."), "info")
+        return redirect(url_for("auth.login"))
+    form = CodeForm()
+    if form.validate_on_submit():
+        if user.check_code(form.code.data):
+            audit.record(audit.LOGIN, actor=user, target=user, details={"two_step": True})
+            db.session.commit()
+            _start_session(user, remember=pending["remember"])  # drops the pending step too
+            return redirect(pending["next"])
+        db.session.rollback()
+        audit.record_failure(audit.LOGIN_FAILED, {"username": user.username, "step": "code"})
+        db.session.commit()
+        form.code.errors.append(_("That code is not right, or was already used. Wait for the next one."))
+    return render_template("auth/login_code.html", form=form)
+
+
+@bp.route("/account/two-step", methods=["GET", "POST"])
+@login_required
+@fresh_login_required
+def two_step():
+    """Set up two-step sign-in (a new secret, confirmed by one code from the app) or turn it off."""
+    user = current_user._get_current_object()
+    form = CodeForm()
+    if user.has_two_step:
+        if form.validate_on_submit():
+            if user.check_code(form.code.data):
+                user.totp_secret, user.totp_last_step = None, None
+                audit.record(audit.TWO_STEP_CHANGED, target=user, details={"enabled": False})
+                db.session.commit()
+                flash(_("Two-step sign-in is off."), "info")
+                return redirect(url_for("auth.account"))
+            form.code.errors.append(_("That code is not right, or was already used. Wait for the next one."))
+        return render_template("auth/two_step.html", form=form, enabled=True)
+    secret = session.get(SETUP_KEY) or pyotp.random_base32()
+    session[SETUP_KEY] = secret
+    if form.validate_on_submit():
+        if user.check_code(form.code.data, secret=secret):
+            user.totp_secret = secret
+            session.pop(SETUP_KEY, None)
+            audit.record(audit.TWO_STEP_CHANGED, target=user, details={"enabled": True})
+            db.session.commit()
+            flash(_("Two-step sign-in is on: signing in now asks for a code from your app."), "success")
+            return redirect(url_for("auth.account"))
+        db.session.rollback()
+        form.code.errors.append(_("That code is not right. Check the app's clock, and enter the newest code."))
+    uri = pyotp.TOTP(secret).provisioning_uri(name=user.username, issuer_name="Prism")
+    return render_template("auth/two_step.html", form=form, enabled=False, secret=secret, uri=uri)
 
 
 @bp.route("/logout", methods=["POST"])

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
+import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+import pyotp
 from flask_login import UserMixin
 from sqlalchemy import ForeignKey, Index, String, func, select, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -20,6 +23,7 @@ if TYPE_CHECKING:
 
 ROLES = ("user", "teacher", "clinician", "admin")
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+TOTP_STEP_SECONDS = 30  # RFC 6238's default, which every authenticator app uses
 API_TOKEN_PREFIX = "prism_"  # noqa: S105 (a public prefix)
 
 
@@ -36,6 +40,10 @@ class User(UserMixin, db.Model):
     # (get_id), so a copied cookie stops working once the user logs out (ASVS 7.4.1).
     session_token: Mapped[str] = mapped_column(String(64), unique=True, default=lambda: secrets.token_hex(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Two-step sign-in (RFC 6238 TOTP, any authenticator app); None: not set up. The last accepted
+    # time step is kept so a code, once used, is refused (a code seen over a shoulder is spent).
+    totp_secret: Mapped[str | None] = mapped_column(String(32))
+    totp_last_step: Mapped[int | None] = mapped_column()
 
     analyses: Mapped[list[Analysis]] = relationship(back_populates="user", cascade="all, delete-orphan")
     api_tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all, delete-orphan")
@@ -53,6 +61,23 @@ class User(UserMixin, db.Model):
 
     def rotate_session_token(self) -> None:
         self.session_token = secrets.token_hex(16)
+
+    @property
+    def has_two_step(self) -> bool:
+        return self.totp_secret is not None
+
+    def check_code(self, code: str, secret: str | None = None, now: float | None = None) -> bool:
+        """Whether ``code`` is the TOTP code of ``secret`` (default: the user's) for the current 30 s
+        step or one either side (clock drift), and newer than the last accepted one; it is then spent."""
+        secret = secret or self.totp_secret
+        if not secret or not (code := code.strip().replace(" ", "")).isdigit():
+            return False
+        totp, current = pyotp.TOTP(secret), int((time.time() if now is None else now) // TOTP_STEP_SECONDS)
+        for step in (current - 1, current, current + 1):
+            if step > (self.totp_last_step or -1) and hmac.compare_digest(totp.at(step * TOTP_STEP_SECONDS), code):
+                self.totp_last_step = step
+                return True
+        return False
 
     def revoke_api_tokens(self, now: datetime) -> int:
         """Revoke every token still active; returns how many."""
