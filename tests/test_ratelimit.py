@@ -170,8 +170,10 @@ def test_two_apps_on_one_redis_share_the_count(make_limited_app, redis_url):
     for client in clients:
         assert_retry_after(post_login(client, "alice"))
     keys = redis.Redis.from_url(redis_url).keys("*")
-    # The login counts, and the cap on audit rows of failed logins (webapp/audit.py), both shared.
-    assert {key.split(b"/")[0] for key in keys} == {b"prism:rl:login", b"prism:rl:audit_failures"}
+    # The login counts, the account's failures (webapp/auth/devices.py) and the cap on audit rows of
+    # failed logins (webapp/audit.py): all shared.
+    expected = {b"prism:rl:login", b"prism:rl:login_account", b"prism:rl:audit_failures"}
+    assert {key.split(b"/")[0] for key in keys} == expected
 
 
 def test_unreachable_redis_fails_open(make_limited_app, monkeypatch):

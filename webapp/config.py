@@ -66,6 +66,9 @@ def defaults(instance_path: str) -> dict[str, Any]:
         # PRISM_REDIS_URL is set (shared by every process and host), else in this process's memory.
         "PRISM_RATELIMIT_ENABLED": True,
         "PRISM_RATELIMIT_LOGIN": "10 per minute",
+        # Failed logins per account, from every address together; a browser the account signed in
+        # from before (its device cookie) is exempt, so an attacker cannot lock the owner out.
+        "PRISM_RATELIMIT_LOGIN_ACCOUNT": "20 per hour",
         "PRISM_RATELIMIT_SUBMIT": "60 per minute",
         "PRISM_RATELIMIT_API": "600 per minute",
         # Audit rows of failures anyone can cause (bad logins, tokens, CSRF), per address and action.

@@ -53,6 +53,7 @@ LIMIT_SETTINGS = (
     "PRISM_RATELIMIT_SUBMIT",
     "PRISM_RATELIMIT_API",
     "PRISM_RATELIMIT_AUDIT_FAILURES",
+    "PRISM_RATELIMIT_LOGIN_ACCOUNT",
 )
 REDIS_KEY_PREFIX = "prism:rl"
 # A check on a reachable Redis takes about a millisecond; past this it counts as down.
@@ -102,6 +103,19 @@ class RateLimits:
         try:
             for item in self._items[setting]:
                 if not self._limiter.hit(item, key):
+                    reset_at = self._limiter.get_window_stats(item, key).reset_time
+                    return max(1, math.ceil(reset_at - time.time()))
+        except StorageError as exc:
+            self._storage_down(exc)
+        return None
+
+    def exhausted(self, setting: str, key: str) -> int | None:
+        """Like ``hit`` but counts nothing: None while ``key`` has room, else the seconds until it has."""
+        if self._limiter is None or time.monotonic() < self._skip_until:
+            return None
+        try:
+            for item in self._items[setting]:
+                if not self._limiter.test(item, key):
                     reset_at = self._limiter.get_window_stats(item, key).reset_time
                     return max(1, math.ceil(reset_at - time.time()))
         except StorageError as exc:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import time
 
 import pyotp
-from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_fresh, login_required, login_user, logout_user
 from sqlalchemy import select
@@ -14,9 +14,10 @@ from ..extensions import db
 from ..forms import EmptyForm
 from ..i18n import clear_session_keeping_locale
 from ..models import ApiToken, User, utcnow
+from ..ratelimit import EXTENSION_KEY as RATELIMIT_KEY
 from ..ratelimit import client_ip, client_ip_and_username, limit
 from ..security import is_safe_redirect
-from . import fresh_login_required
+from . import devices, fresh_login_required
 from .forms import CodeForm, LoginForm, PasswordChangeForm, RegisterForm, TokenForm
 
 bp = Blueprint("auth", __name__)
@@ -72,6 +73,12 @@ def login():
     form = LoginForm(username=current_user.username if current_user.is_authenticated else None)
     if form.validate_on_submit():
         username = form.username.data.strip()
+        account_key = f"account:{username.lower()[:64]}"
+        limits = current_app.extensions[RATELIMIT_KEY]
+        if not devices.is_known(username) and (
+            retry_after := limits.exhausted("PRISM_RATELIMIT_LOGIN_ACCOUNT", account_key)
+        ):
+            abort(429, retry_after=retry_after)  # too many failures for this account, from everywhere
         user = db.session.scalar(User.by_username(username))
         if user is None or not user.active:
             _spend_hash_time(form.password.data)  # unknown and disabled accounts cost a hash too
@@ -90,7 +97,8 @@ def login():
             audit.record(audit.LOGIN, actor=user, target=user)
             db.session.commit()
             _start_session(user, remember=form.remember.data)
-            return redirect(next_url)
+            return devices.remember(redirect(next_url), user.username)
+        limits.hit("PRISM_RATELIMIT_LOGIN_ACCOUNT", account_key)
         audit.record_failure(audit.LOGIN_FAILED, {"username": username[:64]})
         db.session.commit()
         flash(_("Invalid username or password."), "error")
@@ -115,7 +123,7 @@ def login_code():
             audit.record(audit.LOGIN, actor=user, target=user, details={"two_step": True})
             db.session.commit()
             _start_session(user, remember=pending["remember"])  # drops the pending step too
-            return redirect(pending["next"])
+            return devices.remember(redirect(pending["next"]), user.username)
         db.session.rollback()
         audit.record_failure(audit.LOGIN_FAILED, {"username": user.username, "step": "code"})
         db.session.commit()
