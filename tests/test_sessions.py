@@ -172,3 +172,30 @@ def test_password_change_needs_a_fresh_login(app):
     alice = remembered(app, "alice")
     response = alice.get("/account/password")
     assert response.headers["Location"] == "/login?next=/account/password"
+
+
+def test_an_admin_disabling_an_account_signs_it_out_everywhere(app):
+    """Sessions, remember cookies and API tokens of a disabled account stop working; enabling it again
+    lets the owner sign in (with the password), not the old cookies or tokens; both are audited."""
+    from tests.conftest import audit_rows, login, make_token
+
+    bob_browser = remembered(app, "bob")
+    bob_other = client_for(app, "bob2")
+    secret = make_token(app, "bob")
+    admin = client_for(app, "root", role="admin")
+    with app.app_context():
+        bob_id = db.session.scalar(User.by_username("bob")).id
+    token = csrf_token(admin, "/admin/users")
+    assert admin.post(f"/admin/users/{bob_id}/access", data={"csrf_token": token}).status_code == 302
+    assert bob_browser.get("/history/").status_code == 302
+    assert app.test_client().get("/api/v1/analyses", headers={"Authorization": f"Bearer {secret}"}).status_code == 401
+    assert login(app.test_client(), "bob").status_code == 200  # refused: disabled
+    admin.post(f"/admin/users/{bob_id}/access", data={"csrf_token": token})
+    assert bob_browser.get("/history/").status_code == 302  # the old remember cookie stays dead
+    assert login(app.test_client(), "bob").status_code == 302
+    assert bob_other.get("/history/").status_code == 200  # other accounts untouched
+    details = [row["details"] for row in audit_rows(app, "admin.access_change")]
+    assert details == [
+        {"username": "bob", "active": False, "tokens_revoked": 1},
+        {"username": "bob", "active": True, "tokens_revoked": 0},
+    ]

@@ -49,6 +49,7 @@ ANALYSIS_RETRIED = "analysis.retry"
 REVIEW_RECORDED = "review.record"
 HISTORY_EXPORTED = "history.export"
 ROLE_CHANGED = "admin.role_change"
+ACCESS_CHANGED = "admin.access_change"
 TOKEN_CREATED = "token.create"  # noqa: S105 (an action name, not a secret)
 TOKEN_REVOKED = "token.revoke"  # noqa: S105
 API_AUTH_FAILED = "api.auth_failed"
@@ -76,6 +77,7 @@ ACTIONS = (
     REVIEW_RECORDED,
     HISTORY_EXPORTED,
     ROLE_CHANGED,
+    ACCESS_CHANGED,
     TOKEN_CREATED,
     TOKEN_REVOKED,
     API_AUTH_FAILED,

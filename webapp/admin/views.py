@@ -9,10 +9,11 @@ from .. import audit
 from ..analyses import HistoryFilters
 from ..auth import fresh_login_required
 from ..extensions import db, login_manager
+from ..forms import EmptyForm
 from ..health import system_health
 from ..history.views import export_response, render_history_list
 from ..i18n import ROLE_NAMES
-from ..models import Analysis, AuditEvent, Prediction, User
+from ..models import Analysis, AuditEvent, Prediction, User, utcnow
 from ..scenarios import SCENARIO_PAGES
 from .forms import RoleForm
 
@@ -63,7 +64,7 @@ def users():
         ).all()
     )
     forms = {user.id: RoleForm(formdata=None, role=user.role, prefix=f"u{user.id}") for user in page.items}
-    return render_template("admin/users.html", page=page, counts=counts, forms=forms)
+    return render_template("admin/users.html", page=page, counts=counts, forms=forms, access_form=EmptyForm())
 
 
 @bp.route("/users/<int:user_id>/role", methods=["POST"])
@@ -83,6 +84,35 @@ def set_role(user_id: int):
         )
         db.session.commit()
         flash(_("%(username)s is now %(role)s.", username=user.username, role=ROLE_NAMES[user.role]), "success")
+    return redirect(url_for("admin.users", page=request.args.get("page", type=int)))
+
+
+@bp.route("/users/<int:user_id>/access", methods=["POST"])
+@fresh_login_required
+def set_access(user_id: int):
+    """Disable an account (it signs out everywhere: sessions, remember cookies, API tokens) or enable
+    it again. Its records stay; only an admin other than the account's owner can do this."""
+    user = db.get_or_404(User, user_id)
+    if not EmptyForm().validate_on_submit():
+        flash(_("The form expired. Try again."), "error")
+    elif user.id == current_user.id:
+        flash(_("You cannot disable your own account; ask another admin."), "error")
+    else:
+        user.active = not user.active
+        revoked = 0
+        if not user.active:
+            user.rotate_session_token()  # every session and remember cookie of the account stops working
+            revoked = user.revoke_api_tokens(utcnow())
+        audit.record(
+            audit.ACCESS_CHANGED,
+            target=user,
+            details={"username": user.username, "active": user.active, "tokens_revoked": revoked},
+        )
+        db.session.commit()
+        message = _("%(username)s is enabled.", username=user.username)
+        if not user.active:
+            message = _("%(username)s is disabled and signed out everywhere.", username=user.username)
+        flash(message, "success")
     return redirect(url_for("admin.users", page=request.args.get("page", type=int)))
 
 
