@@ -98,24 +98,19 @@ class RateLimits:
 
         A request refused by one limit is not counted by it (nor by the limits after it).
         """
-        if self._limiter is None or time.monotonic() < self._skip_until:
-            return None
-        try:
-            for item in self._items[setting]:
-                if not self._limiter.hit(item, key):
-                    reset_at = self._limiter.get_window_stats(item, key).reset_time
-                    return max(1, math.ceil(reset_at - time.time()))
-        except StorageError as exc:
-            self._storage_down(exc)
-        return None
+        return self._retry_after(setting, key, count=True)
 
     def exhausted(self, setting: str, key: str) -> int | None:
         """Like ``hit`` but counts nothing: None while ``key`` has room, else the seconds until it has."""
+        return self._retry_after(setting, key, count=False)
+
+    def _retry_after(self, setting: str, key: str, *, count: bool) -> int | None:
         if self._limiter is None or time.monotonic() < self._skip_until:
             return None
+        check = self._limiter.hit if count else self._limiter.test
         try:
             for item in self._items[setting]:
-                if not self._limiter.test(item, key):
+                if not check(item, key):
                     reset_at = self._limiter.get_window_stats(item, key).reset_time
                     return max(1, math.ceil(reset_at - time.time()))
         except StorageError as exc:
