@@ -97,11 +97,15 @@ def test_access_logs_carry_no_query_string():
     """The development server and gunicorn log the path only: a history search holds a user's words."""
     handler_class = _path_only_request_handler()
     handler = handler_class.__new__(handler_class)
-    handler.requestline = "GET /history/?q=%E5%BC%A0%E4%BC%9F+refund&page=2 HTTP/1.1"
+    # As a real request leaves it: werkzeug logs self.path, and the request line only without one.
+    handler.command, handler.request_version = "GET", "HTTP/1.1"
+    handler.path = "/history/?q=%E5%BC%A0%E4%BC%9F+refund&page=2"
+    handler.requestline = f"GET {handler.path} HTTP/1.1"
     logged = []
     handler.log = lambda level, message, *args: logged.append(message % args)
     handler.log_request(200, 512)
-    assert logged == ['"GET /history/ HTTP/1.1" 200 512']
+    assert len(logged) == 1 and "GET /history/ HTTP/1.1" in logged[0] and "refund" not in logged[0]
+    assert handler.path.endswith("page=2")  # the request itself keeps its query string
     gunicorn_conf = (Path(__file__).resolve().parent.parent / "gunicorn.conf.py").read_text()
     [log_format] = re.findall(r"^access_log_format = '(.*)'$", gunicorn_conf, flags=re.MULTILINE)
     assert "%(U)s" in log_format and "%(r)s" not in log_format and "%(q)s" not in log_format

@@ -448,8 +448,16 @@ def _path_only_request_handler():
 
     class PathOnlyRequestHandler(WSGIRequestHandler):
         def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            # Werkzeug logs self.path (the request line only when that is missing): strip both.
+            full_path = getattr(self, "path", None)
+            if full_path is not None:
+                self.path = full_path.split("?", 1)[0]
             self.requestline = re.sub(r"\?\S*", "", self.requestline, count=1)
-            super().log_request(code, size)
+            try:
+                super().log_request(code, size)
+            finally:
+                if full_path is not None:
+                    self.path = full_path
 
     return PathOnlyRequestHandler
 
