@@ -311,3 +311,14 @@ def test_audit_rows_are_append_only(app, admin_client, statement):
     with app.app_context():
         event = db.session.get(AuditEvent, first["id"])
         assert event is not None and event.action == "auth.login"
+
+
+def test_audit_targets_read_as_usernames(app, admin_client):
+    """Issue #9: a target account reads as its username (linking to its own audit rows), not "User #2",
+    on the audit page and the overview."""
+    alice_id = make_user(app, "alice")
+    _set_role(admin_client, alice_id, "teacher")
+    for page in (admin_client.get("/admin/audit"), admin_client.get("/admin/")):
+        body = page.get_data(as_text=True)
+        assert f"User #{alice_id}" not in body
+        assert '<a href="/admin/audit?actor=alice">alice</a>' in body

@@ -184,3 +184,33 @@ def test_admin_overview_shows_the_same_health(app, admin_client):
     page = admin_client.get("/admin/").get_data(as_text=True)
     assert "System" in page and "all parts working" in page
     assert keeper.name_in_db in page and "sqlite" in page and "immediate" in page
+
+
+def test_healthz_degrades_when_a_model_failed(app, client, monkeypatch):
+    """Issue #9: /healthz said "ok" with both models failed. A model that cannot load in this process,
+    or that a live worker reports as failed, makes the status "degraded" (still 200: pages work)."""
+    from webapp.inference import ModelService
+    from webapp.inference.types import ModelState, ModelStatus
+    from webapp.models import Worker, utcnow
+
+    assert client.get("/healthz").json["status"] == "ok"
+    failed = ModelStatus(kind="caption", source="org/captioner", state=ModelState.FAILED, detail="no hub")
+    with monkeypatch.context() as patch:
+        patch.setattr(ModelService, "statuses", lambda self: [failed])
+        response = client.get("/healthz")
+    assert (response.status_code, response.json["status"]) == (200, "degraded")
+    assert client.get("/healthz").json["status"] == "ok"
+    with app.app_context():
+        now = utcnow()
+        db.session.add(
+            Worker(
+                name="gpu-box:42",
+                hostname="gpu-box",
+                threads=2,
+                started_at=now,
+                last_seen_at=now,
+                models=[{"kind": "caption", "state": "failed", "model_id": None}],
+            )
+        )
+        db.session.commit()
+    assert client.get("/healthz").json["status"] == "degraded"

@@ -105,6 +105,8 @@ def system_health() -> dict[str, Any]:
         status = "degraded"
     if queue["backend"] != "immediate" and queue.get("pending") and not workers:
         status = "degraded"  # work is waiting and no consumer has said it is alive
+    if any(model["state"] == "failed" for worker in workers for model in worker["models"]):
+        status = "degraded"  # a worker cannot load a model: the analyses that need it fail
     if not database["ok"]:
         status = "error"
     return {

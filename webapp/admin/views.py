@@ -48,6 +48,7 @@ def index():
         by_scenario=by_scenario,
         by_sentiment=by_sentiment,
         recent=recent,
+        user_names=_user_names(recent),
         scenario_pages=SCENARIO_PAGES,
         health=system_health(),
     )
@@ -138,4 +139,20 @@ def audit_log():
     if actor:
         statement = statement.where(AuditEvent.actor_name == actor)
     page = db.paginate(statement, per_page=50, max_per_page=200, error_out=False)
-    return render_template("admin/audit.html", page=page, actions=audit.ACTIONS, action=action, actor=actor)
+    return render_template(
+        "admin/audit.html",
+        page=page,
+        actions=audit.ACTIONS,
+        action=action,
+        actor=actor,
+        user_names=_user_names(page.items),
+    )
+
+
+def _user_names(events: list[AuditEvent]) -> dict[str, str]:
+    """The usernames of the accounts ``events`` target, by id (one query): "alice", not "User #2"."""
+    ids = {int(event.target_id) for event in events if event.target_type == "User" and event.target_id.isdigit()}
+    if not ids:
+        return {}
+    found = db.session.execute(select(User.id, User.username).where(User.id.in_(ids)))
+    return {str(user_id): username for user_id, username in found}

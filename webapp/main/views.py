@@ -62,4 +62,6 @@ def healthz():
     if current_app.config["PRISM_ROLE"] != "web":
         # Models in *this* process; workers report theirs in ``workers``. A web process has none.
         body["models"] = [status.public_dict() for status in get_model_service().statuses()]
+        if body["status"] == "ok" and any(model["state"] == "failed" for model in body["models"]):
+            body["status"] = "degraded"  # pages work; analyses that need the model wait or fail
     return jsonify(body), 503 if body["status"] == "error" else 200
