@@ -18,13 +18,19 @@ _POSITIVE = ("good", "great", "love", "thanks", "thank", "happy", "excellent", "
 _NEGATIVE = ("bad", "broken", "angry", "terrible", "refund", "hate", "worst", "差", "坏", "失望", "生气", "退款")
 
 
-class FakeCaptionModel:
-    model_id = "prism/fake-caption"
+class _FakeModel:
+    """What every fake model shares: a fixed revision, no numeric precision, and a simulated inference
+    time per batch (job tests kill a worker mid-job)."""
+
     revision = "1"
     precision = "none"
 
     def __init__(self, delay_seconds: float = 0.0):
-        self.delay_seconds = delay_seconds  # simulated inference time per batch
+        self.delay_seconds = delay_seconds
+
+
+class FakeCaptionModel(_FakeModel):
+    model_id = "prism/fake-caption"
 
     def prepare(self, image: Image.Image) -> Image.Image:
         return image
@@ -43,13 +49,8 @@ def _dominant_colour(image: Image.Image) -> str:
     return max((("red", red), ("green", green), ("blue", blue)), key=lambda pair: pair[1])[0]
 
 
-class FakeSentimentModel:
+class FakeSentimentModel(_FakeModel):
     model_id = "prism/fake-sentiment"
-    revision = "1"
-    precision = "none"
-
-    def __init__(self, delay_seconds: float = 0.0):
-        self.delay_seconds = delay_seconds
 
     def classify(self, texts: list[str]) -> list[dict[str, float]]:
         time.sleep(self.delay_seconds)
@@ -66,15 +67,10 @@ class FakeSentimentModel:
         return results
 
 
-class FakeOcrModel:
+class FakeOcrModel(_FakeModel):
     """Reads one line, ``TEXT <width>x<height> <colour>``, covering the whole image, with confidence 0.9."""
 
     model_id = "prism/fake-ocr"
-    revision = "1"
-    precision = "none"
-
-    def __init__(self, delay_seconds: float = 0.0):
-        self.delay_seconds = delay_seconds
 
     def prepare(self, image: Image.Image) -> Image.Image:
         return image
@@ -114,7 +110,7 @@ _STEM_LENGTH = 5  # "invoice"/"invoices" and "charged"/"charges" share their fir
 EMBEDDING_DIMENSIONS = 256
 
 
-class FakeEmbeddingModel:
+class FakeEmbeddingModel(_FakeModel):
     """A hashed bag of features, scaled to unit length: deterministic in every process, no weights.
 
     Features are the first five letters of each Latin word (a crude stem), each pair of adjacent Han
@@ -123,11 +119,6 @@ class FakeEmbeddingModel:
     """
 
     model_id = "prism/fake-embedding"
-    revision = "1"
-    precision = "none"
-
-    def __init__(self, delay_seconds: float = 0.0):
-        self.delay_seconds = delay_seconds
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         time.sleep(self.delay_seconds)
@@ -152,15 +143,10 @@ class FakeEmbeddingModel:
         return [value / norm for value in vector] if norm else vector
 
 
-class FakeReplyModel:
+class FakeReplyModel(_FakeModel):
     """Writes a deterministic draft that quotes the start of the prompt's last message."""
 
     model_id = "prism/fake-reply"
-    revision = "1"
-    precision = "none"
-
-    def __init__(self, delay_seconds: float = 0.0):
-        self.delay_seconds = delay_seconds
 
     def write(self, conversations: list[list[dict[str, str]]]) -> list[str]:
         time.sleep(self.delay_seconds)
