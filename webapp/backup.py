@@ -17,6 +17,7 @@ import hashlib
 import json
 import sqlite3
 import subprocess
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +58,13 @@ def _run(command: list[str]) -> None:
         raise BackupError(f"{command[0]} failed: {exc.stderr.strip()[-500:]}") from None
 
 
+def _sqlite_copy(source: str | Path, target: str | Path) -> None:
+    """SQLite's online backup API, from one database file to another; both connections are closed
+    (``with sqlite3.connect`` only ends the transaction, it leaves the file open)."""
+    with closing(sqlite3.connect(source)) as reader, closing(sqlite3.connect(target)) as writer:
+        reader.backup(writer)
+
+
 def backup(destination: Path) -> Path:
     """Write ``destination/prism-backup-<UTC time>/`` and return it."""
     target = Path(destination) / f"prism-backup-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
@@ -67,9 +75,7 @@ def backup(destination: Path) -> Path:
     db.session.rollback()
     if dialect == "sqlite":
         database_file = target / "database.sqlite3"
-        with sqlite3.connect(db.engine.url.database) as source, sqlite3.connect(database_file) as copy:
-            source.backup(copy)
-        copy.close()
+        _sqlite_copy(db.engine.url.database, database_file)
     else:
         database_file = target / "database.pgdump"
         _run(["pg_dump", "--format=custom", "--no-owner", f"--file={database_file}", f"--dbname={_libpq_url()}"])
@@ -131,9 +137,7 @@ def restore(source: Path) -> RestoreReport:
     db.session.remove()
     db.engine.dispose()  # no pooled connection may keep the old database open
     if dialect == "sqlite":
-        with sqlite3.connect(database_file) as copy, sqlite3.connect(db.engine.url.database) as live:
-            copy.backup(live)
-        live.close()
+        _sqlite_copy(database_file, db.engine.url.database)
     else:
         _run(["pg_restore", "--clean", "--if-exists", "--no-owner", f"--dbname={_libpq_url()}", str(database_file)])
     storage, written = get_storage(), 0
