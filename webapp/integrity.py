@@ -53,8 +53,10 @@ def database_problems() -> list[str]:
     return problems
 
 
-def check(grace: timedelta = REAP_GRACE) -> IntegrityReport:
-    report = IntegrityReport(database=database_problems())
+def check(grace: timedelta = REAP_GRACE, *, database: bool = True) -> IntegrityReport:
+    """The files against the records, and (``database``) SQLite's own checks, which read the whole
+    file: ``manage.py check`` wants them, the reaper at every worker's start does not."""
+    report = IntegrityReport(database=database_problems() if database else [])
     referenced = {
         image_key(sha256, image_format)
         for sha256, image_format in db.session.execute(
@@ -78,7 +80,7 @@ def check(grace: timedelta = REAP_GRACE) -> IntegrityReport:
 
 def reap(grace: timedelta = REAP_GRACE) -> list[str]:
     """Delete the files no row points to that are older than ``grace``; returns their keys."""
-    orphans = check(grace).orphans
+    orphans = check(grace, database=False).orphans
     storage = get_storage()
     for key in orphans:
         storage.delete(key)
