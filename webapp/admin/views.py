@@ -13,7 +13,7 @@ from ..forms import EmptyForm
 from ..health import system_health
 from ..history.views import export_response, render_history_list
 from ..i18n import ROLE_NAMES
-from ..models import Analysis, AuditEvent, Prediction, User, utcnow
+from ..models import Analysis, AuditEvent, Prediction, User
 from ..scenarios import SCENARIO_PAGES
 from .forms import RoleForm
 
@@ -100,10 +100,7 @@ def set_access(user_id: int):
         flash(_("You cannot disable your own account; ask another admin."), "error")
     else:
         user.active = not user.active
-        revoked = 0
-        if not user.active:
-            user.rotate_session_token()  # every session and remember cookie of the account stops working
-            revoked = user.revoke_api_tokens(utcnow())
+        revoked = 0 if user.active else user.sign_out_everywhere()
         audit.record(
             audit.ACCESS_CHANGED,
             target=user,

@@ -41,6 +41,15 @@ def _start_session(user: User, remember: bool) -> None:
     login_user(user, remember=remember)
 
 
+def _signed_in(user: User, *, remember: bool, next_url: str, **details):
+    """The end of a successful sign-in (password, or password then code): audited, a fresh session,
+    this browser remembered as one the account uses (``devices``), and on to ``next_url``."""
+    audit.record(audit.LOGIN, actor=user, target=user, details=details or None)
+    db.session.commit()
+    _start_session(user, remember=remember)
+    return devices.remember(redirect(next_url), user.username)
+
+
 @bp.route("/register", methods=["GET", "POST"])
 @limit("PRISM_RATELIMIT_LOGIN", client_ip)
 def register():
@@ -94,10 +103,7 @@ def login():
                     "until": int(time.time()) + PENDING_SECONDS,
                 }
                 return redirect(url_for("auth.login_code"))
-            audit.record(audit.LOGIN, actor=user, target=user)
-            db.session.commit()
-            _start_session(user, remember=form.remember.data)
-            return devices.remember(redirect(next_url), user.username)
+            return _signed_in(user, remember=form.remember.data, next_url=next_url)
         limits.hit("PRISM_RATELIMIT_LOGIN_ACCOUNT", account_key)
         audit.record_failure(audit.LOGIN_FAILED, {"username": username[:64]})
         db.session.commit()
@@ -120,10 +126,8 @@ def login_code():
     form = CodeForm()
     if form.validate_on_submit():
         if user.check_code(form.code.data):
-            audit.record(audit.LOGIN, actor=user, target=user, details={"two_step": True})
-            db.session.commit()
-            _start_session(user, remember=pending["remember"])  # drops the pending step too
-            return devices.remember(redirect(pending["next"]), user.username)
+            # _start_session drops the pending step too
+            return _signed_in(user, remember=pending["remember"], next_url=pending["next"], two_step=True)
         db.session.rollback()
         audit.record_failure(audit.LOGIN_FAILED, {"username": user.username, "step": "code"})
         db.session.commit()
@@ -222,8 +226,7 @@ def change_password():
             form.current.errors.append(_("That is not your current password."))
         else:
             user.set_password(form.password.data, current_app.config["PRISM_PASSWORD_HASH_METHOD"])
-            user.rotate_session_token()
-            revoked = user.revoke_api_tokens(utcnow())
+            revoked = user.sign_out_everywhere()
             audit.record(audit.PASSWORD_CHANGED, actor=user, target=user, details={"tokens_revoked": revoked})
             db.session.commit()
             _start_session(user, remember=False)  # this browser stays signed in, with the new token

@@ -79,9 +79,13 @@ class User(UserMixin, db.Model):
                 return True
         return False
 
-    def revoke_api_tokens(self, now: datetime) -> int:
-        """Revoke every token still active; returns how many."""
+    def sign_out_everywhere(self) -> int:
+        """End every session and remember cookie (the session token rotates) and revoke every API
+        token still active, as a password change or disabling the account must; returns how many
+        tokens were revoked."""
+        self.rotate_session_token()
         active = [token for token in self.api_tokens if token.revoked_at is None]
+        now = utcnow()
         for token in active:
             token.revoked_at = now
         return len(active)
