@@ -160,19 +160,17 @@ def restore_triggers() -> list[str]:
     """Re-create the append-only triggers that are missing (as migration 0001 made them); returns
     their names. ``manage.py init-db`` runs it after every upgrade."""
     missing = missing_triggers()
-    postgresql = db.engine.dialect.name == "postgresql"
+    body = "BEGIN SELECT RAISE(ABORT, 'audit_event is append-only'); END"
+    if missing and db.engine.dialect.name == "postgresql":
+        db.session.execute(
+            text(
+                "CREATE OR REPLACE FUNCTION audit_event_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'audit_event is append-only'; END $$"
+            )
+        )
+        body = "FOR EACH ROW EXECUTE FUNCTION audit_event_append_only()"
     for name in missing:
         operation = name.rsplit("_", 1)[-1].upper()
-        if postgresql:
-            db.session.execute(
-                text(
-                    "CREATE OR REPLACE FUNCTION audit_event_append_only() RETURNS trigger LANGUAGE plpgsql AS "
-                    "$$ BEGIN RAISE EXCEPTION 'audit_event is append-only'; END $$"
-                )
-            )
-            body = "FOR EACH ROW EXECUTE FUNCTION audit_event_append_only()"
-        else:
-            body = "BEGIN SELECT RAISE(ABORT, 'audit_event is append-only'); END"
         db.session.execute(text(f"CREATE TRIGGER {name} BEFORE {operation} ON audit_event {body}"))
     db.session.commit()
     return missing
