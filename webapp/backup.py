@@ -126,10 +126,12 @@ def read_manifest(source: Path) -> dict[str, Any]:
     return manifest
 
 
-def restore(source: Path) -> RestoreReport:
-    """Put the database and the uploads of the backup at ``source`` back. Stop the app first."""
+def restore(source: Path, manifest: dict[str, Any] | None = None) -> RestoreReport:
+    """Put the database and the uploads of the backup at ``source`` back. Stop the app first.
+    ``manifest``: what ``read_manifest(source)`` returned, when the caller has already checked it
+    (checking hashes every file of the backup, so it is not done twice)."""
     source = Path(source)
-    manifest = read_manifest(source)
+    manifest = manifest or read_manifest(source)
     dialect = db.engine.dialect.name
     if manifest["database"]["dialect"] != dialect:
         raise BackupError(f"the backup is of a {manifest['database']['dialect']} database, this app uses {dialect}")

@@ -127,7 +127,7 @@ def restore_command(source: Path, yes: bool) -> None:
     if not yes:
         click.confirm("Replace the current database and uploads with it?", abort=True)
     try:
-        report = restore(source)
+        report = restore(source, manifest)
     except BackupError as exc:
         raise click.ClickException(str(exc)) from None
     checked, chain = integrity.check(), audit.verify_chain()
