@@ -13,18 +13,35 @@
     negative: "--neg", neutral: "--neu", positive: "--pos",
     accepted: "--ok", corrected: "--accent", rejected: "--danger",
     service: "--chart-2", medical: "--chart-3", education: "--chart-4",
-    mean: "--chart-1", max: "--chart-5", submissions: "--chart-1",
+    mean: "--chart-1", max: "--chart-4", submissions: "--chart-1",
   };
   const PALETTE = ["--chart-1", "--chart-2", "--chart-3", "--chart-4", "--chart-5", "--chart-6"];
-  const LONGEST_TICK = 26;
+  // A label-axis tick holds about this many Latin letters per pixel of chart width (CJK count twice).
+  const TICK_UNITS_PER_PX = 1 / 14;
   const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
 
   function colour(key, index) {
     return css.getPropertyValue(NAMED[key] || PALETTE[index % PALETTE.length]).trim() || "#4f46e5";
   }
 
-  function shorten(text) {
-    return text.length > LONGEST_TICK ? text.slice(0, LONGEST_TICK - 1) + "…" : text;
+  function units(char) {
+    return char.codePointAt(0) > 0x2e7f ? 2 : 1; // CJK and other wide scripts
+  }
+
+  // Labels that name several things ("Customer service · org/model") get a line each; a line too long
+  // for the room drops a model id's organisation, then its end. The table beside has them whole.
+  function shorten(text, room) {
+    let chars = Array.from(text);
+    const width = (list) => list.reduce((sum, char) => sum + units(char), 0);
+    if (width(chars) > room && text.includes("/")) chars = Array.from(text.slice(text.lastIndexOf("/") + 1));
+    if (width(chars) <= room) return chars.join("");
+    while (chars.length > 1 && width(chars) > room - 1) chars.pop();
+    return chars.join("") + "…";
+  }
+
+  function tickLines(label, room) {
+    const parts = label.split(" · ");
+    return parts.length > 1 ? parts.map((part) => shorten(part, room)) : shorten(label, room);
   }
 
   function draw(canvas) {
@@ -41,7 +58,10 @@
     const labelAxis = {
       stacked: data.stacked,
       ticks: {
-        callback(value) { return shorten(String(this.getLabelForValue(value))); },
+        callback(value) {
+          const room = Math.max(10, Math.round(canvas.clientWidth * TICK_UNITS_PER_PX * (data.horizontal ? 0.45 : 1)));
+          return tickLines(String(this.getLabelForValue(value)), room);
+        },
       },
     };
     canvas.closest("[data-chart-box]").hidden = false;
