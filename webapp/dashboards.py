@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -58,7 +58,6 @@ class Chart:
     empty_message: str
     stacked: bool = False
     horizontal: bool = False
-    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_empty(self) -> bool:
