@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from .. import audit
 from ..analyses import HistoryFilters
 from ..auth import fresh_login_required
+from ..dashboards import admin_charts
 from ..extensions import db, login_manager
 from ..forms import EmptyForm
 from ..health import system_health
@@ -51,6 +52,7 @@ def index():
         user_names=_user_names(recent),
         scenario_pages=SCENARIO_PAGES,
         health=system_health(),
+        charts=admin_charts(),
     )
 
 

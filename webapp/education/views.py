@@ -20,6 +20,7 @@ from .. import audit
 from ..access import owned_or_404, visible_or_404
 from ..analyses import AnalysisInputError, confidence_policy, pending_ids
 from ..auth import fresh_login_required
+from ..dashboards import score_distribution_chart
 from ..extensions import db
 from ..forms import EmptyForm
 from ..jobs import enqueue_analyses
@@ -298,7 +299,9 @@ def assignment_status(assignment_id: int):
 @bp.route("/assignments/<int:assignment_id>/summary")
 def summary(assignment_id: int):
     found = _visible_or_404(Assignment, assignment_id, part="summary", options=SUBMISSIONS_LOAD)
-    return render_template("education/summary.html", assignment=found, summary=summarize(found))
+    summed = summarize(found)
+    chart = score_distribution_chart(summed.distribution)
+    return render_template("education/summary.html", assignment=found, summary=summed, chart=chart)
 
 
 @bp.route("/assignments/<int:assignment_id>/grades.csv")

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, redirect, render_template, request, session, url_for
-from flask_login import current_user
+from flask_login import current_user, login_required
+from sqlalchemy import select
 
 from .. import __version__
+from ..dashboards import user_charts
+from ..extensions import db
 from ..health import system_health
 from ..i18n import LANGUAGES, LOCALES, NAMES, SESSION_KEY, current_locale, html_lang, job_error
 from ..inference import ModelState, get_model_service
+from ..models import Analysis
 from ..scenarios import SCENARIO_PAGES, scenarios_for
 from ..security import is_safe_redirect
 from ..uploads import human_size
@@ -40,6 +44,19 @@ bp.add_app_template_filter(human_size, "human_size")
 def index():
     pages = scenarios_for(current_user) if current_user.is_authenticated else SCENARIO_PAGES
     return render_template("main/index.html", pages=pages)
+
+
+@bp.route("/dashboard")
+@login_required
+def dashboard():
+    """The signed-in user's own records as charts: only their numbers, whatever their role (an
+    admin's view of everyone is the admin overview)."""
+    has_records = db.session.scalar(select(Analysis.id).where(Analysis.user_id == current_user.id).limit(1))
+    return render_template(
+        "main/dashboard.html",
+        charts=user_charts(current_user.id) if has_records else [],
+        pages=scenarios_for(current_user),
+    )
 
 
 @bp.route(f"/lang/<any({', '.join(LOCALES)}):code>")
