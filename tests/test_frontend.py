@@ -106,7 +106,6 @@ def test_header_menu_toggle_and_nav_without_js(app, client, signed_in):
         assert f'href="{href}' in menu_html, href
 
 
-
 def test_account_tokens_table_scrolls_in_its_own_labelled_region(app):
     """The API-token table sits in a focusable, labelled .table-scroll region, so it never widens the page."""
     user = client_for(app, "alice", "user")

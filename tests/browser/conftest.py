@@ -2,8 +2,9 @@
 
 The server is the test app (``make_app``: SQLite in a temp folder, the fake model backend, jobs run in
 the request) served by werkzeug's ``make_server`` on 127.0.0.1 at a free port, in a thread, once per
-session. It holds one user per role (``ACCOUNTS``), a few finished records (ids 1-3, some in Chinese) and an
-API token of uma's, so the list pages have rows. Tests skip, with the reason, where Playwright or /usr/bin/chromium is missing.
+session. It holds one user per role (``ACCOUNTS``), a few finished records (ids 1-3, some in
+Chinese) and an API token of uma's, so the list pages have rows. Tests skip, with the reason, where
+Playwright or /usr/bin/chromium is missing.
 """
 
 from __future__ import annotations
@@ -39,12 +40,26 @@ def live_server(tmp_path_factory):
     # No rate limits: a browser suite signs in and submits faster than a person.
     app = make_app(tmp_path_factory.mktemp("live"), PRISM_RATELIMIT_ENABLED=False)
     ids = {name: make_user(app, name, role=role) for name, role in ACCOUNTS.items()}
-    add_analysis(app, ids["uma"], text="My order arrived broken and nobody answers my emails.", sentiment="negative",
-                 caption="a cardboard box with a dent in one corner")
-    add_analysis(app, ids["uma"], text="订单到了但是坏了，客服一直不回复我的邮件，我非常失望，希望尽快处理退款事宜。",
-                 sentiment={"negative": 0.7, "neutral": 0.2, "positive": 0.1})
-    add_analysis(app, ids["clara"], scenario="medical", text="Follow-up image, less pain than last visit.",
-                 caption="a chest x-ray of an adult")
+    add_analysis(
+        app,
+        ids["uma"],
+        text="My order arrived broken and nobody answers my emails.",
+        sentiment="negative",
+        caption="a cardboard box with a dent in one corner",
+    )
+    add_analysis(
+        app,
+        ids["uma"],
+        text="订单到了但是坏了，客服一直不回复我的邮件，我非常失望，希望尽快处理退款事宜。",
+        sentiment={"negative": 0.7, "neutral": 0.2, "positive": 0.1},
+    )
+    add_analysis(
+        app,
+        ids["clara"],
+        scenario="medical",
+        text="Follow-up image, less pain than last visit.",
+        caption="a chest x-ray of an adult",
+    )
     make_token(app, "uma", name="报表脚本 / grading script")
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)

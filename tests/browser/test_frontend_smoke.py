@@ -1,7 +1,7 @@
 """The responsive layout, the header menu and the upload area in a real browser (headless Chromium).
 
-At 390 px (a phone) and 1280 px (a laptop), in English and Chinese: no main page is wider than the
-window, the header folds its menu behind a button on the phone and opens it, and the upload area
+At 360 and 390 px (phones) and 1280 px (a laptop), in English and Chinese: no main page is wider than
+the window; the header folds its menu behind a button on the phone and opens it, and the upload area
 shows a dropped file with a preview that can be removed, refuses an oversized file before anything is
 sent, and sends a good one with progress. Screenshots go to $PRISM_SCREENSHOTS (else tmp_path).
 """
@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import png_bytes
 
-PHONE, DESKTOP = 390, 1280
+SMALLEST, PHONE, DESKTOP = 360, 390, 1280
 
 # (account, path): the main pages, each seen by an account that may open it (ids: tests/browser/conftest.py).
 PAGES = [
@@ -58,7 +58,7 @@ def page_width_overflow(page) -> int:
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
-@pytest.mark.parametrize("width", [PHONE, DESKTOP])
+@pytest.mark.parametrize("width", [SMALLEST, PHONE, DESKTOP])
 def test_no_main_page_is_wider_than_the_window(signed_in, live_server, screenshots, width, lang):
     """None of the main pages scrolls sideways, at either width, in either language."""
     too_wide = {}
@@ -115,11 +115,18 @@ def test_header_links_reachable_without_js(signed_in, live_server):
 
 @pytest.mark.parametrize("width", [PHONE, DESKTOP])
 def test_dropped_file_shows_a_preview_and_can_be_removed(signed_in, live_server, screenshots, width):
-    """A dropped image is listed with its preview; Remove empties the list and the input."""
+    """Dragging over the area highlights it; a dropped image is listed with its preview; Remove
+    empties the list and the input."""
     context = signed_in("uma", viewport={"width": width, "height": 900})
     page = context.new_page()
     page.goto(live_server("/service/"))
+    page.dispatch_event("[data-dropzone]", "dragenter")
+    zone = page.locator("[data-dropzone]")
+    assert "dragover" in zone.get_attribute("class")
+    assert zone.evaluate("z => getComputedStyle(z).borderTopStyle") == "solid"
+    page.screenshot(path=str(screenshots / f"{width}-dragover.png"))
     page.evaluate(DROP, ["[data-dropzone]", [["receipt.png", "image/png", b64(png_bytes())]]])
+    assert "dragover" not in zone.get_attribute("class")
     item = page.locator(".file-item")
     assert item.count() == 1 and item.locator("img.file-preview").is_visible()
     assert "receipt.png" in item.inner_text()
@@ -179,4 +186,23 @@ def test_dropped_files_are_sent_with_progress_and_open_the_batch(signed_in, live
     page.get_by_role("button", name="Analyse").click()
     page.wait_for_function("() => location.pathname.startsWith('/batches/')")
     assert page.get_by_text("2 files queued; each becomes a record of this batch.").is_visible()
+    context.close()
+
+
+def test_a_refused_upload_comes_back_as_the_form_with_its_error(signed_in, live_server):
+    """Sent by XMLHttpRequest, a form the server refuses (two images and a text) replaces the page
+    with the re-rendered form and its message, on the same address, as a plain submit would."""
+    context = signed_in("uma", viewport={"width": PHONE, "height": 900})
+    page = context.new_page()
+    page.goto(live_server("/service/"))
+    files = [["a.png", "image/png", b64(png_bytes())], ["b.png", "image/png", b64(png_bytes(color=(0, 0, 200)))]]
+    page.evaluate(DROP, ["[data-dropzone]", files])
+    page.fill("textarea[name=text]", "两张图片和一段文字")
+    with page.expect_response(lambda response: response.request.method == "POST") as answer:
+        page.get_by_role("button", name="Analyse").click()
+    assert answer.value.status == 400
+    message = page.get_by_text("Several images make a batch of separate records, which take no text.")
+    message.wait_for()
+    assert page.url == live_server("/service/")
+    assert page.locator("textarea[name=text]").input_value() == "两张图片和一段文字"
     context.close()
