@@ -186,6 +186,8 @@ def test_dropped_files_are_sent_with_progress_and_open_the_batch(signed_in, live
     page.get_by_role("button", name="Analyse").click()
     page.wait_for_function("() => location.pathname.startsWith('/batches/')")
     assert page.get_by_text("2 files queued; each becomes a record of this batch.").is_visible()
+    # The new page's own script runs (it marks <html class="js">), so its progress polling works.
+    page.wait_for_function("() => document.documentElement.classList.contains('js')")
     context.close()
 
 
