@@ -102,11 +102,12 @@ def test_header_menu_folds_on_a_phone_and_opens(signed_in, live_server, screensh
     assert header_height <= 72, header_height
 
 
-def test_header_links_reachable_without_js(signed_in, live_server):
+def test_header_links_reachable_without_js(signed_in, live_server, screenshots):
     """With JavaScript off the phone header shows no dead button and every menu link is visible."""
     context = signed_in("root", viewport={"width": PHONE, "height": 800}, java_script_enabled=False)
     page = context.new_page()
     page.goto(live_server("/"))
+    page.screenshot(path=str(screenshots / "390-no-js-header.png"))
     assert not page.locator(".nav-toggle").is_visible()
     for name in ("History", "Admin", "root"):
         assert page.get_by_role("link", name=name, exact=True).is_visible(), name
