@@ -209,3 +209,17 @@ def test_a_refused_upload_comes_back_as_the_form_with_its_error(signed_in, live_
     assert page.url == live_server("/service/")
     assert page.locator("textarea[name=text]").input_value() == "两张图片和一段文字"
     context.close()
+
+
+@pytest.mark.parametrize("touch", [True, False])
+def test_touch_phones_get_the_camera_and_no_paste_hint(signed_in, live_server, screenshots, touch):
+    """A touch phone sees "Take a photo" and no "Ctrl+V"; a mouse-and-keyboard browser the reverse."""
+    options = {"is_mobile": True, "has_touch": True} if touch else {}
+    context = signed_in("tina", viewport={"width": PHONE, "height": 900}, **options)
+    page = context.new_page()
+    page.goto(live_server("/education/"))
+    assert page.locator(".hint-paste").is_visible() is not touch
+    assert page.get_by_text("Take a photo").is_visible() is touch
+    assert page_width_overflow(page) == 0
+    page.screenshot(path=str(screenshots / f"390-education-{'touch' if touch else 'mouse'}.png"))
+    context.close()
