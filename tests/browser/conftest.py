@@ -3,7 +3,8 @@
 The server is the test app (``make_app``: SQLite in a temp folder, the fake model backend, jobs run in
 the request) served by werkzeug's ``make_server`` on 127.0.0.1 at a free port, in a thread, once per
 session. It holds one user per role (``ACCOUNTS``), a few finished records (ids 1-3, some in
-Chinese) and an API token of uma's, so the list pages have rows. Tests skip, with the reason, where
+Chinese), an API token of uma's and tina's assignment 1 with two uploaded photos, so the list
+pages have rows. Tests skip, with the reason, where
 Playwright or /usr/bin/chromium is missing.
 """
 
@@ -18,7 +19,8 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
-from tests.conftest import TEST_PASSWORD, add_analysis, make_app, make_token, make_user
+from tests.conftest import TEST_PASSWORD, add_analysis, login, make_app, make_token, make_user, png_bytes
+from tests.test_education import create_assignment, create_rubric, rubric_ids, upload
 
 CHROMIUM = "/usr/bin/chromium"
 # username -> role: one account per role the pages need (each scenario admits only some roles).
@@ -61,6 +63,13 @@ def live_server(tmp_path_factory):
         caption="a chest x-ray of an adult",
     )
     make_token(app, "uma", name="报表脚本 / grading script")
+    # Tina's assignment 1 with two graded-by-AI photos (submissions 1 and 2, batch 1), made as she would.
+    teacher = app.test_client()
+    login(teacher, "tina")
+    assert create_rubric(teacher, title="分数 Fractions").status_code == 302
+    assert create_assignment(teacher, rubric_ids(app)[0], title="第三次作业 Homework 3").status_code == 302
+    photos = [(png_bytes(color=(200, 10, 10)), "张伟.png"), (png_bytes(color=(10, 200, 10)), "Li Na.jpg")]
+    assert upload(teacher, 1, photos).status_code == 302
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
     thread.start()

@@ -34,6 +34,19 @@ PAGES = [
     ("root", "/admin/audit"),
 ]
 
+# Pages of daily work beyond the main ones, checked on the smallest phone.
+WORK_PAGES = [
+    ("uma", "/service-desk/"),
+    ("uma", "/review/"),
+    ("tina", "/education/rubrics/"),
+    ("tina", "/education/assignments/"),
+    ("tina", "/education/assignments/1"),
+    ("tina", "/education/assignments/1/submissions/1"),
+    ("tina", "/education/assignments/1/summary"),
+    ("tina", "/batches/1"),
+    ("tina", "/review/education/"),
+]
+
 # Drops ``files`` (name, MIME type, base64 bytes) on the first upload area, as a drag from the desktop would.
 DROP = """([selector, files]) => {
   const transfer = new DataTransfer();
@@ -57,14 +70,12 @@ def page_width_overflow(page) -> int:
     return page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
 
 
-@pytest.mark.parametrize("lang", ["en", "zh"])
-@pytest.mark.parametrize("width", [SMALLEST, PHONE, DESKTOP])
-def test_no_main_page_is_wider_than_the_window(signed_in, live_server, screenshots, width, lang):
-    """None of the main pages scrolls sideways, at either width, in either language."""
+def pages_wider_than_the_window(signed_in, live_server, screenshots, pages, width, lang) -> dict:
+    """{(account, path): excess px} for the pages wider than a ``width`` px window; saves a screenshot of each."""
     too_wide = {}
     contexts = {}
     try:
-        for account, path in PAGES:
+        for account, path in pages:
             if account not in contexts:
                 contexts[account] = signed_in(account, viewport={"width": width, "height": 800})
                 contexts[account].new_page().goto(live_server(f"/lang/{lang}"))
@@ -78,7 +89,20 @@ def test_no_main_page_is_wider_than_the_window(signed_in, live_server, screensho
     finally:
         for context in contexts.values():
             context.close()
-    assert too_wide == {}
+    return too_wide
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+@pytest.mark.parametrize("width", [SMALLEST, PHONE, DESKTOP])
+def test_no_main_page_is_wider_than_the_window(signed_in, live_server, screenshots, width, lang):
+    """None of the main pages scrolls sideways, at any of the widths, in either language."""
+    assert pages_wider_than_the_window(signed_in, live_server, screenshots, PAGES, width, lang) == {}
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_no_work_page_is_wider_than_a_small_phone(signed_in, live_server, screenshots, lang):
+    """The triage, review, assignment, grading, summary and batch pages fit a 360 px phone too."""
+    assert pages_wider_than_the_window(signed_in, live_server, screenshots, WORK_PAGES, SMALLEST, lang) == {}
 
 
 def test_header_menu_folds_on_a_phone_and_opens(signed_in, live_server, screenshots):
