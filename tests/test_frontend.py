@@ -7,7 +7,9 @@ fallback need.
 
 from __future__ import annotations
 
+import re
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +116,33 @@ def test_account_tokens_table_scrolls_in_its_own_labelled_region(app):
     [region] = [attrs for _, attrs in tags(html) if "table-scroll" in (attrs.get("class") or "").split()]
     assert region["tabindex"] == "0" and region["role"] == "region" and region["aria-label"]
     assert html.index("table-scroll") < html.index("报表脚本")
+
+
+def _luminance(colour: str) -> float:
+    if len(colour) == 4:  # #rgb
+        colour = "#" + "".join(c * 2 for c in colour[1:])
+    channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(first: str, second: str) -> float:
+    """WCAG 2 contrast ratio of two #rgb / #rrggbb colours."""
+    light, dark = sorted((_luminance(first), _luminance(second)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_colour_tokens_meet_wcag_aa():
+    """Text tokens reach 4.5:1 on the grounds they are used on; control borders and focus rings 3:1."""
+    css = (Path(__file__).parent.parent / "static" / "css" / "prism.css").read_text()
+    root = css[css.index(":root {") : css.index("}", css.index(":root {"))]
+    tokens = dict(re.findall(r"--([\w-]+):\s*(#[0-9a-fA-F]{6}|#[0-9a-fA-F]{3})\b", root)) | {"white": "#ffffff"}
+    grounds = ["bg", "surface", "surface-muted", "surface-tint"]
+    text = [(fg, bg) for fg in ("text", "muted", "accent", "danger", "ok") for bg in grounds]
+    text += [("accent", "accent-soft"), ("danger", "danger-soft"), ("ok", "ok-soft"), ("info", "info-soft")]
+    text += [("white", "accent"), ("white", "accent-dark"), ("white", "danger"), ("white", "ok")]
+    text += [("header-text", "header-bg"), ("focus-on-dark", "header-bg")]
+    for fg, bg in text:
+        assert contrast(tokens[fg], tokens[bg]) >= 4.5, (fg, bg)
+    for line, bg in [("border-strong", ground) for ground in grounds] + [("focus", g) for g in grounds]:
+        assert contrast(tokens[line], tokens[bg]) >= 3, (line, bg)
