@@ -13,6 +13,12 @@
 
   document.documentElement.classList.add("js");
 
+  // A page an upload wrote in place (see the upload areas below) has no document of its own in the
+  // history: going Back or Forward to it loads its address afresh.
+  window.addEventListener("popstate", function (event) {
+    if (event.state && event.state.prismWritten) window.location.reload();
+  });
+
   // ---- Header menu ----------------------------------------------------------------------------
   document.querySelectorAll(".nav-toggle[aria-controls]").forEach(function (toggle) {
     var menu = document.getElementById(toggle.getAttribute("aria-controls"));
@@ -276,7 +282,11 @@
         document.open();
         document.write(request.responseText);
         document.close();
-        if (url !== window.location.href) window.history.replaceState(null, "", url);
+        if (url !== window.location.href) {
+          // Two history entries, as a plain submit leaves; both marked, so Back and Forward reload them.
+          window.history.replaceState({ prismWritten: true }, "");
+          window.history.pushState({ prismWritten: true }, "", url);
+        }
       });
       request.addEventListener("error", function () {
         items.forEach(function (item) { item.progress.hidden = true; });

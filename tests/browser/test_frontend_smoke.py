@@ -201,7 +201,7 @@ def test_wrong_type_is_refused_before_any_request(signed_in, live_server):
 
 def test_dropped_files_are_sent_with_progress_and_open_the_batch(signed_in, live_server):
     """Two dropped photos on the education form go up by XMLHttpRequest (a progress bar per file) and
-    the page becomes the batch page with its confirmation, as a plain submit would."""
+    the page becomes the batch page with its confirmation; Back and Forward work as after a plain submit."""
     context = signed_in("tina", viewport={"width": PHONE, "height": 900})
     page = context.new_page()
     page.goto(live_server("/education/"))
@@ -213,6 +213,13 @@ def test_dropped_files_are_sent_with_progress_and_open_the_batch(signed_in, live
     assert page.get_by_text("2 files queued; each becomes a record of this batch.").is_visible()
     # The new page's own script runs (it marks <html class="js">), so its progress polling works.
     page.wait_for_function("() => document.documentElement.classList.contains('js')")
+    # Back returns to the (fresh) form, Forward to the batch, as after a plain submit.
+    page.go_back()
+    page.wait_for_function("() => location.pathname === '/education/'")
+    page.locator("[data-dropzone]").wait_for()
+    page.go_forward()
+    page.wait_for_function("() => location.pathname.startsWith('/batches/')")
+    page.wait_for_function("() => document.querySelector('.records') && !document.querySelector('[data-dropzone]')")
     context.close()
 
 
