@@ -101,7 +101,8 @@
       if (maxBytes && file.size > maxBytes) {
         return fill(zone.dataset.msgTooBig, { name: file.name, size: formatSize(file.size), max: formatSize(maxBytes) });
       }
-      if (!accepted(file, input.dataset.accept)) return fill(zone.dataset.msgType, { name: file.name });
+      // Without the server's list, the chooser's own accept attribute (same syntax, plus ".ext").
+      if (!accepted(file, input.dataset.accept || input.accept)) return fill(zone.dataset.msgType, { name: file.name });
       var maxFiles = positiveInt(input.dataset.maxFiles);
       if (multiple && maxFiles && index >= maxFiles) {
         return fill(zone.dataset.msgTooMany, { max: maxFiles, name: file.name });

@@ -187,14 +187,21 @@ def test_oversized_file_is_refused_before_any_request(signed_in, live_server, sc
     assert posts == []
 
 
-def test_wrong_type_is_refused_before_any_request(signed_in, live_server):
-    """A file whose type is not in data-accept gets the inline message and is not listed."""
+@pytest.mark.parametrize("server_list", [True, False])
+def test_wrong_type_is_refused_before_any_request(signed_in, live_server, server_list):
+    """A file whose type is not in data-accept (or, without it, the input's accept) gets the inline
+    message and is not listed."""
     context = signed_in("uma", viewport={"width": PHONE, "height": 900})
     page = context.new_page()
     page.goto(live_server("/service/"))
-    page.evaluate("document.querySelector('#image').dataset.accept = 'image/png,image/jpeg'")
-    page.evaluate(DROP, ["[data-dropzone]", [["notes.pdf", "application/pdf", b64(b"%PDF-1.4")]]])
-    assert "notes.pdf" in page.locator("[data-dropzone-message]").inner_text()
+    if server_list:
+        page.evaluate("document.querySelector('#image').dataset.accept = 'image/png,image/jpeg'")
+        refused = ["photo.webp", "image/webp", b64(png_bytes())]
+    else:
+        page.evaluate("delete document.querySelector('#image').dataset.accept")
+        refused = ["notes.pdf", "application/pdf", b64(b"%PDF-1.4")]
+    page.evaluate(DROP, ["[data-dropzone]", [refused]])
+    assert refused[0] in page.locator("[data-dropzone-message]").inner_text()
     assert page.locator(".file-item").count() == 0
     context.close()
 
