@@ -99,10 +99,13 @@
     function refusal(file, index) {
       var maxBytes = positiveInt(input.dataset.maxBytes);
       if (maxBytes && file.size > maxBytes) {
-        return fill(zone.dataset.msgTooBig, { name: file.name, size: formatSize(file.size), max: formatSize(maxBytes) });
+        var sizes = { name: file.name, size: formatSize(file.size), max: formatSize(maxBytes) };
+        return fill(zone.dataset.msgTooBig, sizes);
       }
       // Without the server's list, the chooser's own accept attribute (same syntax, plus ".ext").
-      if (!accepted(file, input.dataset.accept || input.accept)) return fill(zone.dataset.msgType, { name: file.name });
+      if (!accepted(file, input.dataset.accept || input.accept)) {
+        return fill(zone.dataset.msgType, { name: file.name });
+      }
       var maxFiles = positiveInt(input.dataset.maxFiles);
       if (multiple && maxFiles && index >= maxFiles) {
         return fill(zone.dataset.msgTooMany, { max: maxFiles, name: file.name });
@@ -161,8 +164,12 @@
         var actions = document.createElement("span");
         actions.className = "file-actions";
         actions.append(
-          button(zone.dataset.replaceText, fill(zone.dataset.replaceLabel, { name: file.name }), function () { replace(index); }),
-          button(zone.dataset.removeText, fill(zone.dataset.removeLabel, { name: file.name }), function () { remove(index); })
+          button(zone.dataset.replaceText, fill(zone.dataset.replaceLabel, { name: file.name }), function () {
+            replace(index);
+          }),
+          button(zone.dataset.removeText, fill(zone.dataset.removeLabel, { name: file.name }), function () {
+            remove(index);
+          })
         );
         item.li.append(info, actions);
         list.appendChild(item.li);
