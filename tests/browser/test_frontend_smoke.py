@@ -261,3 +261,24 @@ def test_touch_phones_get_the_camera_and_no_paste_hint(signed_in, live_server, s
     assert page_width_overflow(page) == 0
     page.screenshot(path=str(screenshots / f"390-education-{'touch' if touch else 'mouse'}.png"))
     context.close()
+
+
+def test_file_limit_and_replace(signed_in, live_server, tmp_path):
+    """Files past data-max-files are left out with the message; Replace swaps one file for another."""
+    context = signed_in("tina", viewport={"width": PHONE, "height": 900})
+    page = context.new_page()
+    page.goto(live_server("/education/"))
+    page.evaluate("document.querySelector('#image').dataset.maxFiles = '2'")
+    files = [[name, "image/png", b64(png_bytes())] for name in ("一.png", "二.png", "三.png")]
+    page.evaluate(DROP, ["[data-dropzone]", files])
+    assert page.locator(".file-item").count() == 2
+    assert "三.png" in page.locator("[data-dropzone-message]").inner_text()
+    replacement = tmp_path / "王芳.png"
+    replacement.write_bytes(png_bytes(color=(0, 120, 0)))
+    with page.expect_file_chooser() as chooser:
+        page.get_by_role("button", name="Replace 一.png").click()
+    chooser.value.set_files(str(replacement))
+    names = page.locator(".file-name").all_inner_texts()
+    assert names == ["王芳.png", "二.png"]
+    assert page.evaluate("Array.from(document.querySelector('#image').files, f => f.name)") == names
+    context.close()
