@@ -23,7 +23,6 @@ class Scenario:
     title: LazyString
     summary: LazyString
     image_label: LazyString
-    image_help: LazyString
     text_label: LazyString
     text_placeholder: LazyString
     roles: frozenset[str]  # may submit, and review their own records
@@ -41,6 +40,9 @@ class Scenario:
     review_required: bool = False
     # What the file chooser offers (the server checks the bytes whatever the browser sends).
     accept: str = "image/*"
+    # Whether the upload area offers "Take a photo" (phones open the camera): for photographed
+    # inputs, not screenshots or DICOM files.
+    camera: bool = False
 
     def may_submit(self, user) -> bool:
         return user.is_authenticated and user.role in self.roles
@@ -67,7 +69,6 @@ SCENARIO_PAGES = {
             "text, the mood and the topic of the message, and drafts a reply for you to edit."
         ),
         image_label=_l("Screenshot (optional)"),
-        image_help=_l("Paste with Ctrl+V, drop a file here, or choose one."),
         text_label=_l("Customer message"),
         text_placeholder=_l("e.g. My order arrived broken and nobody answers my emails. / 订单到了但是坏了…"),
         roles=frozenset(ROLES),
@@ -82,7 +83,6 @@ SCENARIO_PAGES = {
             "accept, correct or reject; it is a suggestion, never a diagnosis."
         ),
         image_label=_l("Image (DICOM, PNG or JPEG)"),
-        image_help=_l("Drop a file here or choose one."),
         text_label=_l("Clinical note or question (optional)"),
         text_placeholder=_l("e.g. Follow-up image, patient reports less pain than last visit."),
         roles=frozenset({"clinician"}),
@@ -100,13 +100,13 @@ SCENARIO_PAGES = {
             "else the text read from the photo); you review them all."
         ),
         image_label=_l("Homework photo"),
-        image_help=_l("Drop a file here or choose one."),
         text_label=_l("Student's answer or reflection"),
         text_placeholder=_l("e.g. I found fractions hard at first but now I enjoy them. / 我觉得这次作业很有意思。"),
         roles=frozenset({"teacher"}),
         image_tasks=("ocr", "caption"),
         image_text_tasks=("sentiment",),
         review_required=True,
+        camera=True,
     ),
 }
 
