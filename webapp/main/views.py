@@ -9,7 +9,7 @@ from ..i18n import LANGUAGES, LOCALES, NAMES, SESSION_KEY, current_locale, html_
 from ..inference import ModelState, get_model_service
 from ..scenarios import SCENARIO_PAGES, scenarios_for
 from ..security import is_safe_redirect
-from ..uploads import human_size
+from ..uploads import accepted_mime_types, human_size
 
 bp = Blueprint("main", __name__)
 
@@ -34,6 +34,7 @@ def inject_model_statuses():
 
 
 bp.add_app_template_filter(human_size, "human_size")
+bp.add_app_template_global(accepted_mime_types)
 
 
 @bp.route("/")
