@@ -13,8 +13,8 @@ import time
 
 import huggingface_hub
 import pytest
-from conftest import client_for, make_app, make_token, submit
 
+from tests.conftest import client_for, make_app, make_token, submit
 from webapp.extensions import db
 from webapp.inference import fake, hub
 from webapp.models import Analysis
@@ -82,30 +82,51 @@ def test_the_verdict_is_kept_for_a_while(monkeypatch, no_hub):
     assert len(calls) == 1
 
 
-def test_the_probe_asks_the_proxy_for_a_tunnel(monkeypatch, no_hub):
-    """With HTTPS_PROXY set, the probe asks the proxy to CONNECT to the hub; a refusal is reported."""
-    requests: list[bytes] = []
-    answers = iter([b"HTTP/1.1 200 Connection established\r\n\r\n", b"HTTP/1.1 403 Forbidden\r\n\r\n"])
+def _serve(answers: list[list[bytes]]) -> tuple[socket.socket, list[bytes]]:
+    """A local server: for each connection, one answer per request it reads (then it hangs up)."""
     server = socket.create_server(("127.0.0.1", 0))
+    requests: list[bytes] = []
 
     def serve():
-        for answer in answers:
+        for replies in answers:
             connection, _ = server.accept()
             with connection:
-                requests.append(connection.recv(1024))
-                connection.sendall(answer)
+                for reply in replies:
+                    requests.append(connection.recv(1024))
+                    connection.sendall(reply)
 
     threading.Thread(target=serve, daemon=True).start()
-    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example")
-    monkeypatch.setenv("HTTPS_PROXY", f"http://user:secret@127.0.0.1:{server.getsockname()[1]}")
+    return server, requests
+
+
+def test_a_server_that_answers_http_is_reachable_and_one_that_does_not_is_not(monkeypatch, no_hub):
+    """The probe asks for an HTTP answer: a bare TCP accept (firewalls, interceptors) is not enough."""
+    server, requests = _serve([[b"HTTP/1.1 200 OK\r\n\r\n"], [b"SSH-2.0-OpenSSH\r\n"]])
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+    try:
+        assert hub.hub_problem() is None
+        monkeypatch.setattr(hub, "_probes", {})
+        assert "gave no HTTP answer" in hub.hub_problem()
+    finally:
+        server.close()
+    assert requests[0].startswith(b"HEAD / HTTP/1.1\r\n")
+
+
+def test_the_probe_asks_the_proxy_for_a_tunnel(monkeypatch, no_hub):
+    """With a proxy set, the probe asks it to CONNECT to the hub, then asks the hub; a refusal is reported."""
+    tunnel = [b"HTTP/1.1 200 Connection established\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\n"]
+    server, requests = _serve([tunnel, [b"HTTP/1.1 403 Forbidden\r\n\r\n"]])
+    monkeypatch.setenv("HF_ENDPOINT", "http://hub.example")
+    monkeypatch.setenv("HTTP_PROXY", f"http://user:secret@127.0.0.1:{server.getsockname()[1]}")
     try:
         assert hub.hub_problem() is None
         monkeypatch.setattr(hub, "_probes", {})
         assert "403 Forbidden" in hub.hub_problem()
     finally:
         server.close()
-    assert requests[0].startswith(b"CONNECT hub.example:443 HTTP/1.1\r\n")
+    assert requests[0].startswith(b"CONNECT hub.example:80 HTTP/1.1\r\n")
     assert b"Proxy-Authorization: Basic dXNlcjpzZWNyZXQ=" in requests[0]
+    assert requests[1].startswith(b"HEAD / HTTP/1.1\r\nHost: hub.example\r\n")
 
 
 def test_an_unreachable_hub_fails_at_once_with_the_fix(tmp_path, no_hub):

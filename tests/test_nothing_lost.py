@@ -7,9 +7,9 @@ import io
 import re
 
 import pytest
-from conftest import client_for, csrf_token, make_app, make_token, png_bytes
 from flask import render_template_string
 
+from tests.conftest import client_for, csrf_token, make_app, make_token, png_bytes
 from webapp import kept_forms
 from webapp.extensions import db
 from webapp.models import Analysis

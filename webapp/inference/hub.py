@@ -11,8 +11,8 @@ the cache lookup and the pulled directory then hold exactly that commit, whateve
 repository later. ``require_pinned`` (PRISM_MODEL_REQUIRE_PINNED) refuses to download a hub id
 that is not pinned to a full commit hash.
 
-Before anything is fetched, one quick probe (``hub_problem``: a TCP connection to HF_ENDPOINT, or a
-CONNECT through the configured proxy, within ``PROBE_TIMEOUT_SECONDS``, remembered for
+Before anything is fetched, one quick probe (``hub_problem``: a HEAD request to HF_ENDPOINT, through
+the configured proxy if any, answered within ``PROBE_TIMEOUT_SECONDS``, remembered for
 ``PROBE_CACHE_SECONDS``) tells whether the hub can be reached at all. When it cannot, a cached copy is
 used if there is one, and otherwise ``HubUnreachable`` says so at once, with the fix, instead of
 huggingface_hub's retries running into a ``ConnectError`` half a minute later.
@@ -25,6 +25,7 @@ import hashlib
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 import urllib.request
@@ -32,6 +33,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import certifi
 from huggingface_hub import HfApi, constants, get_cached_repo_tree, is_offline_mode, snapshot_download
 from huggingface_hub.errors import (
     CachedRepoTreeNotFoundError,
@@ -214,9 +216,10 @@ def hub_endpoint() -> str:
 
 
 def hub_problem(timeout: float = PROBE_TIMEOUT_SECONDS) -> str | None:
-    """Why the hub cannot be reached, or None when it can: a TCP connection to ``hub_endpoint()`` (or
-    a CONNECT through the proxy HTTPS_PROXY / HTTP_PROXY name for it, NO_PROXY honoured) within
-    ``timeout`` seconds, DNS included. The verdict is kept for ``PROBE_CACHE_SECONDS`` in this process."""
+    """Why the hub cannot be reached, or None when it can: one HEAD request to ``hub_endpoint()``
+    (through the CONNECT tunnel of the proxy HTTPS_PROXY / HTTP_PROXY name for it, NO_PROXY honoured)
+    answered within ``timeout`` seconds, DNS and TLS included. The verdict is kept for
+    ``PROBE_CACHE_SECONDS`` in this process."""
     endpoint = hub_endpoint()
     url = urlsplit(endpoint)
     host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
@@ -227,23 +230,20 @@ def hub_problem(timeout: float = PROBE_TIMEOUT_SECONDS) -> str | None:
         checked = _probes.get(key)
         if checked is not None and time.monotonic() - checked[0] < PROBE_CACHE_SECONDS:
             return checked[1]
-        problem = _probe(host, port, proxy, timeout)
+        problem = _probe(host, port, url.scheme == "https", proxy, timeout)
         _probes[key] = (time.monotonic(), problem)
         return problem
 
 
-def _probe(host: str, port: int, proxy: str | None, timeout: float) -> str | None:
+def _probe(host: str, port: int, tls: bool, proxy: str | None, timeout: float) -> str | None:
     # getaddrinfo ignores socket timeouts (a failing resolver can take 20 s and more), so the attempt
     # runs in a daemon thread that is abandoned after ``timeout``.
     outcome: list[str | None] = []
 
     def attempt() -> None:
         try:
-            if proxy:
-                _connect_through(proxy, host, port, timeout)
-            else:
-                socket.create_connection((host, port), timeout=timeout).close()
-        except OSError as exc:
+            _ask(host, port, tls, proxy, timeout)
+        except OSError as exc:  # ssl.SSLError included
             outcome.append(f"{type(exc).__name__}: {exc}")
         else:
             outcome.append(None)
@@ -256,18 +256,42 @@ def _probe(host: str, port: int, proxy: str | None, timeout: float) -> str | Non
     return outcome[0]
 
 
-def _connect_through(proxy: str, host: str, port: int, timeout: float) -> None:
-    """Ask the proxy for a tunnel to ``host:port``, as httpx does for HTTPS; OSError unless it agrees."""
+def _ask(host: str, port: int, tls: bool, proxy: str | None, timeout: float) -> None:
+    """One HEAD request to the hub, directly or through the proxy's tunnel; OSError unless something
+    answers HTTP. A bare TCP connection proves little: firewalls and interceptors accept those too."""
+    connection = _tunnel(proxy, host, port, timeout) if proxy else socket.create_connection((host, port), timeout)
+    try:
+        if tls:
+            context = ssl.create_default_context()
+            context.load_verify_locations(certifi.where())  # the CAs httpx trusts, as well as the system's
+            connection = context.wrap_socket(connection, server_hostname=host)
+        connection.sendall(f"HEAD / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        answer = connection.recv(16)
+    finally:
+        connection.close()
+    if not answer.startswith(b"HTTP/"):
+        raise OSError(f"{host}:{port} accepted a connection but gave no HTTP answer")
+
+
+def _tunnel(proxy: str, host: str, port: int, timeout: float) -> socket.socket:
+    """A connection through the proxy's CONNECT tunnel to ``host:port``, as httpx makes; OSError unless
+    the proxy agrees."""
     url = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
     request = f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n"
     if url.username:
         credentials = f"{unquote(url.username)}:{unquote(url.password or '')}".encode()
         request += f"Proxy-Authorization: Basic {base64.b64encode(credentials).decode()}\r\n"
-    with socket.create_connection((url.hostname or "", url.port or 80), timeout=timeout) as connection:
+    connection = socket.create_connection((url.hostname or "", url.port or 80), timeout=timeout)
+    try:
         connection.sendall((request + "\r\n").encode())
         status_line = connection.recv(256).split(b"\r\n", 1)[0].decode("latin-1")
+    except OSError:
+        connection.close()
+        raise
     if status_line.split(" ")[1:2] != ["200"]:
+        connection.close()
         raise OSError(f"the proxy {url.hostname}:{url.port or 80} answered {status_line or 'nothing'!r}")
+    return connection
 
 
 def _unreachable(ref: str, problem: str) -> HubUnreachable:
