@@ -430,11 +430,13 @@ def test_failed_model_load_fails_the_analysis(app, clinician):
     assert response.status_code == 302
     assert response.headers["Location"] == f"/history/{row.id}"
     assert row.status == "failed" and row.predictions == [] and row.finished_at is not None
-    assert row.error.startswith("The caption model could not be loaded") and "weights missing" in row.error
+    assert row.error == "The caption model is not available on this server yet; an administrator has been told."
     assert row.error_info["kind"] == "caption" and row.error_info["reason"] == "failed"
+    assert "weights missing" in row.error_info["detail"]  # kept for administrators
     assert [p.name for p in stored_files(app)] == [f"{row.image_sha256}.png"]  # the input is kept
     body = clinician.get(response.headers["Location"]).get_data(as_text=True)
     assert "The models could not finish this record." in body
-    assert "The caption model could not be loaded" in body and "weights missing" in body
+    assert "The caption model is not available on this server yet" in body
+    assert "weights missing" not in body and "OSError" not in body  # the diagnosis is for administrators
     assert f'action="/history/{row.id}/retry"' in body
     assert WAITING not in body

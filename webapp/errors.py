@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import audit
 from .extensions import db
+from .kept_forms import kept_form_response, salvage_oversized
 from .uploads import human_size
 
 
@@ -58,13 +59,26 @@ def register(app: Flask) -> None:
         db.session.rollback()
         audit.record_failure(audit.CSRF_FAILED, {"path": request.path[:200], "reason": error.description})
         db.session.commit()
+        if not wants_json():
+            message = _("Your session expired, so nothing was sent. Check what you typed and submit again.")
+            if request.files:
+                message += " " + _("Files cannot be kept: choose them again.")
+            if (kept := kept_form_response(400, message)) is not None:
+                return kept
         return error_response(400, _("The form expired or was sent from elsewhere. Reload the page and try again."))
 
     @app.errorhandler(413)
     def too_large(error):
-        return error_response(
-            413, _("The upload is larger than the %(limit)s limit.", limit=human_size(app.config["MAX_CONTENT_LENGTH"]))
-        )
+        limit = human_size(app.config["MAX_CONTENT_LENGTH"])
+        message = _("The upload is larger than the %(limit)s limit.", limit=limit)
+        if not wants_json() and (salvaged := salvage_oversized()) is not None:
+            formdata, file_sizes = salvaged
+            max_image = app.config["PRISM_MAX_IMAGE_BYTES"]
+            if any(size > max_image for size in file_sizes):
+                message = _("The image is larger than %(size)s.", size=human_size(max_image))
+            if (kept := kept_form_response(413, message, field="image", formdata=formdata)) is not None:
+                return kept
+        return error_response(413, message)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

@@ -7,10 +7,11 @@ the session), the browser's best Accept-Language match, English. JSON responses 
 
 from __future__ import annotations
 
-from flask import has_request_context, request, session
+from flask import g, has_request_context, request, session
 from flask_babel import force_locale, get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_login import current_user
 from werkzeug.datastructures import LanguageAccept
 
 from .errors import wants_json
@@ -120,33 +121,45 @@ def clear_session_keeping_locale() -> None:
         session[SESSION_KEY] = chosen
 
 
+def is_admin() -> bool:
+    """Whether the signed-in reader (page or API token) is an administrator, who may read diagnoses."""
+    user = g.get("api_user") or current_user
+    return bool(user and user.is_authenticated and user.role == "admin")
+
+
 def job_error(analysis) -> str:
     """Why a job failed or waits, in the reader's language when the model service gave the reason."""
     info = analysis.error_info
     if not info:
         return analysis.error or ""
-    exc = ModelUnavailable(info["kind"], ModelState(info["state"]), info["message"], reason=info["reason"])
+    exc = ModelUnavailable(
+        info["kind"], ModelState(info["state"]), info["message"], reason=info["reason"], detail=info.get("detail", "")
+    )
     return model_unavailable_message(exc)
 
 
 def model_unavailable_message(exc: ModelUnavailable) -> str:
-    """What to tell the user when a model cannot answer.
+    """What to tell the reader when a model cannot answer.
 
     The model service speaks English only (it knows nothing of Flask). Its message is shown as is in
     English; other languages get a sentence chosen by ``exc.reason``, plus the English message where
-    it carries a diagnosis worth reporting (why a load failed, what the model raised).
+    it carries a diagnosis worth reporting (what the model raised). Why a model could not be loaded
+    (exception text, paths, the fix) is for administrators: everyone else reads one short sentence.
     """
+    model = MODEL_NAMES.get(exc.kind, exc.kind)
+    if exc.reason == "failed":
+        if not is_admin():
+            return _("The %(model)s is not available on this server yet; an administrator has been told.", model=model)
+        # Rows stored before the detail was kept apart carry the diagnosis in their message.
+        return _("The %(model)s could not be loaded (details: %(detail)s).", model=model, detail=exc.detail or str(exc))
     if current_locale() == DEFAULT_LOCALE:
         return str(exc)
-    model = MODEL_NAMES.get(exc.kind, exc.kind)
     if exc.reason == "busy":
         return _(
             "Prism is busy: the %(model)s has more requests than it can take right now. "
             "Please try again in a few seconds.",
             model=model,
         )
-    if exc.reason == "failed":
-        return _("The %(model)s could not be loaded (details: %(detail)s).", model=model, detail=str(exc))
     if exc.reason == "error":
         return _("The %(model)s failed on this input (details: %(detail)s).", model=model, detail=str(exc))
     state = STATE_NAMES.get(exc.state.value, exc.state.value)  # "not_ready": loading or downloading

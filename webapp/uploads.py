@@ -49,6 +49,12 @@ DEFAULT_MAX_DECODE_BYTES = 256 * 1024 * 1024
 DEFAULT_CONCURRENT_DECODES = 2
 
 
+def accepted_mime_types() -> str:
+    """The media types a file input may offer, comma-separated, for the browser's check before an
+    upload (``data-accept``); the server still decides by decoding the bytes."""
+    return ",".join(MIME_TYPES.values())
+
+
 def human_size(num_bytes: int) -> str:
     """1536 -> '1.5 KB', 10485760 -> '10 MB' (binary units, as file managers show them)."""
     for unit in ("bytes", "KB", "MB"):

@@ -231,7 +231,7 @@ def test_a_checkpoint_with_other_pooling_is_refused(tmp_path, tiny_embedding_dir
         service.embed(["hello"])
 
     assert caught.value.kind == "embedding" and caught.value.state is ModelState.FAILED
-    assert "pooling_mode_cls_token" in caught.value.message
+    assert "pooling_mode_cls_token" in caught.value.detail
 
 
 def test_a_directory_without_a_model_is_model_unavailable(tmp_path):
@@ -257,8 +257,8 @@ def test_the_default_hub_model_offline_and_not_pulled_fails_fast_with_advice(tmp
         service.embed(["hello"])
 
     assert time.monotonic() - started < 30
-    assert "paraphrase-multilingual-MiniLM-L12-v2" in caught.value.message
-    assert "not available offline" in caught.value.message
+    assert "paraphrase-multilingual-MiniLM-L12-v2" in caught.value.detail
+    assert "not available offline" in caught.value.detail
 
 
 # The service around the new kinds.

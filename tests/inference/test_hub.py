@@ -191,6 +191,7 @@ def test_online_resolution_downloads_with_filters_and_reports_progress(tmp_path,
 
     monkeypatch.setattr(hub, "HfApi", FakeHubApi)
     monkeypatch.setattr(hub, "is_offline_mode", lambda: False)
+    monkeypatch.setattr(hub, "hub_problem", lambda: None)  # the hub answers the reachability probe
     monkeypatch.setattr(hub, "snapshot_download", fake_snapshot_download)
     reports = []
 
@@ -199,7 +200,8 @@ def test_online_resolution_downloads_with_filters_and_reports_progress(tmp_path,
     assert source == str(tmp_path / "snapshot")
     ((repo_id, kwargs),) = calls
     assert repo_id == "org/captioner" and "*.bin" in kwargs["ignore_patterns"]
-    assert reports[0] == (ModelState.DOWNLOADING, None, "downloading org/captioner")
+    assert reports[0][0] is ModelState.LOADING and "can be reached" in reports[0][2]  # the probe, first
+    assert reports[1] == (ModelState.DOWNLOADING, None, "downloading org/captioner")
     assert reports[-1] == (ModelState.DOWNLOADING, 0.25, "downloading org/captioner: 1/4 MB")
 
 
@@ -291,6 +293,7 @@ def test_a_pinned_hub_id_downloads_exactly_that_commit(tmp_path, monkeypatch):
 
     monkeypatch.setattr(hub, "HfApi", FakeHubApi)
     monkeypatch.setattr(hub, "is_offline_mode", lambda: False)
+    monkeypatch.setattr(hub, "hub_problem", lambda: None)  # the hub answers the reachability probe
     monkeypatch.setattr(hub, "snapshot_download", fake_snapshot_download)
     pinned = f"org/captioner@{COMMIT}"
 

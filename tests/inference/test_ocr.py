@@ -169,7 +169,7 @@ def test_an_unsupported_ocr_backend_is_model_unavailable(tmp_path):
 
     service.close()
     assert caught.value.kind == "ocr" and caught.value.state is ModelState.FAILED
-    assert "PRISM_OCR_MODEL" in caught.value.message and "rapidocr" in caught.value.message
+    assert "PRISM_OCR_MODEL" in caught.value.detail and "rapidocr" in caught.value.detail
 
 
 def test_models_pull_has_nothing_to_fetch_for_ocr(tmp_path):

@@ -78,7 +78,8 @@ def test_missing_hub_model_offline_is_failed_with_the_reason(make_settings):
         service.caption(Image.new("RGB", (8, 8)))
 
     assert caught.value.kind == "caption" and caught.value.state is ModelState.FAILED
-    assert "not available offline" in caught.value.message
+    assert "not available offline" in caught.value.detail  # the diagnosis, for administrators
+    assert "not available on this server" in caught.value.message and caught.value.retry_after is None
     status = service.caption_slot.status()
     assert status.state is ModelState.FAILED and "not available offline" in status.detail
 
@@ -103,7 +104,7 @@ def test_a_failing_loader_is_not_retried_before_the_retry_delay(make_settings):
         with pytest.raises(ModelUnavailable) as caught:
             slot.get()
         assert caught.value.state is ModelState.FAILED
-        assert "RuntimeError: weights are corrupt" in caught.value.message
+        assert "RuntimeError: weights are corrupt" in caught.value.detail
     assert slot.load_count == 1
 
 

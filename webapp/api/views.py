@@ -31,6 +31,7 @@ from ..bounds import database_id
 from ..education import SUBMISSIONS_LOAD, add_submissions, assignment_dict
 from ..errors import api_error
 from ..extensions import csrf, db
+from ..i18n import job_error
 from ..jobs import enqueue_analyses
 from ..jobs.views import batch_summary
 from ..models import DONE, FAILED, Analysis, ApiToken, Assignment, Batch, utcnow
@@ -160,9 +161,16 @@ def predict():
             return jsonify(_analysis_json(found)), 201
         url = url_for("api.analysis", analysis_id=analysis_id, _external=True)
         if found.status == FAILED:
-            # As in v1, a model that cannot answer is a 503; the record keeps the reason.
+            # As in v1, a model that cannot answer is a 503; the record keeps the reason. No Retry-After:
+            # the same input fails the same way until someone acts (an administrator, or a Retry later).
+            code = {"code": "model_unavailable"} if found.error_info else {}
             return api_error(
-                503, found.error or "The analysis failed.", id=analysis_id, analysis_status=found.status, url=url
+                503,
+                job_error(found) or "The analysis failed.",
+                id=analysis_id,
+                analysis_status=found.status,
+                url=url,
+                **code,
             )
         if time.monotonic() >= deadline:
             return api_error(

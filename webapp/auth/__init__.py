@@ -57,6 +57,13 @@ def _require_two_step() -> Any:
     return redirect(url_for("auth.two_step"))
 
 
+def check_session() -> Any:
+    """The session checks ``before_request`` runs, for a response made without them (a form kept by
+    ``webapp.kept_forms`` after a refusal that came first): None, or the redirect to two-step set-up."""
+    _end_idle_session()
+    return _require_two_step()
+
+
 def _bind_restored_session(app: Flask, user: User) -> None:
     """Flask-Login restores a session from the remember cookie without the client identifier that
     "strong" protection compares, so the next request dropped the session and the cookie: "Keep me

@@ -10,17 +10,31 @@ A hub id may be pinned to a revision, ``org/name@<commit>`` (as pip pins a versi
 the cache lookup and the pulled directory then hold exactly that commit, whatever is pushed to the
 repository later. ``require_pinned`` (PRISM_MODEL_REQUIRE_PINNED) refuses to download a hub id
 that is not pinned to a full commit hash.
+
+Before anything is fetched, one quick probe (``hub_problem``: a HEAD request to HF_ENDPOINT, through
+the configured proxy if any, answered within ``PROBE_TIMEOUT_SECONDS``, remembered for
+``PROBE_CACHE_SECONDS``) tells whether the hub can be reached at all. When it cannot, a cached copy is
+used if there is one, and otherwise ``HubUnreachable`` says so at once, with the fix, instead of
+huggingface_hub's retries running into a ``ConnectError`` half a minute later.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import os
 import re
+import socket
+import ssl
 import threading
+import time
+import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
-from huggingface_hub import HfApi, get_cached_repo_tree, is_offline_mode, snapshot_download
+import certifi
+from huggingface_hub import HfApi, constants, get_cached_repo_tree, is_offline_mode, snapshot_download
 from huggingface_hub.errors import (
     CachedRepoTreeNotFoundError,
     HfHubHTTPError,
@@ -29,7 +43,7 @@ from huggingface_hub.errors import (
 )
 from tqdm import tqdm
 
-from .types import ModelState
+from .types import ModelSourceError, ModelState
 
 # (state, fraction or None, detail); the same shape as ``service.ProgressCallback``.
 Progress = Callable[[ModelState, "float | None", str], None]
@@ -50,10 +64,23 @@ _PICKLED_WEIGHTS = ["*.bin", "*.pt", "*.pth"]
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 PULL_MARKER = ".prism-pulled"  # written by `pull` once the snapshot is complete; holds the hub id
+README_MODELS = "README.md#models"  # where the messages below send an administrator
+_LOCAL_SETTINGS = "PRISM_CAPTION_MODEL / PRISM_SENTIMENT_MODEL / PRISM_EMBEDDING_MODEL"
+PROBE_TIMEOUT_SECONDS = 2.0
+# A verdict is reused this long: four models loading together probe once, and a hub that comes back
+# is noticed within a minute (a failed model is retried after PRISM_MODEL_RETRY_AFTER anyway).
+PROBE_CACHE_SECONDS = 60.0
+_probe_lock = threading.Lock()  # held during a probe, so concurrent loads wait for its verdict
+_probes: dict[tuple[str, str | None], tuple[float, str | None]] = {}
 
 
-class ModelSourceError(RuntimeError):
-    """A model cannot be found or downloaded; the message says what to do about it."""
+class HubUnreachable(ModelSourceError):
+    """The hub cannot be reached from this machine (no network, DNS, firewall, proxy) and the model is
+    not on disk: no download can work until someone acts, so nothing is retried."""
+
+
+class NotCached(ModelSourceError):
+    """Offline (PRISM_MODEL_OFFLINE, HF_HUB_OFFLINE) and the model is not on disk."""
 
 
 def slug(ref: str) -> str:
@@ -93,9 +120,19 @@ def ignore_patterns(repo_files: Iterable[str]) -> list[str]:
 
 
 def resolve_source(
-    ref: str, model_dir: Path, offline: bool, progress: Progress, *, require_pinned: bool = False
-) -> str:
-    """Return a local directory holding ``ref``: itself, a pulled snapshot, the HF cache, or a download."""
+    ref: str,
+    model_dir: Path,
+    offline: bool,
+    progress: Progress,
+    *,
+    require_pinned: bool = False,
+    download: bool = True,
+) -> str | None:
+    """Return a local directory holding ``ref``: itself, a pulled snapshot, the HF cache, or a download.
+
+    With ``download=False`` nothing is fetched: None means a download would be tried (the hub answers).
+    Either way a ``ModelSourceError`` means the model cannot be had: the caller can fail at once.
+    """
     if Path(ref).is_dir():
         return str(Path(ref))
     pulled = Path(model_dir) / slug(ref)
@@ -112,12 +149,20 @@ def resolve_source(
             f"{ref!r} is not pinned and PRISM_MODEL_REQUIRE_PINNED is set: name it as {ref}@<commit hash>; "
             "`python manage.py models pull` prints the commit it fetched"
         )
-    return _download(ref, progress)
+    progress(ModelState.LOADING, None, f"checking that the model hub {hub_endpoint()} can be reached")
+    if (problem := hub_problem()) is not None:
+        try:
+            return _from_cache(ref)  # a cached copy serves while the hub cannot be asked for a newer one
+        except NotCached:
+            raise _unreachable(ref, problem) from None
+    return _download(ref, progress) if download else None
 
 
 def pull(ref: str, model_dir: Path, echo: Callable[[str], None] = print) -> Path:
     """Download a snapshot of ``ref`` into ``model_dir/slug(ref)`` with visible progress bars."""
     target = Path(model_dir) / slug(ref)
+    if not is_offline_mode() and (problem := hub_problem()) is not None:
+        raise _unreachable(ref, problem)
     echo(f"pulling {ref} into {target}")
     (target / PULL_MARKER).unlink(missing_ok=True)  # an update in progress is as unusable as a first pull
     _snapshot(ref, local_dir=target)
@@ -158,11 +203,104 @@ def _from_cache(ref: str) -> str:
     except HFValidationError as exc:
         raise _not_a_model_reference(ref) from exc
     except LocalEntryNotFoundError as exc:
-        raise ModelSourceError(
-            f"model {ref!r} is not available offline: run `python manage.py models pull` on a connected "
-            "machine (then copy PRISM_MODEL_DIR here), or set PRISM_CAPTION_MODEL / PRISM_SENTIMENT_MODEL "
-            f"to a local directory. ({type(exc).__name__})"
+        raise NotCached(
+            f"offline mode: model {ref!r} is not available offline (it is not in the local cache). Fix: run "
+            "`python manage.py models pull` on a connected machine (then copy PRISM_MODEL_DIR here), or point "
+            f"{_LOCAL_SETTINGS} at a local directory. See {README_MODELS}."
         ) from exc
+
+
+def hub_endpoint() -> str:
+    """The hub downloads go to: HF_ENDPOINT (a mirror) or huggingface.co."""
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def hub_problem(timeout: float = PROBE_TIMEOUT_SECONDS) -> str | None:
+    """Why the hub cannot be reached, or None when it can: one HEAD request to ``hub_endpoint()``
+    (through the CONNECT tunnel of the proxy HTTPS_PROXY / HTTP_PROXY name for it, NO_PROXY honoured)
+    answered within ``timeout`` seconds, DNS and TLS included. The verdict is kept for
+    ``PROBE_CACHE_SECONDS`` in this process."""
+    endpoint = hub_endpoint()
+    url = urlsplit(endpoint)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    proxies = urllib.request.getproxies()
+    proxy = None if urllib.request.proxy_bypass(host) else proxies.get(url.scheme) or proxies.get("all")
+    key = (endpoint, proxy)
+    with _probe_lock:
+        checked = _probes.get(key)
+        if checked is not None and time.monotonic() - checked[0] < PROBE_CACHE_SECONDS:
+            return checked[1]
+        problem = _probe(host, port, url.scheme == "https", proxy, timeout)
+        _probes[key] = (time.monotonic(), problem)
+        return problem
+
+
+def _probe(host: str, port: int, tls: bool, proxy: str | None, timeout: float) -> str | None:
+    # getaddrinfo ignores socket timeouts (a failing resolver can take 20 s and more), so the attempt
+    # runs in a daemon thread that is abandoned after ``timeout``.
+    outcome: list[str | None] = []
+
+    def attempt() -> None:
+        try:
+            _ask(host, port, tls, proxy, timeout)
+        except OSError as exc:  # ssl.SSLError included
+            outcome.append(f"{type(exc).__name__}: {exc}")
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=attempt, name="prism-hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        return f"no answer from {proxy or f'{host}:{port}'} within {timeout:g} s"
+    return outcome[0]
+
+
+def _ask(host: str, port: int, tls: bool, proxy: str | None, timeout: float) -> None:
+    """One HEAD request to the hub, directly or through the proxy's tunnel; OSError unless something
+    answers HTTP. A bare TCP connection proves little: firewalls and interceptors accept those too."""
+    connection = _tunnel(proxy, host, port, timeout) if proxy else socket.create_connection((host, port), timeout)
+    try:
+        if tls:
+            context = ssl.create_default_context()
+            context.load_verify_locations(certifi.where())  # the CAs httpx trusts, as well as the system's
+            connection = context.wrap_socket(connection, server_hostname=host)
+        connection.sendall(f"HEAD / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        answer = connection.recv(16)
+    finally:
+        connection.close()
+    if not answer.startswith(b"HTTP/"):
+        raise OSError(f"{host}:{port} accepted a connection but gave no HTTP answer")
+
+
+def _tunnel(proxy: str, host: str, port: int, timeout: float) -> socket.socket:
+    """A connection through the proxy's CONNECT tunnel to ``host:port``, as httpx makes; OSError unless
+    the proxy agrees."""
+    url = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    request = f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+    if url.username:
+        credentials = f"{unquote(url.username)}:{unquote(url.password or '')}".encode()
+        request += f"Proxy-Authorization: Basic {base64.b64encode(credentials).decode()}\r\n"
+    connection = socket.create_connection((url.hostname or "", url.port or 80), timeout=timeout)
+    try:
+        connection.sendall((request + "\r\n").encode())
+        status_line = connection.recv(256).split(b"\r\n", 1)[0].decode("latin-1")
+    except OSError:
+        connection.close()
+        raise
+    if status_line.split(" ")[1:2] != ["200"]:
+        connection.close()
+        raise OSError(f"the proxy {url.hostname}:{url.port or 80} answered {status_line or 'nothing'!r}")
+    return connection
+
+
+def _unreachable(ref: str, problem: str) -> HubUnreachable:
+    return HubUnreachable(
+        f"hub unreachable: the model hub {hub_endpoint()} cannot be reached from this server ({problem}), "
+        f"and model {ref!r} is not on disk. Fix: run `python manage.py models pull` on a connected machine, "
+        f"copy PRISM_MODEL_DIR here and set PRISM_MODEL_OFFLINE=1; or point {_LOCAL_SETTINGS} at a local "
+        f"directory; or, if the hub is reached through a proxy, set HTTPS_PROXY. See {README_MODELS}."
+    )
 
 
 def _download(ref: str, progress: Progress) -> str:

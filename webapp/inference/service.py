@@ -37,6 +37,7 @@ from .types import (
     CategoryResult,
     EmbeddingResult,
     GeneratedText,
+    ModelSourceError,
     ModelState,
     ModelStatus,
     ModelUnavailable,
@@ -139,6 +140,7 @@ class ModelSlot(Generic[M]):
         self._detail = ""
         self._progress: float | None = None
         self._failed_at = 0.0
+        self._source_failed = False  # the last failure was ModelSourceError: retrying alone cannot help
         self._load_count = 0  # how many times the loader ran; tests check it stays 1
 
     @property
@@ -181,10 +183,13 @@ class ModelSlot(Generic[M]):
         try:
             model = self._loader(self._report)
         except Exception as exc:  # any loader failure becomes a visible state, never a crash
+            # Administrators read why in the banner, on records and in `models check`; the log has it too.
+            logger.error("the %s model could not be loaded: %s: %s", self.kind, type(exc).__name__, exc)
             with self._state_lock:
                 self._state, self._progress = ModelState.FAILED, None
-                self._detail = f"{type(exc).__name__}: {exc}"[:500]
+                self._detail = f"{type(exc).__name__}: {exc}"[:1000]
                 self._failed_at = time.monotonic()
+                self._source_failed = isinstance(exc, ModelSourceError)
         else:
             with self._state_lock:
                 self._model = model
@@ -209,8 +214,9 @@ class ModelSlot(Generic[M]):
             raise ModelUnavailable(
                 self.kind,
                 status.state,
-                f"The {self.kind} model could not be loaded: {status.detail}",
-                retry_after=int(self._settings.retry_failed_after_seconds),
+                f"The {self.kind} model is not available on this server yet; an administrator has been told.",
+                retry_after=None if self._source_failed else int(self._settings.retry_failed_after_seconds),
+                detail=status.detail,
             )
         percent = f" ({status.progress:.0%})" if status.progress is not None else ""
         raise ModelUnavailable(
@@ -494,18 +500,31 @@ def _loaders(settings: InferenceSettings) -> dict[str, Loader]:
     if settings.backend == "transformers":
         # torch (and onnxruntime) are imported by the first load, not here: create_app, init-db and the
         # CLI stay fast. OCR is not a transformers model; "transformers" selects the real backends.
-        def real(module: str, function: str) -> Loader:
+        def real(module: str, function: str, ref: str | None = None) -> Loader:
             def load(progress: ProgressCallback):
+                if ref is not None:
+                    # Fail in seconds, before torch's import (several seconds itself), when the weights
+                    # cannot be had: offline and not cached, or the hub unreachable (hub.py).
+                    from . import hub
+
+                    hub.resolve_source(
+                        ref,
+                        settings.model_dir,
+                        settings.offline,
+                        progress,
+                        require_pinned=settings.require_pinned,
+                        download=False,
+                    )
                 backend = importlib.import_module(f".{module}", __package__)
                 return getattr(backend, function)(settings, progress)
 
             return load
 
         return {
-            "caption": real("transformers_backend", "load_caption_model"),
-            "sentiment": real("transformers_backend", "load_sentiment_model"),
+            "caption": real("transformers_backend", "load_caption_model", settings.caption_model),
+            "sentiment": real("transformers_backend", "load_sentiment_model", settings.sentiment_model),
             "ocr": real("ocr_backend", "load_ocr_model"),
-            "embedding": real("transformers_backend", "load_embedding_model"),
-            "reply": real("transformers_backend", "load_reply_model"),
+            "embedding": real("transformers_backend", "load_embedding_model", settings.embedding_model),
+            "reply": real("transformers_backend", "load_reply_model", settings.reply_model),
         }
     raise ValueError(f"unknown PRISM_MODEL_BACKEND {settings.backend!r} (use 'transformers' or 'fake')")

@@ -164,17 +164,31 @@ def public_model_name(source: str) -> str:
     return source
 
 
+class ModelSourceError(RuntimeError):
+    """A model cannot be found or downloaded; the message says what to do about it (hub.py raises it).
+
+    Retrying does not help: someone has to pull the model, point the setting elsewhere or fix the
+    network first. ``ModelSlot`` therefore sends no Retry-After for it.
+    """
+
+
 @dataclass
 class ModelUnavailable(Exception):
-    """The one error the model service raises; views turn it into a message or a 503."""
+    """The one error the model service raises; views turn it into a message or a 503.
+
+    ``message`` is safe for anyone to read; ``detail`` (a load failure's diagnosis: exception text,
+    paths, the fix) is for administrators only.
+    """
 
     kind: str
     state: ModelState
     message: str
-    retry_after: int = field(default=30)
+    # Seconds after which trying again may succeed; None when it cannot without someone's action.
+    retry_after: int | None = field(default=30)
     # Why: "not_ready" (loading/downloading), "failed" (cannot load), "busy" (queue full or timed
     # out), "error" (the model raised on this input). Empty means derive it from ``state``.
     reason: str = ""
+    detail: str = ""
 
     def __post_init__(self) -> None:
         if not self.reason:

@@ -251,7 +251,10 @@ def _done() -> dict[str, Any]:
 
 
 def _info(exc: ModelUnavailable) -> dict[str, str]:
-    return {"kind": exc.kind, "state": exc.state.value, "reason": exc.reason, "message": str(exc)}
+    info = {"kind": exc.kind, "state": exc.state.value, "reason": exc.reason, "message": str(exc)}
+    if exc.detail:
+        info["detail"] = exc.detail  # administrators only (i18n.model_unavailable_message)
+    return info
 
 
 def _defer(analysis_id: int, exc: ModelUnavailable) -> str:

@@ -13,7 +13,7 @@ from ..inference import ModelState, get_model_service
 from ..models import Analysis
 from ..scenarios import SCENARIO_PAGES, scenarios_for
 from ..security import is_safe_redirect
-from ..uploads import human_size
+from ..uploads import accepted_mime_types, human_size
 
 bp = Blueprint("main", __name__)
 
@@ -38,6 +38,7 @@ def inject_model_statuses():
 
 
 bp.add_app_template_filter(human_size, "human_size")
+bp.add_app_template_global(accepted_mime_types)
 
 
 @bp.route("/")

@@ -16,9 +16,10 @@ from ..analyses import (
 )
 from ..extensions import db
 from ..jobs import enqueue_analyses
+from ..kept_forms import KeptForm, keeps_form
 from ..ratelimit import limit, user_key
 from ..uploads import UploadRejected
-from . import SCENARIO_PAGES
+from . import SCENARIO_PAGES, Scenario
 from .forms import AnalysisForm
 
 bp = Blueprint("scenarios", __name__)
@@ -29,8 +30,7 @@ def scenario_page(scenario: str):
     page = SCENARIO_PAGES[scenario]
     if not page.may_submit(current_user):
         abort(403)
-    form = AnalysisForm()
-    form.image.label.text, form.text.label.text = page.image_label, page.text_label
+    form = _analysis_form(page)
     status = 200
     if form.validate_on_submit():
         files = form.files
@@ -62,6 +62,23 @@ def scenario_page(scenario: str):
     elif form.is_submitted():
         status = 400
     return render_template("scenarios/form.html", page=page, form=form), status
+
+
+def _analysis_form(page: Scenario, **kwargs) -> AnalysisForm:
+    form = AnalysisForm(**kwargs)
+    form.image.label.text, form.text.label.text = page.image_label, page.text_label
+    return form
+
+
+@keeps_form(*(f"scenarios.{key}" for key in SCENARIO_PAGES))
+def kept_scenario_page(kept: KeptForm, scenario: str):
+    """The scenario form with what was typed, after a refusal that came before the view (kept_forms)."""
+    page = SCENARIO_PAGES[scenario]
+    if not page.may_submit(current_user):
+        return None
+    form = _analysis_form(page, formdata=kept.formdata)
+    kept.show_on(form)
+    return render_template("scenarios/form.html", page=page, form=form), kept.status
 
 
 for _key in SCENARIO_PAGES:
