@@ -40,7 +40,9 @@ class LiveServer:
 def live_server(tmp_path_factory):
     """The app served over HTTP for the whole session; see the module docstring for what it holds."""
     # No rate limits: a browser suite signs in and submits faster than a person.
-    app = make_app(tmp_path_factory.mktemp("live"), PRISM_RATELIMIT_ENABLED=False)
+    # A 300 kB image limit lets the refusal tests drop an oversized file without pushing megabytes
+    # through the page.
+    app = make_app(tmp_path_factory.mktemp("live"), PRISM_RATELIMIT_ENABLED=False, PRISM_MAX_IMAGE_BYTES=300_000)
     ids = {name: make_user(app, name, role=role) for name, role in ACCOUNTS.items()}
     add_analysis(
         app,

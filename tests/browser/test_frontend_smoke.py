@@ -169,10 +169,8 @@ def test_oversized_file_is_refused_before_any_request(signed_in, live_server, sc
     context = signed_in("uma", viewport={"width": PHONE, "height": 900})
     page = context.new_page()
     page.goto(live_server("/service/"))
-    limit = page.evaluate("document.querySelector('#image').dataset.maxBytes || null")
-    if limit is None:  # the server-side helper's attribute; this test states the contract it relies on
-        limit = 1000
-        page.evaluate(f"document.querySelector('#image').dataset.maxBytes = '{limit}'")
+    limit = page.evaluate("document.querySelector('#image').dataset.maxBytes")
+    assert int(limit) == live_server.app.config["PRISM_MAX_IMAGE_BYTES"]
     posts = []
     page.on("request", lambda request: posts.append(request.url) if request.method == "POST" else None)
     oversized = png_bytes(size=(400, 400), fmt="BMP")
