@@ -158,3 +158,17 @@ def test_a_nul_in_any_form_field_is_a_400(app):
     assert response.status_code in (302, 303)
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count(Review.id))) == 1
+
+
+@pytest.mark.both_databases
+def test_a_nul_in_a_query_parameter_is_a_400(app):
+    """A NUL in a search (``?q=``) is refused before the view runs, in the API and on the history page,
+    where PostgreSQL would have failed the search with a 500 (found checking the API against its
+    OpenAPI document)."""
+    alice = client_for(app, "alice")
+    headers = {"Authorization": f"Bearer {make_token(app, 'alice')}"}
+    response = app.test_client().get("/api/v1/analyses?q=a%00b", headers=headers)
+    assert response.status_code == 400
+    assert "NUL character or a lone surrogate" in response.get_json()["error"]["message"]
+    assert alice.get("/history/?q=a%00b").status_code == 400
+    assert app.test_client().get("/api/v1/analyses?q=ab", headers=headers).status_code == 200

@@ -8,9 +8,9 @@ here, once, rather than in each view: an id past the range matches no route (404
 past ``MAX_PAGE``. Integers read from forms and JSON bodies go through ``database_id``.
 
 Text: a lone surrogate (JSON allows ``"\ud800"``) cannot be encoded for SQLite or PostgreSQL, and
-PostgreSQL refuses NUL in text. Either, in any form field or JSON string, is a 400 before any view
-runs. A text sent to the models is held to more (``text_problem``): no control character but tab
-and line breaks.
+PostgreSQL refuses NUL in text, in a stored value and in a query's search pattern alike. Either, in
+any query parameter, form field or JSON string, is a 400 before any view runs. A text sent to the
+models is held to more (``text_problem``): no control character but tab and line breaks.
 """
 
 from __future__ import annotations
@@ -86,14 +86,15 @@ def _storable_input():
     from .errors import error_response
 
     payload = request.get_json(silent=True) if request.is_json else None
-    if any(_UNSTORABLE.search(text) for text in chain(request.form.values(), _strings(payload))):
+    texts = chain(request.args.values(), request.form.values(), _strings(payload))
+    if any(_UNSTORABLE.search(text) for text in texts):
         return error_response(400, _l("The request contains a NUL character or a lone surrogate; nothing was saved."))
     return None
 
 
 def install(app: Flask) -> None:
     """Bound every ``<int:...>`` route (call before the blueprints register), every ``page``, and the
-    text of every form and JSON body."""
+    text of every query string, form and JSON body."""
     app.url_map.converters["int"] = DatabaseIdConverter
     app.before_request(_page_in_range)
     app.before_request(_storable_input)

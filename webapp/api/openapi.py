@@ -441,6 +441,16 @@ def _path_id(name: str, description: LazyString) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
 
 
+def _links(pointer: str, *operation_ids: str) -> dict[str, Any]:
+    """OpenAPI links: the id at ``pointer`` in this answer's body is the ``{..._id}`` of the next calls
+    (what a client does next; schemathesis' stateful tests follow them)."""
+    found = {}
+    for operation_id in operation_ids:
+        parameter = "batch_id" if operation_id == "getBatch" else "analysis_id"
+        found[operation_id] = {"operationId": operation_id, "parameters": {parameter: f"$response.body#{pointer}"}}
+    return found
+
+
 _SUBMISSION_BODY = {
     "required": True,
     "content": {JSON: {"schema": _ref("SubmissionJson")}, MULTIPART: {"schema": _ref("SubmissionForm")}},
@@ -463,6 +473,7 @@ PATHS: dict[str, Any] = {
             "parameters": [*_PAGE_PARAMETERS, *_FILTERS],
             "responses": {
                 "200": _json(_ref("AnalysisPage"), _l("One page of your analyses.")),
+                "400": _response("BadRequest"),
                 "404": _response("NotFound"),
                 **_COMMON,
             },
@@ -476,7 +487,12 @@ PATHS: dict[str, Any] = {
             ),
             "requestBody": _SUBMISSION_BODY,
             "responses": {
-                "202": _json(_ref("AnalysisStatus"), _l("Queued."), headers={"Location": _LOCATION}),
+                "202": _json(
+                    _ref("AnalysisStatus"),
+                    _l("Queued."),
+                    headers={"Location": _LOCATION},
+                    links=_links("/id", "getAnalysis", "reviewPrediction"),
+                ),
                 **_SUBMIT_ERRORS,
             },
         },
@@ -520,7 +536,11 @@ PATHS: dict[str, Any] = {
             ),
             "requestBody": _SUBMISSION_BODY,
             "responses": {
-                "201": _json(_ref("Analysis"), _l("Done: the analysis with its predictions.")),
+                "201": _json(
+                    _ref("Analysis"),
+                    _l("Done: the analysis with its predictions."),
+                    links=_links("/id", "getAnalysis", "reviewPrediction"),
+                ),
                 "503": _json(
                     _ref("Error"),
                     _l(
@@ -528,6 +548,7 @@ PATHS: dict[str, Any] = {
                         "is kept, and the error carries its id and url to poll."
                     ),
                     headers={"Retry-After": _RETRY_AFTER},
+                    links=_links("/error/id", "getAnalysis"),
                 ),
                 **_SUBMIT_ERRORS,
             },
@@ -542,7 +563,9 @@ PATHS: dict[str, Any] = {
             ),
             "requestBody": {"required": True, "content": {MULTIPART: {"schema": _ref("BatchForm")}}},
             "responses": {
-                "202": _json(_ref("Batch"), _l("Queued."), headers={"Location": _LOCATION}),
+                "202": _json(
+                    _ref("Batch"), _l("Queued."), headers={"Location": _LOCATION}, links=_links("/id", "getBatch")
+                ),
                 "404": _response("NotFound"),
                 **_SUBMIT_ERRORS,
             },
