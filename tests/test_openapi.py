@@ -35,8 +35,9 @@ CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
 ]
-# Bounded so the generated tests stay fast (about 10 operations × this many requests per mode).
-MAX_EXAMPLES = int(os.environ.get("PRISM_OPENAPI_EXAMPLES", "25"))
+# Bounded so the file stays fast: this many requests per operation and mode. PRISM_OPENAPI_EXAMPLES=300
+# makes a longer hunt (it found nothing more than the default did).
+MAX_EXAMPLES = int(os.environ.get("PRISM_OPENAPI_EXAMPLES", "15"))
 _RULE_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
@@ -144,21 +145,48 @@ def api_schema(live):
 
 
 # schemathesis' own pytest plugin (``from_fixture(...).parametrize()``) does not run under pytest 9,
-# so each operation is parametrized here and its cases drawn from schemathesis' strategy.
+# so each operation is parametrized here and its cases drawn from schemathesis' strategy. The
+# document's own route takes no input, so it has no invalid requests to make.
 OPERATIONS = sorted((path, method.upper()) for path, item in PATHS.items() for method in item if method != "parameters")
+GENERATED = [
+    pytest.param(path, method, mode, id=f"{method} {path} {mode}")
+    for path, method in OPERATIONS
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+    if not (mode == GenerationMode.NEGATIVE and path == "/openapi.json")
+]
 
 
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
-@pytest.mark.parametrize("path, method", OPERATIONS, ids=[f"{method} {path}" for path, method in OPERATIONS])
+@pytest.mark.parametrize("path, method, mode", GENERATED)
 @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(data=st.data())
 def test_generated_requests_get_documented_answers(api_schema, live, path, method, mode, data):
     """Generated requests, valid and invalid, never get a 5xx, an undocumented status, header or
     content type, or a body that breaks its schema."""
-    if mode == GenerationMode.NEGATIVE and path == "/openapi.json":
-        pytest.skip("no input to make invalid")
     case = data.draw(api_schema[path][method].as_strategy(generation_mode=mode))
     case.call_and_validate(headers=bearer(live["secret"]), checks=CHECKS)
+
+
+def test_linked_calls_get_documented_answers(api_schema, live):
+    """Stateful: sequences that follow the document's links (submit, then read or review what came
+    back; batch, then its progress) get documented answers at every step."""
+    headers = bearer(live["secret"])
+
+    class Workflow(api_schema.as_state_machine()):
+        def get_call_kwargs(self, case):
+            return {"headers": headers}
+
+        def validate_response(self, response, case, additional_checks=None, **kwargs):
+            case.validate_response(response, checks=CHECKS, headers=headers)
+
+    Workflow.run(
+        settings=settings(
+            max_examples=MAX_EXAMPLES,
+            stateful_step_count=4,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+        )
+    )
 
 
 def _validate(api_schema, live, path: str, method: str, checks=CHECKS, **case):
@@ -224,6 +252,19 @@ def test_predict_503_conforms_to_the_document(api_schema, live, monkeypatch):
         api_schema, live, "/predict", "POST", documented_503, body={"text": "慢"}, media_type="application/json"
     )
     assert response.status_code == 503 and response.json()["error"]["analysis_status"] == "failed"
+
+
+def test_missing_and_revoked_tokens_get_the_documented_401(api_schema):
+    """Without a token, or with a wrong one, every operation but the document answers the documented 401."""
+    for path, method in OPERATIONS:
+        if path == "/openapi.json":
+            continue
+        operation = api_schema[path][method]
+        values = {parameter.name: 1 for parameter in operation.path_parameters}
+        for headers in ({}, bearer("prism_not-a-token")):
+            case = operation.Case(path_parameters=values, headers=headers)
+            response = case.call_and_validate(checks=CHECKS)
+            assert response.status_code == 401, (method, path, response.status_code)
 
 
 # --- The docs page ---------------------------------------------------------------------------------
