@@ -2,10 +2,11 @@
 
 Integers:
 
-SQLite and PostgreSQL store ids as signed 64-bit integers; a larger Python int makes the driver raise
-OverflowError, a 500. Every ``<int:...>`` route and every ``page`` parameter is therefore bounded
-here, once, rather than in each view: an id past the range matches no route (404), and so does a page
-past ``MAX_PAGE``. Integers read from forms and JSON bodies go through ``database_id``.
+The id columns are ``sa.Integer``: 64-bit in SQLite, but 32-bit INTEGER in PostgreSQL, where a larger
+id fails the query's ``::INTEGER`` cast ("integer out of range"), and past 64 bits every driver raises
+OverflowError: a 500 either way. Every ``<int:...>`` route and every ``page`` parameter is therefore
+bounded here, once, rather than in each view: an id past the range matches no route (404), and so does
+a page past ``MAX_PAGE``. Integers read from forms and JSON bodies go through ``database_id``.
 
 Text: a lone surrogate (JSON allows ``"\ud800"``) cannot be encoded for SQLite or PostgreSQL, and
 PostgreSQL refuses NUL in text, in a stored value and in a query's search pattern alike. Either, in
@@ -25,7 +26,9 @@ from flask_babel import LazyString
 from flask_babel import lazy_gettext as _l
 from werkzeug.routing import IntegerConverter, Map
 
-MAX_ID = 2**63 - 1  # the largest value of a 64-bit id column (SQLite INTEGER, PostgreSQL BIGINT)
+# The largest id both databases store: PostgreSQL's INTEGER (SQLite's would go to 2**63 - 1). Ids
+# count up from 1 and are never reused, so no real record comes near it.
+MAX_ID = 2**31 - 1
 MAX_PAGE = 1_000_000  # far past any listing's last page; its offset stays far inside 64 bits
 
 
