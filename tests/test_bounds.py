@@ -158,3 +158,37 @@ def test_a_nul_in_any_form_field_is_a_400(app):
     assert response.status_code in (302, 303)
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count(Review.id))) == 1
+
+
+@pytest.mark.both_databases
+def test_a_nul_in_a_query_parameter_is_a_400(app):
+    """A NUL in a search (``?q=``) is refused before the view runs, in the API and on the history page,
+    where PostgreSQL would have failed the search with a 500 (found checking the API against its
+    OpenAPI document)."""
+    alice = client_for(app, "alice")
+    headers = {"Authorization": f"Bearer {make_token(app, 'alice')}"}
+    response = app.test_client().get("/api/v1/analyses?q=a%00b", headers=headers)
+    assert response.status_code == 400
+    assert "NUL character or a lone surrogate" in response.get_json()["error"]["message"]
+    assert alice.get("/history/?q=a%00b").status_code == 400
+    assert app.test_client().get("/api/v1/analyses?q=ab", headers=headers).status_code == 200
+
+
+@pytest.mark.both_databases
+def test_ids_past_32_bits_are_not_found(app):
+    """An id past PostgreSQL's INTEGER (2**31 - 1) is a 404 in the API, on the web and as a form's
+    assignment id, where PostgreSQL failed the query with a 500 (found checking the API against its
+    OpenAPI document on PostgreSQL)."""
+    teacher = client_for(app, "tina", role="teacher")
+    headers = {"Authorization": f"Bearer {make_token(app, 'tina')}"}
+    api = app.test_client()
+    past = 2**31
+    assert api.get(f"/api/v1/analyses/{past}", headers=headers).status_code == 404
+    assert api.post(f"/api/v1/analyses/{past}/reviews", headers=headers, json={}).status_code == 404
+    assert api.get(f"/api/v1/batches/{past}", headers=headers).status_code == 404
+    assert api.get(f"/api/v1/assignments/{past}", headers=headers).status_code == 404
+    batch = {"assignment": str(past), "images": [(io.BytesIO(png_bytes()), "p.png")]}
+    assert api.post("/api/v1/batches", headers=headers, data=batch).status_code == 404
+    assert teacher.get(f"/history/{past}").status_code == 404
+    assert teacher.get(f"/education/assignments/{past}").status_code == 404
+    assert api.get(f"/api/v1/analyses/{MAX_ID}", headers=headers).status_code == 404  # the largest: no such record

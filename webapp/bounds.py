@@ -2,15 +2,16 @@
 
 Integers:
 
-SQLite and PostgreSQL store ids as signed 64-bit integers; a larger Python int makes the driver raise
-OverflowError, a 500. Every ``<int:...>`` route and every ``page`` parameter is therefore bounded
-here, once, rather than in each view: an id past the range matches no route (404), and so does a page
-past ``MAX_PAGE``. Integers read from forms and JSON bodies go through ``database_id``.
+The id columns are ``sa.Integer``: 64-bit in SQLite, but 32-bit INTEGER in PostgreSQL, where a larger
+id fails the query's ``::INTEGER`` cast ("integer out of range"), and past 64 bits every driver raises
+OverflowError: a 500 either way. Every ``<int:...>`` route and every ``page`` parameter is therefore
+bounded here, once, rather than in each view: an id past the range matches no route (404), and so does
+a page past ``MAX_PAGE``. Integers read from forms and JSON bodies go through ``database_id``.
 
 Text: a lone surrogate (JSON allows ``"\ud800"``) cannot be encoded for SQLite or PostgreSQL, and
-PostgreSQL refuses NUL in text. Either, in any form field or JSON string, is a 400 before any view
-runs. A text sent to the models is held to more (``text_problem``): no control character but tab
-and line breaks.
+PostgreSQL refuses NUL in text, in a stored value and in a query's search pattern alike. Either, in
+any query parameter, form field or JSON string, is a 400 before any view runs. A text sent to the
+models is held to more (``text_problem``): no control character but tab and line breaks.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from flask_babel import LazyString
 from flask_babel import lazy_gettext as _l
 from werkzeug.routing import IntegerConverter, Map
 
-MAX_ID = 2**63 - 1  # the largest value of a 64-bit id column (SQLite INTEGER, PostgreSQL BIGINT)
+# The largest id both databases store: PostgreSQL's INTEGER (SQLite's would go to 2**63 - 1). Ids
+# count up from 1 and are never reused, so no real record comes near it.
+MAX_ID = 2**31 - 1
 MAX_PAGE = 1_000_000  # far past any listing's last page; its offset stays far inside 64 bits
 
 
@@ -86,14 +89,15 @@ def _storable_input():
     from .errors import error_response
 
     payload = request.get_json(silent=True) if request.is_json else None
-    if any(_UNSTORABLE.search(text) for text in chain(request.form.values(), _strings(payload))):
+    texts = chain(request.args.values(), request.form.values(), _strings(payload))
+    if any(_UNSTORABLE.search(text) for text in texts):
         return error_response(400, _l("The request contains a NUL character or a lone surrogate; nothing was saved."))
     return None
 
 
 def install(app: Flask) -> None:
     """Bound every ``<int:...>`` route (call before the blueprints register), every ``page``, and the
-    text of every form and JSON body."""
+    text of every query string, form and JSON body."""
     app.url_map.converters["int"] = DatabaseIdConverter
     app.before_request(_page_in_range)
     app.before_request(_storable_input)

@@ -39,15 +39,22 @@ from ..ratelimit import check, limit, user_key
 from ..reviews import ReviewInputError, record_review
 from ..scenarios import SCENARIO_PAGES
 from ..uploads import UploadRejected
+from .openapi import document
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)
 PREDICT_POLL_SECONDS = 0.02
 _limit_submissions = limit("PRISM_RATELIMIT_SUBMIT", lambda: user_key(g.api_user))
+# Public: what a program needs before it has a token. Nothing here reads or changes anyone's data.
+PUBLIC_ENDPOINTS = frozenset({"api.openapi"})
+# The document changes only with a deploy: caches may keep it a few minutes, then revalidate by ETag.
+OPENAPI_MAX_AGE = 300
 
 
 @bp.before_request
 def authenticate():
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
     header = request.headers.get("Authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
@@ -313,3 +320,13 @@ def batch(batch_id: int):
     if found is None:
         return api_error(404, "No such batch.")
     return jsonify(batch_summary(found))
+
+
+@bp.route("/openapi.json")
+def openapi():
+    """The OpenAPI document (``webapp.api.openapi``): no token, no per-user data, so it may be cached
+    publicly (this header wins over the no-store every other API answer gets)."""
+    response = jsonify(document())
+    response.headers["Cache-Control"] = f"public, max-age={OPENAPI_MAX_AGE}"
+    response.add_etag()
+    return response.make_conditional(request)
