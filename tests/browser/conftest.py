@@ -125,3 +125,41 @@ def screenshots(tmp_path) -> Path:
     folder = Path(os.environ.get("PRISM_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@pytest.fixture(scope="session")
+def model_server(tmp_path_factory):
+    """Prism as the Quickstart runs it, with tiny real models: transformers checkpoints that the tests
+    build from configs (a ViT-GPT-2 captioner, a 3-class DistilBERT sentiment model, a MiniLM-shaped
+    embedding model), saved into a temp folder and loaded through the app's own loader, with the hub
+    switched off; the packaged OCR; jobs on the SQLite queue, run by a consumer inside the server
+    process, so pages see records go pending → done and batches climb to 100% as in production.
+    Everyone registers and signs in through the pages (no seeded accounts but an admin)."""
+    from tests.inference.tiny_models import build_embedding, build_sentiment, build_vit_gpt2
+    from webapp.jobs import create_consumer
+
+    models = tmp_path_factory.mktemp("tiny-models")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    app = make_app(
+        tmp_path_factory.mktemp("model-server"),
+        PRISM_RATELIMIT_ENABLED=False,
+        PRISM_JOBS_IMMEDIATE=False,
+        PRISM_MODEL_BACKEND="transformers",
+        PRISM_CAPTION_MODEL=str(build_vit_gpt2(models / "vit-gpt2")),
+        PRISM_SENTIMENT_MODEL=str(build_sentiment(models / "sentiment", ["negative", "neutral", "positive"])),
+        PRISM_EMBEDDING_MODEL=str(build_embedding(models / "embedding")),
+        PRISM_MODEL_OFFLINE=True,
+        PRISM_CAPTION_NUM_BEAMS=2,
+        PRISM_CAPTION_MAX_NEW_TOKENS=6,
+        PRISM_MODEL_LOAD_WAIT=120,
+    )
+    make_user(app, "root", role="admin")
+    consumer = create_consumer(app, in_process=True)
+    consumer.start()
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="model-server", daemon=True)
+    thread.start()
+    yield LiveServer(f"http://127.0.0.1:{server.server_port}", app)
+    server.shutdown()
+    thread.join(timeout=10)
+    consumer.stop(graceful=False)

@@ -8,13 +8,10 @@ sent, and sends a good one with progress. Screenshots go to $PRISM_SCREENSHOTS (
 
 from __future__ import annotations
 
-import base64
-
 import pytest
 
+from tests.browser.helpers import DESKTOP, DROP, PHONE, SMALLEST, b64, page_width_overflow
 from tests.conftest import png_bytes
-
-SMALLEST, PHONE, DESKTOP = 360, 390, 1280
 
 # (account, path): the main pages, each seen by an account that may open it (ids: tests/browser/conftest.py).
 PAGES = [
@@ -46,29 +43,6 @@ WORK_PAGES = [
     ("tina", "/batches/1"),
     ("tina", "/review/education/"),
 ]
-
-# Drops ``files`` (name, MIME type, base64 bytes) on the first upload area, as a drag from the desktop would.
-DROP = """([selector, files]) => {
-  const transfer = new DataTransfer();
-  for (const [name, type, data] of files) {
-    const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
-    transfer.items.add(new File([bytes], name, { type }));
-  }
-  const zone = document.querySelector(selector);
-  for (const type of ["dragenter", "dragover", "drop"]) {
-    zone.dispatchEvent(new DragEvent(type, { dataTransfer: transfer, bubbles: true, cancelable: true }));
-  }
-}"""
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def page_width_overflow(page) -> int:
-    """How many CSS pixels the document is wider than the window (0 when it fits)."""
-    return page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-
 
 def pages_wider_than_the_window(signed_in, live_server, screenshots, pages, width, lang) -> dict:
     """{(account, path): excess px} for the pages wider than a ``width`` px window; saves a screenshot of each."""
