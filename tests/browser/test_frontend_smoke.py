@@ -44,6 +44,7 @@ WORK_PAGES = [
     ("tina", "/review/education/"),
 ]
 
+
 def pages_wider_than_the_window(signed_in, live_server, screenshots, pages, width, lang) -> dict:
     """{(account, path): excess px} for the pages wider than a ``width`` px window; saves a screenshot of each."""
     too_wide = {}

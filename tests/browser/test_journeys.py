@@ -63,9 +63,10 @@ def set_role(browser, server, people, username: str, role: str) -> None:
     row.locator("select").select_option(role)
     row.get_by_role("button", name="Save").click()
     page.wait_for_load_state()
-    assert role in page.locator("tr", has_text=username).inner_text().lower() or page.locator(
-        "tr", has_text=username
-    ).locator("select").input_value() == role
+    assert (
+        role in page.locator("tr", has_text=username).inner_text().lower()
+        or page.locator("tr", has_text=username).locator("select").input_value() == role
+    )
 
 
 def admin_page(browser, server, people):
@@ -130,13 +131,17 @@ def test_clinician_corrects_a_proposed_caption(browser, model_server, people, sc
     set_role(browser, model_server, people, "dr.li", "clinician")
     page = page_of(people, "dr.li")
     page.goto(model_server("/medical/"))
-    page.set_input_files("#image", files=[{"name": "chest.png", "mimeType": "image/png", "buffer": png_bytes((96, 96), (90, 90, 90))}])
+    page.set_input_files(
+        "#image", files=[{"name": "chest.png", "mimeType": "image/png", "buffer": png_bytes((96, 96), (90, 90, 90))}]
+    )
     page.locator("main form[method=post] button[type=submit]").first.click()
     page.wait_for_url(re.compile(r"/history/\d+$"), timeout=JOB_WAIT_MS)
     wait_until_done(page)
     card = page.locator(".prediction-caption")
     original = card.locator(".review-correct textarea, .review-correct input[type=text]").first.input_value()
-    card.locator(".review-correct textarea, .review-correct input[type=text]").first.fill("右下肺野小结节 small nodule, right lower zone")
+    card.locator(".review-correct textarea, .review-correct input[type=text]").first.fill(
+        "右下肺野小结节 small nodule, right lower zone"
+    )
     card.locator("textarea[name=comment]").fill("seen on the lateral view")
     card.get_by_role("button", name="Save correction").click()
     page.wait_for_load_state()
@@ -164,8 +169,10 @@ def test_teacher_uploads_several_photos_and_grades_one(browser, model_server, pe
     page.fill("#title", "第三次作业 Homework 3")
     page.get_by_role("button", name="Create assignment").click()
     page.wait_for_url(re.compile(r"/education/assignments/\d+$"))
-    photos = [[f"{name}.png", "image/png", b64(png_bytes((80, 60), colour))] for name, colour in
-              (("张伟", (200, 20, 20)), ("Li Na", (20, 200, 20)), ("Ahmed", (20, 20, 200)))]
+    photos = [
+        [f"{name}.png", "image/png", b64(png_bytes((80, 60), colour))]
+        for name, colour in (("张伟", (200, 20, 20)), ("Li Na", (20, 200, 20)), ("Ahmed", (20, 20, 200)))
+    ]
     page.evaluate(DROP, ["[data-dropzone]", photos])
     assert page.locator(".file-item").count() == 3
     assert page_width_overflow(page) == 0
