@@ -1,6 +1,7 @@
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField, SelectField, StringField, SubmitField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, EqualTo, Length, Regexp, ValidationError
 
 from ..i18n import LANGUAGES, current_locale
@@ -67,12 +68,14 @@ class PreferencesForm(FlaskForm):
     """Display preferences on the account page; zones are IANA names (``localtime.zone_names``)."""
 
     time_zone = SelectField(_l("Time zone"), validators=[DataRequired()])
-    language = SelectField(_l("Language"), choices=[(code, name) for code, (_tag, name) in LANGUAGES.items()])
+    language = SelectField(
+        _l("Language"), choices=[SelectChoice(code, name) for code, (_tag, name) in LANGUAGES.items()]
+    )
     submit = SubmitField(_l("Save preferences"))
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.time_zone.choices = list(zone_names())
+        self.time_zone.choices = [SelectChoice(name, name) for name in zone_names()]
         self.time_zone.data = self.time_zone.data or "UTC"
         self.language.data = self.language.data or current_locale()
 
