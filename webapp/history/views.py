@@ -79,7 +79,7 @@ def render_history_list(template: str, *, owner, endpoint: str) -> str:
             audit.HISTORY_LISTED_BY_ADMIN,
             details={
                 "page": page.page,
-                "filters": filters.as_args(),
+                **({"filters": filters.as_args()} if filters.as_args() else {}),
                 "ids": [a.id for a in others],
                 "owners": sorted({a.user.username for a in others}),
             },
