@@ -171,3 +171,21 @@ def test_audit_pages_keep_the_filters(app, admin_client):
     assert 'href="/admin/audit?page=2&amp;action=history.export&amp;actor=root&amp;from=2026-03-01"' in body
     with app.app_context():
         assert verify_chain().ok
+
+
+def test_admin_reading_an_assignment_is_one_row_with_its_thumbnails(app, admin_client):
+    """An admin opening a teacher's assignment page writes its one row; the submissions' thumbnails add none."""
+    from tests.test_education import create_assignment, create_rubric, rubric_ids, upload
+
+    teacher = client_for(app, "tina", role="teacher")
+    assert create_rubric(teacher).status_code == 302
+    assignment_id = record_id(create_assignment(teacher, rubric_ids(app)[0]))
+    files = [(png_bytes(color=(n, 10, 10)), f"{n}.png") for n in (10, 20)]
+    assert upload(teacher, assignment_id, files).status_code == 302
+    before = len(audit_rows(app))
+    body = admin_client.get(f"/education/assignments/{assignment_id}").get_data(as_text=True)
+    images = thumbnails(body)
+    assert len(images) == 2
+    for url in images:
+        assert admin_client.get(url).status_code == 200
+    assert [row["action"] for row in audit_rows(app)[before:]] == ["education.view_other"]
