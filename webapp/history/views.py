@@ -73,20 +73,7 @@ def render_history_list(template: str, *, owner, endpoint: str) -> str:
     thumbnails then write nothing more (``access.note_audited``)."""
     filters = viewer_filters(allow_owner=owner is None)
     page = paginate_history(filters, owner=owner, per_page=current_app.config["PRISM_PAGE_SIZE"])
-    others = [a for a in page.items if a.user_id != current_user.id]
-    if others:
-        audit.record(
-            audit.HISTORY_LISTED_BY_ADMIN,
-            details={
-                "page": page.page,
-                **({"filters": filters.as_args()} if filters.as_args() else {}),
-                "ids": [a.id for a in others],
-                "owners": sorted({a.user.username for a in others}),
-            },
-        )
-        db.session.commit()
-        access.note_audited(Analysis, [a.id for a in others])
-    return render_template(
+    body = render_template(
         template,
         page=page,
         filters=filters,
@@ -96,6 +83,21 @@ def render_history_list(template: str, *, owner, endpoint: str) -> str:
         endpoint=endpoint,
         default_sort=DEFAULT_SORT,
     )
+    # Audited after rendering: committing first would expire the page's rows and reload each one.
+    if others := [a for a in page.items if a.user_id != current_user.id]:
+        ids = [a.id for a in others]
+        audit.record(
+            audit.HISTORY_LISTED_BY_ADMIN,
+            details={
+                "page": page.page,
+                **({"filters": filters.as_args()} if filters.as_args() else {}),
+                "ids": ids,
+                "owners": sorted({a.user.username for a in others}),
+            },
+        )
+        db.session.commit()
+        access.note_audited(Analysis, ids)
+    return body
 
 
 @bp.route("/")
