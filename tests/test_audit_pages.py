@@ -203,3 +203,17 @@ def test_audited_listing_does_not_reload_its_rows(app, admin_client):
         add_analysis(app, alice, text="a", caption="a cat", sentiment="positive")
     six = queries_during(app, lambda: admin_client.get("/admin/analyses"))
     assert two == six
+
+
+def test_the_sessions_note_of_audited_rows_stays_small(app):
+    """The note keeps the newest AUDITED_MAX ids per model, so the session cookie cannot grow without bound."""
+    from flask import session
+
+    from webapp.access import AUDITED_KEY, AUDITED_MAX, note_audited
+    from webapp.models import Analysis
+
+    with app.test_request_context():
+        note_audited(Analysis, list(range(AUDITED_MAX)))
+        note_audited(Analysis, [5, 1000])
+        noted = session[AUDITED_KEY]["Analysis"]
+        assert len(noted) == AUDITED_MAX and noted[-2:] == [5, 1000] and 0 not in noted

@@ -26,7 +26,7 @@ from .extensions import db
 
 Row = TypeVar("Row")
 AUDITED_KEY = "_audited_reads"
-AUDITED_MAX = 200  # rows remembered: a few pages' worth, a small part of the 4 KB cookie
+AUDITED_MAX = 100  # ids remembered per model: a full page (``max_per_page``), well within the 4 KB cookie
 
 
 def _select(model: type[Row], row_id: int, options: tuple, where: dict[str, Any]):
@@ -59,7 +59,7 @@ def visible_or_404(
     if not current_user.is_admin:
         statement = statement.where(model.user_id == current_user.id)
     found = db.first_or_404(statement)
-    if found.user_id != current_user.id and not (within_page and _audited_key(model, row_id) in _audited()):
+    if found.user_id != current_user.id and not (within_page and row_id in _audited(model)):
         owner = found.user.username if hasattr(found, "user") else None
         audit.record(action, target=found, details={"owner_id": found.user_id, "owner": owner, "part": part})
         db.session.commit()
@@ -67,20 +67,19 @@ def visible_or_404(
     return found
 
 
-def _audited_key(model: type, row_id: int) -> str:
-    return f"{model.__name__}:{row_id}"
-
-
-def _audited() -> list[str]:
+def _audited(model: type) -> list[int]:
     noted = session.get(AUDITED_KEY)
-    return noted if isinstance(noted, list) else []
+    ids = noted.get(model.__name__) if isinstance(noted, dict) else None
+    return ids if isinstance(ids, list) else []
 
 
 def note_audited(model: type, row_ids: list[int]) -> None:
     """Note that an audit row written for this session's page names ``row_ids`` of ``model``: the
     page's own requests for them (``within_page``) are then not audited again."""
-    keys = [_audited_key(model, row_id) for row_id in row_ids]
-    session[AUDITED_KEY] = ([key for key in _audited() if key not in keys] + keys)[-AUDITED_MAX:]
+    kept = [row_id for row_id in _audited(model) if row_id not in row_ids]
+    noted = session.get(AUDITED_KEY)
+    noted = noted if isinstance(noted, dict) else {}
+    session[AUDITED_KEY] = {**noted, model.__name__: (kept + list(row_ids))[-AUDITED_MAX:]}
 
 
 __all__ = ["note_audited", "owned_or_404", "visible_or_404"]
