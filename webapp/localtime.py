@@ -14,9 +14,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from flask import has_request_context
+from flask import g, has_request_context
 from flask_login import current_user
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 DEFAULT_ZONE = "UTC"
 FORMATS = {"minutes": "%Y-%m-%d %H:%M", "seconds": "%Y-%m-%d %H:%M:%S", "date": "%Y-%m-%d"}
@@ -28,8 +28,13 @@ def zone_names() -> tuple[str, ...]:
     return tuple(sorted(name for name in available_timezones() if "/" in name or name == DEFAULT_ZONE))
 
 
+@cache
+def _zone_set() -> frozenset[str]:
+    return frozenset(zone_names())
+
+
 def is_zone(name: str | None) -> bool:
-    return bool(name) and name in zone_names()
+    return bool(name) and name in _zone_set()
 
 
 @cache
@@ -42,9 +47,12 @@ def _zone(name: str) -> ZoneInfo:
 
 def viewer_zone_name() -> str:
     """The signed-in user's zone if they have a valid one, else UTC (outside a request too)."""
-    if has_request_context() and current_user.is_authenticated and is_zone(current_user.time_zone):
-        return current_user.time_zone
-    return DEFAULT_ZONE
+    if not has_request_context():
+        return DEFAULT_ZONE
+    if "viewer_zone" not in g:  # once per request: a listing formats dozens of times
+        zone = current_user.time_zone if current_user.is_authenticated else None
+        g.viewer_zone = zone if is_zone(zone) else DEFAULT_ZONE
+    return g.viewer_zone
 
 
 def viewer_zone() -> ZoneInfo:
@@ -66,9 +74,14 @@ def utc_offset(zone: ZoneInfo, at: datetime | None = None) -> str:
 
 
 def zone_label() -> str:
-    """The viewer's zone as pages name it: "Asia/Shanghai, UTC+08:00", or "UTC"."""
+    """The viewer's zone as pages name it: "Asia/Shanghai, UTC+08:00", or "UTC" (once per request)."""
+    if has_request_context() and "zone_label" in g:
+        return g.zone_label
     name = viewer_zone_name()
-    return name if name == DEFAULT_ZONE else f"{name}, {utc_offset(viewer_zone())}"
+    label = name if name == DEFAULT_ZONE else f"{name}, {utc_offset(_zone(name))}"
+    if has_request_context():
+        g.zone_label = label
+    return label
 
 
 def localtime(value: datetime | None, style: str = "minutes") -> Markup:
@@ -76,10 +89,10 @@ def localtime(value: datetime | None, style: str = "minutes") -> Markup:
     "minutes" (default), "seconds" or "date". An empty value renders nothing."""
     if value is None:
         return Markup("")
-    utc = value.replace(tzinfo=None) if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
+    utc = value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
     local = to_local(utc)
     return Markup('<time datetime="{}Z" title="{}">{}</time>').format(
-        utc.isoformat(timespec="seconds"), escape(zone_label()), local.strftime(FORMATS.get(style, FORMATS["minutes"]))
+        utc.isoformat(timespec="seconds"), zone_label(), local.strftime(FORMATS.get(style, FORMATS["minutes"]))
     )
 
 
