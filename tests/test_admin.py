@@ -114,8 +114,8 @@ def test_admin_sees_all_users_records_and_filters_by_owner(app, admin_client):
     everything = admin_client.get("/admin/analyses").get_data(as_text=True)
     assert "from alice" in everything and "from bob" in everything
     only_bob = admin_client.get("/admin/analyses?owner=bob").get_data(as_text=True)
-    assert f'href="/history/{bobs}"' in only_bob
-    assert f'href="/history/{alices}"' not in only_bob
+    assert f'href="/history/{bobs}?owner=bob"' in only_bob
+    assert f'href="/history/{alices}' not in only_bob
 
 
 def test_admin_export_covers_all_users_and_is_audited(app, admin_client):
@@ -147,7 +147,7 @@ def test_admin_viewing_another_users_record_is_audited(app, admin_client):
     assert "Delete record" not in body  # admins audit, they do not delete
     rows = audit_rows(app, "analysis.view_other")
     assert [(r["actor_name"], r["target_id"], r["details"]) for r in rows] == [
-        ("root", str(analysis_id), {"owner_id": alice_id, "part": "record"})
+        ("root", str(analysis_id), {"owner_id": alice_id, "owner": "alice", "part": "record"})
     ]
 
 
@@ -179,12 +179,12 @@ def test_admin_dashboard_counts_the_sentiment_that_counts(admin_client, reviewed
 def test_admin_analyses_filter_on_reviews_and_show_the_value_that_counts(app, admin_client, reviewed):
     """/admin/analyses filters by review state and by the counted sentiment, and shows the human value."""
     corrected = admin_client.get("/admin/analyses?review=corrected").get_data(as_text=True)
-    assert re.findall(r'href="/history/(\d+)"', corrected) == [str(reviewed["fixed"])]
+    assert re.findall(r'href="/history/(\d+)[?"]', corrected) == [str(reviewed["fixed"])]
     assert 'class="sentiment sentiment-negative"' in corrected and "✓ human" in corrected
     negative = admin_client.get("/admin/analyses?sentiment=negative&owner=alice").get_data(as_text=True)
-    assert re.findall(r'href="/history/(\d+)"', negative) == [str(reviewed["fixed"])]
+    assert re.findall(r'href="/history/(\d+)[?"]', negative) == [str(reviewed["fixed"])]
     unreviewed = admin_client.get("/admin/analyses?review=unreviewed").get_data(as_text=True)
-    assert re.findall(r'href="/history/(\d+)"', unreviewed) == [str(reviewed["as-is"])]
+    assert re.findall(r'href="/history/(\d+)[?"]', unreviewed) == [str(reviewed["as-is"])]
 
 
 def test_admin_csv_export_carries_reviews(app, admin_client, reviewed):

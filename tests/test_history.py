@@ -50,13 +50,13 @@ def image_path(app, analysis: Analysis) -> Path:
 
 
 def detail_links(body: str) -> list[int]:
-    """Record ids linked from a history table, in page order."""
-    return [int(found) for found in re.findall(r'href="/history/(\d+)"', body)]
+    """Record ids linked from a history table, in page order (row links carry the list's query)."""
+    return [int(found) for found in re.findall(r'class="row-link" href="/history/(\d+)[?"]', body)]
 
 
 def cells(body: str, analysis_id: int) -> list[str]:
     """The cells of the history-table row of record ``analysis_id`` (caption and sentiment are the last two)."""
-    found = re.search(rf'<tr>\s*<td><a href="/history/{analysis_id}">.*?</tr>', body, re.S)
+    found = re.search(rf'<tr[^>]*>\s*<td[^>]*><a class="row-link" href="/history/{analysis_id}[?"].*?</tr>', body, re.S)
     assert found, f"no row for record {analysis_id}"
     return re.findall(r"<td[^>]*>(.*?)</td>", found.group(0), re.S)
 

@@ -8,15 +8,15 @@ The caller commits, then calls ``jobs.enqueue_analyses`` with the ids.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from datetime import time as day_time
+from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
 from flask_sqlalchemy.pagination import Pagination
-from sqlalchemy import Select, exists, func, select
+from sqlalchemy import Select, exists, func, select, tuple_
 from sqlalchemy.orm import selectinload
 
 from . import __version__, audit
@@ -24,6 +24,7 @@ from .bounds import text_problem
 from .dicom import looks_like_dicom
 from .extensions import db
 from .i18n import in_english
+from .localtime import DEFAULT_ZONE, day_bounds, parse_day
 from .models import (
     BANDS,
     FAILED,
@@ -221,12 +222,27 @@ def delete_analysis(analysis: Analysis) -> None:
             get_storage().delete(image_key(sha256, image_format))
 
 
+# The orders a listing may be sorted in: each ends with the id, so rows that tie (same second, same
+# scenario) keep one stable order across pages; each is served by an index on (user_id, ...) for a
+# user's history and on (...) alone for everyone's (migration 0010).
+SORTS: dict[str, tuple] = {
+    "time": (Analysis.created_at, Analysis.id),
+    "id": (Analysis.id,),
+    "scenario": (Analysis.scenario, Analysis.created_at, Analysis.id),
+    "status": (Analysis.status, Analysis.created_at, Analysis.id),
+}
+DEFAULT_SORT = "-time"  # newest first; a leading "-" sorts descending
+
+
 @dataclass(frozen=True)
 class HistoryFilters:
-    """Filters shared by the history page, the admin view, the exports and the API (all optional).
+    """Filters shared by the history page, the admin view, the exports and the API (all optional),
+    and the listing's order (``sort``: a key of ``SORTS``, "-" first for descending).
 
     ``sentiment`` matches the value that counts (a human correction wins over the model); ``review``
     and ``confidence`` match analyses with at least one prediction in that state or band.
+    ``date_from`` and ``date_to`` are days in ``zone`` (the viewer's), both included. ``errors``
+    says, in the reader's language, which given values were refused (and so not applied).
     """
 
     scenario: str | None = None
@@ -236,8 +252,11 @@ class HistoryFilters:
     status: str | None = None
     query: str | None = None
     owner: str | None = None  # admin only: a username
-    date_from: datetime | None = None
-    date_to: datetime | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+    zone: str = DEFAULT_ZONE
+    sort: str = DEFAULT_SORT
+    errors: tuple = field(default=(), compare=False)
 
     @property
     def reads_predictions(self) -> bool:
@@ -245,25 +264,52 @@ class HistoryFilters:
         return bool(self.sentiment or self.review or self.confidence)
 
     @classmethod
-    def from_args(cls, args, *, allow_owner: bool = False) -> HistoryFilters:
-        def choice(name: str, allowed: Sequence[str]) -> str | None:
-            value = args.get(name) or None
-            return value if value in allowed else None
+    def from_args(cls, args, *, allow_owner: bool = False, zone: str = DEFAULT_ZONE) -> HistoryFilters:
+        """The filters of a query string; a value that is not one of the choices, a malformed date, a
+        range that ends before it starts or an unknown sort is left out and named in ``errors``."""
+        errors: list = []
 
+        def choice(name: str, allowed: Sequence[str], label) -> str | None:
+            value = args.get(name) or None
+            if value is not None and value not in allowed:
+                errors.append(_l("%(filter)s: “%(value)s” is not one of the choices.", filter=label, value=value[:40]))
+                return None
+            return value
+
+        def day(name: str, label) -> date | None:
+            try:
+                return parse_day(args.get(name))
+            except ValueError:
+                errors.append(
+                    _l("%(filter)s: “%(value)s” is not a date (YYYY-MM-DD).", filter=label, value=args[name][:40])
+                )
+                return None
+
+        date_from, date_to = day("from", _l("From")), day("to", _l("To"))
+        if date_from and date_to and date_from > date_to:
+            errors.append(_l("The date range ends before it starts: the dates were not applied."))
+            date_from = date_to = None
+        sort = args.get("sort") or DEFAULT_SORT
+        if sort.removeprefix("-") not in SORTS:
+            errors.append(_l("“%(value)s” is not a column the list can be sorted by.", value=sort[:40]))
+            sort = DEFAULT_SORT
         return cls(
-            scenario=choice("scenario", SCENARIOS),
-            sentiment=choice("sentiment", SENTIMENT_LABELS),
-            review=choice("review", REVIEW_STATES),
-            confidence=choice("confidence", (*BANDS, "uncertain")),
-            status=choice("status", STATUSES),
+            scenario=choice("scenario", SCENARIOS, _l("Scenario")),
+            sentiment=choice("sentiment", SENTIMENT_LABELS, _l("Sentiment")),
+            review=choice("review", REVIEW_STATES, _l("Review")),
+            confidence=choice("confidence", (*BANDS, "uncertain"), _l("Confidence")),
+            status=choice("status", STATUSES, _l("Status")),
             query=(args.get("q") or "").strip()[:200] or None,
             owner=((args.get("owner") or "").strip()[:64] or None) if allow_owner else None,
-            date_from=_parse_day(args.get("from")),
-            date_to=_parse_day(args.get("to"), end_of_day=True),
+            date_from=date_from,
+            date_to=date_to,
+            zone=zone,
+            sort=sort,
+            errors=tuple(errors),
         )
 
     def as_args(self) -> dict[str, str]:
-        """Query-string form, for pagination and export links."""
+        """Query-string form, for pagination, sorting and export links (the default sort left out)."""
         args = {
             "scenario": self.scenario,
             "sentiment": self.sentiment,
@@ -272,10 +318,26 @@ class HistoryFilters:
             "status": self.status,
             "q": self.query,
             "owner": self.owner,
-            "from": self.date_from.date().isoformat() if self.date_from else None,
-            "to": self.date_to.date().isoformat() if self.date_to else None,
+            "from": self.date_from.isoformat() if self.date_from else None,
+            "to": self.date_to.isoformat() if self.date_to else None,
+            "sort": None if self.sort == DEFAULT_SORT else self.sort,
         }
         return {key: value for key, value in args.items() if value}
+
+    def filter_args(self) -> dict[str, str]:
+        """``as_args`` without the sort: what narrows the list (a "Clear" link shows when any is set)."""
+        return {key: value for key, value in self.as_args().items() if key != "sort"}
+
+    def sorted_by(self, key: str) -> str:
+        """The ``sort`` value a column header links to: ``key`` descending first (newest, highest id),
+        ascending when the list is already sorted by it descending."""
+        return key if self.sort == f"-{key}" else f"-{key}"
+
+    @property
+    def order(self) -> list:
+        """The ORDER BY of ``sort``, every column in the one direction (so one index serves it)."""
+        columns = SORTS[self.sort.removeprefix("-")]
+        return [column.desc() for column in columns] if self.sort.startswith("-") else [*columns]
 
     def apply(self, statement: Select, policy: ConfidencePolicy, *, for_count: bool = False) -> Select:
         """``statement`` narrowed by every filter that is set.
@@ -310,28 +372,43 @@ class HistoryFilters:
             statement = statement.where(Analysis.search_text.ilike(pattern, escape="\\"))
         if self.owner:
             statement = statement.join(Analysis.user).where(func.lower(User.username) == self.owner.lower())
+        zone = ZoneInfo(self.zone)
         if self.date_from:
-            statement = statement.where(Analysis.created_at >= self.date_from)
+            statement = statement.where(Analysis.created_at >= day_bounds(self.date_from, zone)[0])
         if self.date_to:
-            statement = statement.where(Analysis.created_at <= self.date_to)
+            statement = statement.where(Analysis.created_at < day_bounds(self.date_to, zone)[1])
         return statement
 
 
-def _parse_day(value: str | None, *, end_of_day: bool = False) -> datetime | None:
-    try:
-        day = datetime.strptime((value or "").strip(), "%Y-%m-%d").date()
-    except ValueError:
-        return None
-    return datetime.combine(day, day_time.max if end_of_day else day_time.min)
-
-
 def select_history(filters: HistoryFilters, *, owner: User | None, for_count: bool = False) -> Select:
-    """Newest-first records matching ``filters``; scoped to ``owner`` unless ``owner`` is None (admin)."""
+    """Records matching ``filters`` in its order (newest first by default); scoped to ``owner``
+    unless ``owner`` is None (admin)."""
     statement = select(Analysis)
     if owner is not None:
         statement = statement.where(Analysis.user_id == owner.id)
     statement = filters.apply(statement, confidence_policy(), for_count=for_count)
-    return statement.order_by(Analysis.created_at.desc(), Analysis.id.desc())
+    return statement.order_by(*filters.order)
+
+
+def history_neighbours(
+    analysis: Analysis, filters: HistoryFilters, *, owner: User | None
+) -> tuple[int | None, int | None]:
+    """(previous, next): the ids of the records just before and just after ``analysis`` in the
+    listing of ``filters`` (its filters and order), scoped like ``select_history``; None at either end.
+
+    A row-value comparison on the sort's columns (which end with the unique id) finds each in one
+    index seek, however deep in the list the record is.
+    """
+    columns = SORTS[filters.sort.removeprefix("-")]
+    key, value = tuple_(*columns), tuple_(*(getattr(analysis, column.key) for column in columns))
+    descending = filters.sort.startswith("-")
+    listing = select_history(filters, owner=owner).with_only_columns(Analysis.id).limit(1)
+    backwards = [column.asc() if descending else column.desc() for column in columns]
+    previous = db.session.scalar(
+        listing.where(key > value if descending else key < value).order_by(None).order_by(*backwards)
+    )
+    following = db.session.scalar(listing.where(key < value if descending else key > value))
+    return previous, following
 
 
 # What a listing shows of each record: its owner, predictions and their reviews, in one query each.

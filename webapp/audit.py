@@ -48,6 +48,7 @@ ANALYSIS_DELETED = "analysis.delete"
 ANALYSIS_RETRIED = "analysis.retry"
 REVIEW_RECORDED = "review.record"
 HISTORY_EXPORTED = "history.export"
+HISTORY_LISTED_BY_ADMIN = "history.list_other"  # a page of "All history" showing other users' records
 ROLE_CHANGED = "admin.role_change"
 ACCESS_CHANGED = "admin.access_change"
 TOKEN_CREATED = "token.create"  # noqa: S105 (an action name, not a secret)
@@ -76,6 +77,7 @@ ACTIONS = (
     ANALYSIS_RETRIED,
     REVIEW_RECORDED,
     HISTORY_EXPORTED,
+    HISTORY_LISTED_BY_ADMIN,
     ROLE_CHANGED,
     ACCESS_CHANGED,
     TOKEN_CREATED,

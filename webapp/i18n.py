@@ -1,8 +1,10 @@
 """Interface language: English (the default) and Simplified Chinese, with Flask-Babel.
 
 The locale of a request is, first match wins: the choice made with the language switcher (kept in
-the session), the browser's best Accept-Language match, English. JSON responses (the API and
-``/healthz``) are always English: programs parse them, and their callers rarely send a language.
+the session; a signed-in user's choice is also saved on the account and put back in the session at
+each sign-in), the signed-in user's saved language, the browser's best Accept-Language match,
+English. JSON responses (the API and ``/healthz``) are always English: programs parse them, and
+their callers rarely send a language.
 """
 
 from __future__ import annotations
@@ -92,7 +94,21 @@ def select_locale() -> str | None:
     chosen = session.get(SESSION_KEY)
     if chosen in LOCALES:
         return chosen
+    if current_user.is_authenticated and current_user.language in LOCALES:
+        return current_user.language  # e.g. a session restored from a remember cookie
     return match_accept_language(request.accept_languages)
+
+
+def chosen_locale() -> str | None:
+    """The language picked with the switcher in this session, if any (to save on a new account)."""
+    chosen = session.get(SESSION_KEY)
+    return chosen if chosen in LOCALES else None
+
+
+def restore_locale(user) -> None:
+    """Put ``user``'s saved language into the session at sign-in (nothing when they never chose one)."""
+    if user.language in LOCALES:
+        session[SESSION_KEY] = user.language
 
 
 def current_locale() -> str:

@@ -6,14 +6,14 @@ from flask_login import current_user
 from sqlalchemy import func, select
 
 from .. import audit
-from ..analyses import HistoryFilters
 from ..auth import fresh_login_required
 from ..dashboards import admin_charts
 from ..extensions import db, login_manager
 from ..forms import EmptyForm
 from ..health import system_health
-from ..history.views import export_response, render_history_list
+from ..history.views import export_response, render_history_list, viewer_filters
 from ..i18n import ROLE_NAMES
+from ..localtime import day_bounds, parse_day, viewer_zone
 from ..models import Analysis, AuditEvent, Prediction, User
 from ..scenarios import SCENARIO_PAGES
 from .forms import RoleForm
@@ -124,26 +124,49 @@ def analyses():
 @bp.route("/analyses/export.<any(csv, json):fmt>")
 @fresh_login_required
 def export(fmt: str):
-    filters = HistoryFilters.from_args(request.args, allow_owner=True)
-    return export_response(filters, owner=None, fmt=fmt, basename="prism-all-history")
+    return export_response(
+        viewer_filters(allow_owner=True), owner=None, fmt=fmt, basename="prism-all-history", endpoint="admin.analyses"
+    )
 
 
 @bp.route("/audit")
 def audit_log():
-    action = request.args.get("action") or None
-    actor = (request.args.get("actor") or "").strip()[:64] or None
+    """The audit trail, newest first, narrowed by actor (a username, any case), action and a range
+    of days in the viewer's time zone; a refused value is named on the page, not ignored."""
+    args, errors = request.args, []
+    action = args.get("action") or None
+    if action is not None and action not in audit.ACTIONS:
+        errors.append(_("“%(value)s” is not one of the actions listed.", value=action[:40]))
+        action = None
+    actor = (args.get("actor") or "").strip()[:64] or None
+    days = {}
+    for name in ("from", "to"):
+        try:
+            days[name] = parse_day(args.get(name))
+        except ValueError:
+            errors.append(_("“%(value)s” is not a date (YYYY-MM-DD).", value=args[name][:40]))
+            days[name] = None
+    if days["from"] and days["to"] and days["from"] > days["to"]:
+        errors.append(_("The date range ends before it starts: the dates were not applied."))
+        days = {"from": None, "to": None}
     statement = select(AuditEvent).order_by(AuditEvent.id.desc())
-    if action in audit.ACTIONS:
+    if action:
         statement = statement.where(AuditEvent.action == action)
     if actor:
-        statement = statement.where(AuditEvent.actor_name == actor)
+        statement = statement.where(func.lower(AuditEvent.actor_name) == actor.lower())
+    if days["from"]:
+        statement = statement.where(AuditEvent.created_at >= day_bounds(days["from"], viewer_zone())[0])
+    if days["to"]:
+        statement = statement.where(AuditEvent.created_at < day_bounds(days["to"], viewer_zone())[1])
     page = db.paginate(statement, per_page=50, max_per_page=200, error_out=False)
+    kept = {"action": action, "actor": actor, "from": days["from"], "to": days["to"]}
     return render_template(
         "admin/audit.html",
         page=page,
         actions=audit.ACTIONS,
-        action=action,
-        actor=actor,
+        filters=kept,
+        extra_args={name: str(value) for name, value in kept.items() if value},
+        errors=errors,
         user_names=_user_names(page.items),
     )
 

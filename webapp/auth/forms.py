@@ -1,8 +1,11 @@
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, PasswordField, StringField, SubmitField
+from wtforms import BooleanField, PasswordField, SelectField, StringField, SubmitField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, EqualTo, Length, Regexp, ValidationError
 
+from ..i18n import LANGUAGES, current_locale
+from ..localtime import zone_names
 from .passwords import MAX_LENGTH, password_problem
 
 USERNAME_RULE = Regexp(r"^[\w.\-]+$", message=_l("Use letters, digits, '.', '-' or '_' only."))
@@ -59,3 +62,25 @@ class CodeForm(FlaskForm):
 class TokenForm(FlaskForm):
     name = StringField(_l("Token name"), validators=[DataRequired(), Length(max=64)])
     submit = SubmitField(_l("Create token"))
+
+
+class PreferencesForm(FlaskForm):
+    """Display preferences on the account page; zones are IANA names (``localtime.zone_names``)."""
+
+    time_zone = SelectField(_l("Time zone"), validators=[DataRequired()])
+    language = SelectField(
+        _l("Language"), choices=[SelectChoice(code, name) for code, (_tag, name) in LANGUAGES.items()]
+    )
+    submit = SubmitField(_l("Save preferences"))
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.time_zone.choices = [SelectChoice(name, name) for name in zone_names()]
+        self.time_zone.data = self.time_zone.data or "UTC"
+        self.language.data = self.language.data or current_locale()
+
+
+class BrowserZoneForm(FlaskForm):
+    """The zone ``static/js/timezone.js`` reads from the browser (checked by the view: any string here)."""
+
+    time_zone = StringField(validators=[DataRequired(), Length(max=64)])

@@ -12,13 +12,14 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from .. import audit
 from ..extensions import db
 from ..forms import EmptyForm
-from ..i18n import clear_session_keeping_locale
+from ..i18n import SESSION_KEY, chosen_locale, clear_session_keeping_locale, restore_locale
+from ..localtime import is_zone
 from ..models import ApiToken, User, utcnow
 from ..ratelimit import EXTENSION_KEY as RATELIMIT_KEY
 from ..ratelimit import client_ip, client_ip_and_username, limit
 from ..security import is_safe_redirect
 from . import devices, fresh_login_required
-from .forms import CodeForm, LoginForm, PasswordChangeForm, RegisterForm, TokenForm
+from .forms import BrowserZoneForm, CodeForm, LoginForm, PasswordChangeForm, PreferencesForm, RegisterForm, TokenForm
 
 bp = Blueprint("auth", __name__)
 PENDING_KEY = "_two_step_pending"  # the account whose password was right, waiting for its code
@@ -38,6 +39,7 @@ def _spend_hash_time(password: str) -> None:
 
 def _start_session(user: User, remember: bool) -> None:
     clear_session_keeping_locale()  # a fresh session on login: only the language choice survives it
+    restore_locale(user)  # the language the account chose last wins over this browser's
     login_user(user, remember=remember)
 
 
@@ -61,7 +63,7 @@ def register():
         if db.session.scalar(User.by_username(username)) is not None:
             form.username.errors.append(_("That username is taken."))
         else:
-            user = User(username=username, role="user")
+            user = User(username=username, role="user", language=chosen_locale())
             user.set_password(form.password.data, current_app.config["PRISM_PASSWORD_HASH_METHOD"])
             db.session.add(user)
             db.session.flush()
@@ -204,13 +206,47 @@ def _create_token():
     return _account_page(form, new_secret)
 
 
-def _account_page(form: TokenForm, new_secret: str | None = None):
+def _account_page(form: TokenForm, new_secret: str | None = None, preferences: PreferencesForm | None = None):
     tokens = db.session.scalars(
         select(ApiToken).where(ApiToken.user_id == current_user.id).order_by(ApiToken.created_at.desc())
     ).all()
     return render_template(
-        "auth/account.html", form=form, tokens=tokens, new_secret=new_secret, revoke_form=EmptyForm()
+        "auth/account.html",
+        form=form,
+        tokens=tokens,
+        new_secret=new_secret,
+        revoke_form=EmptyForm(),
+        preferences=preferences or PreferencesForm(obj=current_user, formdata=None),
     )
+
+
+@bp.route("/account/preferences", methods=["POST"])
+@login_required
+def preferences():
+    """Save the time zone times are shown in and the interface language (also applied at once)."""
+    form = PreferencesForm()
+    if not form.validate_on_submit():
+        return _account_page(TokenForm(formdata=None), preferences=form), 400
+    current_user.time_zone, current_user.language = form.time_zone.data, form.language.data
+    session[SESSION_KEY] = form.language.data
+    db.session.commit()
+    flash(_("Preferences saved."), "success")
+    return redirect(url_for("auth.account"))
+
+
+@bp.route("/account/time-zone", methods=["POST"])
+@login_required
+def browser_time_zone():
+    """The browser's time zone, sent once by ``static/js/timezone.js`` while the account has none:
+    204 when saved or already set (a choice made on the account page is never overwritten), 400
+    when the name is not a known zone or the CSRF token is missing."""
+    form = BrowserZoneForm()
+    if not form.validate_on_submit() or not is_zone(form.time_zone.data):
+        return "", 400
+    if current_user.time_zone is None:
+        current_user.time_zone = form.time_zone.data
+        db.session.commit()
+    return "", 204
 
 
 @bp.route("/account/password", methods=["GET", "POST"])

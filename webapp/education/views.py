@@ -17,13 +17,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from .. import audit
-from ..access import owned_or_404, visible_or_404
+from ..access import note_audited, owned_or_404, visible_or_404
 from ..analyses import AnalysisInputError, confidence_policy, pending_ids
 from ..auth import fresh_login_required
 from ..dashboards import score_distribution_chart
 from ..extensions import db
 from ..forms import EmptyForm
 from ..jobs import enqueue_analyses
+from ..models import Analysis
 from ..models.education import Assignment, GradePrediction, Rubric, RubricCriterion, Submission, points
 from ..ratelimit import limit, user_key
 from ..reviews import ReviewInputError
@@ -245,6 +246,8 @@ def new_assignment():
 @bp.route("/assignments/<int:assignment_id>")
 def assignment(assignment_id: int):
     found = _visible_or_404(Assignment, assignment_id, part="assignment", options=SUBMISSIONS_LOAD)
+    if found.user_id != current_user.id:  # the admin's audited read covers the page's thumbnails
+        note_audited(Analysis, [submission.analysis_id for submission in found.submissions])
     return _render_assignment(found, UploadForm()), 200
 
 

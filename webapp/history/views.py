@@ -22,10 +22,12 @@ from werkzeug.wsgi import wrap_file
 
 from .. import access, audit
 from ..analyses import (
+    DEFAULT_SORT,
     AnalysisInputError,
     HistoryFilters,
     confidence_policy,
     delete_analysis,
+    history_neighbours,
     paginate_history,
     retry_analysis,
     select_history,
@@ -36,6 +38,7 @@ from ..exports import iter_csv, iter_json
 from ..extensions import db
 from ..forms import EmptyForm
 from ..jobs import enqueue_analyses
+from ..localtime import viewer_zone_name
 from ..models import SCENARIOS, Analysis
 from ..reviews import may_review
 from ..reviews.forms import ReviewForm
@@ -52,16 +55,25 @@ def require_login() -> None:
     """Every history route needs a signed-in user."""
 
 
-def visible_or_404(analysis_id: int, *, part: str) -> Analysis:
-    """The record if the signed-in user may read it (``access.visible_or_404``; admins' reads audited)."""
-    return access.visible_or_404(Analysis, analysis_id, part=part)
+def visible_or_404(analysis_id: int, *, part: str, within_page: bool = False) -> Analysis:
+    """The record if the signed-in user may read it (``access.visible_or_404``; admins' reads audited
+    once per page: ``within_page`` for the requests a record or listing page makes)."""
+    return access.visible_or_404(Analysis, analysis_id, part=part, within_page=within_page)
+
+
+def viewer_filters(*, allow_owner: bool = False) -> HistoryFilters:
+    """The request's history filters, with dates read as days in the viewer's time zone."""
+    return HistoryFilters.from_args(request.args, allow_owner=allow_owner, zone=viewer_zone_name())
 
 
 def render_history_list(template: str, *, owner, endpoint: str) -> str:
-    """A filtered, paginated listing: ``owner``'s records, or everyone's when ``owner`` is None (admin)."""
-    filters = HistoryFilters.from_args(request.args, allow_owner=owner is None)
+    """A filtered, sorted, paginated listing: ``owner``'s records, or everyone's when ``owner`` is
+    None (admin). Refused filter values are named on the page (``filters.errors``), not dropped
+    silently. An admin's page that shows other users' records is audited once, naming them; its
+    thumbnails then write nothing more (``access.note_audited``)."""
+    filters = viewer_filters(allow_owner=owner is None)
     page = paginate_history(filters, owner=owner, per_page=current_app.config["PRISM_PAGE_SIZE"])
-    return render_template(
+    body = render_template(
         template,
         page=page,
         filters=filters,
@@ -69,7 +81,23 @@ def render_history_list(template: str, *, owner, endpoint: str) -> str:
         scenario_pages=SCENARIO_PAGES,
         policy=confidence_policy(),
         endpoint=endpoint,
+        default_sort=DEFAULT_SORT,
     )
+    # Audited after rendering: committing first would expire the page's rows and reload each one.
+    if others := [a for a in page.items if a.user_id != current_user.id]:
+        ids = [a.id for a in others]
+        audit.record(
+            audit.HISTORY_LISTED_BY_ADMIN,
+            details={
+                "page": page.page,
+                **({"filters": filters.as_args()} if filters.as_args() else {}),
+                "ids": ids,
+                "owners": sorted({a.user.username for a in others}),
+            },
+        )
+        db.session.commit()
+        access.note_audited(Analysis, ids)
+    return body
 
 
 @bp.route("/")
@@ -79,7 +107,14 @@ def index():
 
 @bp.route("/<int:analysis_id>")
 def detail(analysis_id: int):
-    return render_record(visible_or_404(analysis_id, part="record"))
+    """The record page; the listing's filters and order come along in the query string, so the
+    page's previous / next follow the list the reader came from."""
+    analysis = visible_or_404(analysis_id, part="record")
+    filters = viewer_filters(allow_owner=current_user.is_admin)
+    # Within the reader's own history; an admin reading someone else's record walks everyone's.
+    owner = current_user if analysis.user_id == current_user.id else None
+    previous, following = history_neighbours(analysis, filters, owner=owner)
+    return render_record(analysis, neighbours={"previous": previous, "next": following, "args": filters.as_args()})
 
 
 def render_record(analysis: Analysis, **extra: Any) -> str:
@@ -127,7 +162,7 @@ def _dicom_view(analysis: Analysis) -> dict | None:
 @bp.route("/<int:analysis_id>/status")
 def status(analysis_id: int):
     """The job's state, for the record page's script (it reloads the page when this changes)."""
-    return jsonify(visible_or_404(analysis_id, part="status").status_dict())
+    return jsonify(visible_or_404(analysis_id, part="status", within_page=True).status_dict())
 
 
 @bp.route("/<int:analysis_id>/retry", methods=["POST"])
@@ -149,7 +184,7 @@ def retry(analysis_id: int):
 @bp.route("/<int:analysis_id>/image")
 def image(analysis_id: int):
     """The uploaded image, streamed from storage: a large object is never held whole in memory."""
-    analysis = visible_or_404(analysis_id, part="image")
+    analysis = visible_or_404(analysis_id, part="image", within_page=True)
     if analysis.image_sha256 is None:
         abort(404)
     if analysis.image_format == "DICOM" and request.args.get("original") != "1":
@@ -188,8 +223,11 @@ def delete(analysis_id: int):
     return redirect(url_for("history.index"))
 
 
-def export_response(filters: HistoryFilters, *, owner, fmt: str, basename: str) -> Response:
-    """Stream the filtered records as CSV or JSON, after auditing the export."""
+def export_response(filters: HistoryFilters, *, owner, fmt: str, basename: str, endpoint: str) -> Response:
+    """Stream the filtered records as CSV or JSON, after auditing the export. Refused filters send
+    the reader back to the listing (``endpoint``), which names them, rather than export something else."""
+    if filters.errors:
+        return redirect(url_for(endpoint, **request.args))
     audit.record(audit.HISTORY_EXPORTED, details={"format": fmt, "filters": filters.as_args(), "scope": basename})
     db.session.commit()
     statement = select_history(filters, owner=owner)
@@ -208,5 +246,5 @@ def export_response(filters: HistoryFilters, *, owner, fmt: str, basename: str) 
 @fresh_login_required
 def export(fmt: str):
     return export_response(
-        HistoryFilters.from_args(request.args), owner=current_user, fmt=fmt, basename="prism-history"
+        viewer_filters(), owner=current_user, fmt=fmt, basename="prism-history", endpoint="history.index"
     )

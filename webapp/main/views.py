@@ -10,6 +10,7 @@ from ..extensions import db
 from ..health import system_health
 from ..i18n import LANGUAGES, LOCALES, NAMES, SESSION_KEY, current_locale, html_lang, job_error
 from ..inference import ModelState, get_model_service
+from ..localtime import localtime, zone_label
 from ..models import Analysis
 from ..scenarios import SCENARIO_PAGES, scenarios_for
 from ..security import is_safe_redirect
@@ -34,11 +35,13 @@ def inject_model_statuses():
         "languages": LANGUAGES,
         "names": NAMES,
         "job_error": job_error,
+        "zone_label": zone_label(),
     }
 
 
 bp.add_app_template_filter(human_size, "human_size")
 bp.add_app_template_global(accepted_mime_types)
+bp.add_app_template_filter(localtime, "localtime")
 
 
 @bp.route("/")
@@ -62,12 +65,16 @@ def dashboard():
 
 @bp.route(f"/lang/<any({', '.join(LOCALES)}):code>")
 def set_language(code: str):
-    """Remember the interface language in the session and go back to ``next`` (same-site paths only).
+    """Remember the interface language in the session (and on the signed-in user's account, for
+    their next sign-in) and go back to ``next`` (same-site paths only).
 
     A GET link on purpose, with no CSRF token: it changes only a display preference, so a forged
     request can do no more than switch someone's language, and the switcher works without a form.
     """
     session[SESSION_KEY] = code
+    if current_user.is_authenticated and current_user.language != code:
+        current_user.language = code
+        db.session.commit()
     next_url = request.args.get("next")
     return redirect(next_url if is_safe_redirect(next_url) else url_for("main.index"))
 

@@ -61,6 +61,9 @@ class Analysis(db.Model):
         Index("ix_analysis_user_created", "user_id", "created_at", "id"),
         Index("ix_analysis_user_scenario_created", "user_id", "scenario", "created_at", "id"),
         Index("ix_analysis_created", "created_at", "id"),
+        # Everyone's records (the admin listing) sorted by scenario or by status.
+        Index("ix_analysis_scenario_created", "scenario", "created_at", "id"),
+        Index("ix_analysis_status_created", "status", "created_at", "id"),
         # History's status filter (the owner's failed or waiting records), in listing order.
         Index("ix_analysis_user_status_created", "user_id", "status", "created_at", "id"),
         Index("ix_analysis_status_lease", "status", "lease_expires_at"),

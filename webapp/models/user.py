@@ -44,6 +44,10 @@ class User(UserMixin, db.Model):
     # time step is kept so a code, once used, is refused (a code seen over a shoulder is spent).
     totp_secret: Mapped[str | None] = mapped_column(String(32))
     totp_last_step: Mapped[int | None] = mapped_column()
+    # Display preferences: an IANA zone (zoneinfo) that times are shown in, and the interface
+    # language (``i18n.LOCALES``) restored at each sign-in; None until chosen (the browser's is used).
+    time_zone: Mapped[str | None] = mapped_column(String(64))
+    language: Mapped[str | None] = mapped_column(String(8))
 
     analyses: Mapped[list[Analysis]] = relationship(back_populates="user", cascade="all, delete-orphan")
     api_tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all, delete-orphan")
