@@ -6,9 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pytest
 
@@ -16,7 +16,7 @@ from tests.conftest import add_analysis, client_for, user_id
 from tests.test_education import homework, post_grade, teacher  # noqa: F401 (fixtures used by name)
 from webapp import dashboards
 from webapp.extensions import db
-from webapp.models import Analysis, CaptionPrediction, Prediction, Review, SentimentPrediction
+from webapp.models import Analysis, CaptionPrediction, Prediction, Review, SentimentPrediction, User
 from webapp.models.base import utcnow
 
 # Day buckets, GROUP BY and time zones are SQL that differs between the two databases.
@@ -229,7 +229,7 @@ def table_rows(page: str, chart_id: str) -> list[list[str]]:
 def assert_no_inline_script(page: str):
     """Every script is a file from this site or a JSON data block (the CSP allows no inline script)."""
     for tag in re.findall(r"<script[^>]*>", page):
-        assert re.search(r'src="/static/[^"]+" defer', tag) or 'type="application/json"' in tag, tag
+        assert re.search(r'src="/static/[^"]+"[^>]* defer', tag) or 'type="application/json"' in tag, tag
 
 
 @pytest.fixture
@@ -343,3 +343,32 @@ def test_teacher_summary_without_grades_loads_no_chart(teacher, homework):  # no
     """Before any grade the summary says so and loads no chart script."""
     page = teacher.get(f"/education/assignments/{homework['assignment']}/summary").get_data(as_text=True)
     assert "Nothing is graded yet" in page and CHARTJS not in page and "<canvas" not in page
+
+
+def test_dashboards_count_days_in_the_viewers_time_zone(app, admin_client):
+    """A record at 17:00 UTC yesterday is today's in Shanghai (UTC+8): alice's dashboard and, for an admin
+    whose zone is Shanghai, the activity chart count it under today's local date."""
+    alice = client_for(app, "alice")
+    now = utcnow()
+    shanghai = ZoneInfo("Asia/Shanghai")
+    local_today = now.replace(tzinfo=ZoneInfo("UTC")).astimezone(shanghai).date()
+    # 1 minute after local midnight in Shanghai, i.e. 16:01 UTC of the day before.
+    just_after_midnight = (
+        (datetime.combine(local_today, datetime.min.time(), tzinfo=shanghai) + timedelta(minutes=1))
+        .astimezone(ZoneInfo("UTC"))
+        .replace(tzinfo=None)
+    )
+    sentiment_record(app, user_id(app, "alice"), "positive", just_after_midnight)
+    with app.app_context():
+        for name in ("alice", "root"):
+            db.session.scalar(db.select(User).where(User.username == name)).time_zone = "Asia/Shanghai"
+        db.session.commit()
+    page = alice.get("/dashboard").get_data(as_text=True)
+    per_day = chart_data(page, "sentiment-per-day")
+    assert per_day["labels"][-1] == local_today.isoformat()
+    positive = next(series for series in per_day["series"] if series["key"] == "positive")
+    assert positive["values"][-1] == 1
+    assert "Days are in your time zone, Asia/Shanghai" in page
+    activity = chart_data(admin_client.get("/admin/").get_data(as_text=True), "activity-per-day")
+    assert activity["labels"][-1] == local_today.isoformat()
+    assert sum(series["values"][-1] for series in activity["series"]) == 1

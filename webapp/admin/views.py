@@ -13,7 +13,7 @@ from ..forms import EmptyForm
 from ..health import system_health
 from ..history.views import export_response, render_history_list, viewer_filters
 from ..i18n import ROLE_NAMES
-from ..localtime import day_bounds, parse_day, viewer_zone
+from ..localtime import day_bounds, parse_day, viewer_zone, viewer_zone_name
 from ..models import Analysis, AuditEvent, Prediction, User
 from ..scenarios import SCENARIO_PAGES
 from .forms import RoleForm
@@ -52,7 +52,7 @@ def index():
         user_names=_user_names(recent),
         scenario_pages=SCENARIO_PAGES,
         health=system_health(),
-        charts=admin_charts(),
+        charts=admin_charts(tz=viewer_zone_name()),
     )
 
 

@@ -10,7 +10,7 @@ from ..extensions import db
 from ..health import system_health
 from ..i18n import LANGUAGES, LOCALES, NAMES, SESSION_KEY, current_locale, html_lang, job_error
 from ..inference import ModelState, get_model_service
-from ..localtime import localtime, zone_label
+from ..localtime import localtime, viewer_zone_name, zone_label
 from ..models import Analysis
 from ..scenarios import SCENARIO_PAGES, scenarios_for
 from ..security import is_safe_redirect
@@ -58,7 +58,7 @@ def dashboard():
     has_records = db.session.scalar(select(Analysis.id).where(Analysis.user_id == current_user.id).limit(1))
     return render_template(
         "main/dashboard.html",
-        charts=user_charts(current_user.id) if has_records else [],
+        charts=user_charts(current_user.id, tz=viewer_zone_name()) if has_records else [],
         pages=scenarios_for(current_user),
     )
 
