@@ -92,7 +92,7 @@ def test_axe_finds_a_real_violation(signed_in, live_server):
         page.goto(live_server("/service/"))
         page.evaluate(
             "() => { const main = document.querySelector('main');"
-            " main.insertAdjacentHTML('beforeend', '<img src=\"/static/img/screenshot-record.png\"><input type=text>'); }"
+            " main.insertAdjacentHTML('beforeend', '<img src=\"/static/img/x.png\"><input type=text>'); }"
         )
         rules = {violation["rule"] for violation in blocking_violations(page)}
     finally:
