@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 from werkzeug.serving import make_server
 
 from tests.conftest import TEST_PASSWORD, add_analysis, login, make_app, make_token, make_user, png_bytes
 from tests.test_education import create_assignment, create_rubric, rubric_ids, upload
+from webapp.extensions import db
+from webapp.models import User
 
 CHROMIUM = "/usr/bin/chromium"
 # username -> role: one account per role the pages need (each scenario admits only some roles).
@@ -163,3 +166,17 @@ def model_server(tmp_path_factory):
     server.shutdown()
     thread.join(timeout=10)
     consumer.stop(graceful=False)
+
+
+@pytest.fixture(autouse=True)
+def _accounts_back_in_english(request):
+    """Prism remembers each account's language, so a test that switches the shared live server's
+    accounts to Chinese would leave the next test reading Chinese pages: after each test that used
+    the live server, its accounts' saved language is cleared (English, the default, again)."""
+    yield
+    if "live_server" not in request.fixturenames:
+        return
+    app = request.getfixturevalue("live_server").app
+    with app.app_context():
+        db.session.execute(update(User).values(language=None))
+        db.session.commit()
