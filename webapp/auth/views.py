@@ -18,7 +18,7 @@ from ..models import ApiToken, User, utcnow
 from ..ratelimit import EXTENSION_KEY as RATELIMIT_KEY
 from ..ratelimit import client_ip, client_ip_and_username, limit
 from ..security import is_safe_redirect
-from . import devices, fresh_login_required
+from . import devices, fresh_login_required, new_password_redirect
 from .forms import BrowserZoneForm, CodeForm, LoginForm, PasswordChangeForm, PreferencesForm, RegisterForm, TokenForm
 
 bp = Blueprint("auth", __name__)
@@ -49,7 +49,8 @@ def _signed_in(user: User, *, remember: bool, next_url: str, **details):
     audit.record(audit.LOGIN, actor=user, target=user, details=details or None)
     db.session.commit()
     _start_session(user, remember=remember)
-    return devices.remember(redirect(next_url), user.username)
+    response = new_password_redirect() if user.must_change_password else redirect(next_url)
+    return devices.remember(response, user.username)
 
 
 @bp.route("/register", methods=["GET", "POST"])
@@ -260,8 +261,11 @@ def change_password():
     if form.validate_on_submit():
         if not user.check_password(form.current.data):
             form.current.errors.append(_("That is not your current password."))
+        elif form.password.data == form.current.data:  # above all, a temporary one from an admin
+            form.password.errors.append(_("Choose a password different from your current one."))
         else:
             user.set_password(form.password.data, current_app.config["PRISM_PASSWORD_HASH_METHOD"])
+            user.must_change_password = False
             revoked = user.sign_out_everywhere()
             audit.record(audit.PASSWORD_CHANGED, actor=user, target=user, details={"tokens_revoked": revoked})
             db.session.commit()
