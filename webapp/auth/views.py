@@ -255,7 +255,8 @@ def browser_time_zone():
 @fresh_login_required
 def change_password():
     """A new password ends every other session and remember cookie (the session token rotates) and
-    revokes every API token: whoever held the old password may have made some."""
+    revokes every API token: whoever held the old password may have made some. It must differ from
+    the current one, and ends an admin reset's hold (``must_change_password``)."""
     user = current_user._get_current_object()
     form = PasswordChangeForm(user.username)
     if form.validate_on_submit():
