@@ -133,6 +133,8 @@ def test_reloading_the_result_page_neither_resets_again_nor_shows_a_password(app
     again = admin.post(action, data=data)
     assert again.status_code == 302 and again.headers["Location"].startswith("/admin/users")
     assert "nothing was reset" in admin.get(again.headers["Location"]).get_data(as_text=True)
+    forged = admin.post(f"/admin/users/{user_id(app, 'bob')}/password-reset?stamp=重置", data=data)
+    assert forged.status_code == 302  # a stamp that is not ASCII is refused, not a 500
     assert len(audit_rows(app, "admin.password_reset")) == 1
     assert login(app.test_client(), "bob", password).headers["Location"] == "/account/password"
 

@@ -144,7 +144,7 @@ def reset_password(user_id: int):
     if user.id == current_user.id:
         flash(_("You cannot reset your own password here; change it on your account page."), "error")
         return back
-    if not hmac.compare_digest(request.args.get("stamp", ""), _reset_stamp(user)):
+    if not hmac.compare_digest(request.args.get("stamp", "").encode(), _reset_stamp(user).encode()):
         flash(
             _(
                 "%(username)s's password changed since this list was shown (or the page was reloaded): "
