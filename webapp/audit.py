@@ -51,6 +51,7 @@ HISTORY_EXPORTED = "history.export"
 HISTORY_LISTED_BY_ADMIN = "history.list_other"  # a page of "All history" showing other users' records
 ROLE_CHANGED = "admin.role_change"
 ACCESS_CHANGED = "admin.access_change"
+PASSWORD_RESET = "admin.password_reset"  # noqa: S105 (an action name, not a secret)
 TOKEN_CREATED = "token.create"  # noqa: S105 (an action name, not a secret)
 TOKEN_REVOKED = "token.revoke"  # noqa: S105
 API_AUTH_FAILED = "api.auth_failed"
@@ -80,6 +81,7 @@ ACTIONS = (
     HISTORY_LISTED_BY_ADMIN,
     ROLE_CHANGED,
     ACCESS_CHANGED,
+    PASSWORD_RESET,
     TOKEN_CREATED,
     TOKEN_REVOKED,
     API_AUTH_FAILED,

@@ -263,3 +263,43 @@ def test_several_photos_in_the_scenario_form_make_a_batch_that_reaches_100(model
     )
     assert page.locator("[data-poll]").count() == 0  # finished: the page stopped polling
     page.screenshot(path=str(screenshots / "journey-batch-100-390.png"), full_page=True)
+
+
+def test_admin_resets_a_forgotten_password(browser, model_server, people, screenshots):
+    """The admin resets dr.li's password on the users page (after the confirm dialog) and reads the
+    temporary password once; dr.li signs in with it and is made to choose a new one first."""
+    page = admin_page(browser, model_server, people)
+    page.set_viewport_size({"width": PHONE, "height": 900})
+    page.goto(model_server("/admin/users"))
+    assert page_width_overflow(page) == 0
+    page.screenshot(path=str(screenshots / "journey-users-390.png"), full_page=True)
+    page.set_viewport_size({"width": DESKTOP, "height": 900})
+    page.screenshot(path=str(screenshots / "journey-users-1280.png"), full_page=True)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("tr", has_text="dr.li").get_by_role("button", name="Reset password").click()
+    page.wait_for_load_state()
+    temporary = page.locator("#temporary-password").inner_text().strip()
+    assert len(temporary) == 16 and "dr.li" in page.locator("h1").inner_text()
+    page.screenshot(path=str(screenshots / "journey-password-reset-1280.png"), full_page=True)
+    page.set_viewport_size({"width": PHONE, "height": 900})
+    assert page_width_overflow(page) == 0
+    page.screenshot(path=str(screenshots / "journey-password-reset-390.png"), full_page=True)
+    page.set_viewport_size({"width": DESKTOP, "height": 900})
+    other = browser.new_context(viewport={"width": PHONE, "height": 900})
+    try:
+        fresh = other.new_page()
+        sign_in(fresh, model_server, "dr.li", temporary)
+        assert fresh.url.endswith("/account/password"), fresh.inner_text("main")
+        assert "Choose a new one to continue" in fresh.inner_text("main")
+        fresh.goto(model_server("/history/"))
+        assert fresh.url.endswith("/account/password")
+        fresh.fill("#current", temporary)
+        fresh.fill("#password", NEW_PASSWORD)
+        fresh.fill("#confirm", NEW_PASSWORD)
+        fresh.get_by_role("button", name="Change password").click()
+        fresh.wait_for_load_state()
+        assert fresh.url.endswith("/account/"), fresh.inner_text("main")
+        fresh.goto(model_server("/history/"))
+        assert fresh.url.endswith("/history/")
+    finally:
+        other.close()

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+import hashlib
+import hmac
+
+from flask import Blueprint, abort, current_app, flash, make_response, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import func, select
 
 from .. import audit
 from ..auth import fresh_login_required
+from ..auth.passwords import temporary_password
 from ..dashboards import admin_charts
 from ..extensions import db, login_manager
 from ..forms import EmptyForm
@@ -67,7 +71,14 @@ def users():
         ).all()
     )
     forms = {user.id: RoleForm(formdata=None, role=user.role, prefix=f"u{user.id}") for user in page.items}
-    return render_template("admin/users.html", page=page, counts=counts, forms=forms, access_form=EmptyForm())
+    return render_template(
+        "admin/users.html",
+        page=page,
+        counts=counts,
+        forms=forms,
+        access_form=EmptyForm(),
+        reset_stamps={user.id: _reset_stamp(user) for user in page.items},
+    )
 
 
 @bp.route("/users/<int:user_id>/role", methods=["POST"])
@@ -114,6 +125,53 @@ def set_access(user_id: int):
             message = _("%(username)s is disabled and signed out everywhere.", username=user.username)
         flash(message, "success")
     return redirect(url_for("admin.users", page=request.args.get("page", type=int)))
+
+
+@bp.route("/users/<int:user_id>/password-reset", methods=["POST"])
+@fresh_login_required
+def reset_password(user_id: int):
+    """Give an account a temporary password (its owner forgot theirs; Prism sends no email): it signs
+    out everywhere, and at sign-in the owner must choose a new password. The temporary password is
+    in this response only (no-store), never in the session cookie, a flash or the audit log.
+
+    The form carries a stamp of the account's password hash (``_reset_stamp``): a reload of this
+    page re-posts a stamp the reset made stale, so it neither resets again nor shows a password."""
+    user = db.get_or_404(User, user_id)
+    back = redirect(url_for("admin.users", page=request.args.get("page", type=int)))
+    if not EmptyForm().validate_on_submit():
+        flash(_("The form expired. Try again."), "error")
+        return back
+    if user.id == current_user.id:
+        flash(_("You cannot reset your own password here; change it on your account page."), "error")
+        return back
+    if not hmac.compare_digest(request.args.get("stamp", "").encode(), _reset_stamp(user).encode()):
+        flash(
+            _(
+                "%(username)s's password changed since this list was shown (or the page was reloaded): "
+                "nothing was reset.",
+                username=user.username,
+            ),
+            "error",
+        )
+        return back
+    password = temporary_password(user.username)
+    user.set_password(password, current_app.config["PRISM_PASSWORD_HASH_METHOD"])
+    user.must_change_password = True
+    revoked = user.sign_out_everywhere()
+    audit.record(audit.PASSWORD_RESET, target=user, details={"username": user.username, "tokens_revoked": revoked})
+    db.session.commit()
+    response = make_response(
+        render_template("admin/password_reset.html", user=user, password=password, revoked=revoked)
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _reset_stamp(user: User) -> str:
+    """A keyed digest of the account's password hash: it changes with every new password, reveals
+    nothing about the hash, and cannot be made without the app's secret key."""
+    key = current_app.config["SECRET_KEY"].encode()
+    return hmac.new(key, f"reset:{user.id}:{user.password_hash}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
 @bp.route("/analyses")

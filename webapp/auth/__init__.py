@@ -34,11 +34,40 @@ def login_manager_setup(app: Flask) -> None:
     login_manager.session_protection = "strong"
     user_loaded_from_cookie.connect(_bind_restored_session, app)
     app.before_request(_end_idle_session)
+    app.before_request(_require_new_password)
     app.before_request(_require_two_step)
 
 
 TWO_STEP_ROLES = ("admin", "clinician")  # who must use two-step sign-in when PRISM_REQUIRE_MFA is on
-_TWO_STEP_EXEMPT = {"auth.two_step", "auth.logout", "main.set_language", "main.healthz", "static"}
+_TWO_STEP_EXEMPT = {
+    "auth.two_step",
+    "auth.change_password",  # a temporary password is replaced first (_require_new_password)
+    "auth.logout",
+    "main.set_language",
+    "main.healthz",
+    "static",
+}
+_NEW_PASSWORD_EXEMPT = {"auth.change_password", "auth.logout", "main.set_language", "main.healthz", "static"}
+
+
+def new_password_redirect() -> Any:
+    """Send an account whose password an admin reset to choose its own, saying why."""
+    flash(_("An admin reset your password. Choose a new one to continue."), "info")
+    return redirect(url_for("auth.change_password"))
+
+
+def _require_new_password() -> Any:
+    """After an admin's reset, the temporary password opens one page only: the one that replaces it
+    (plus sign-out and the language switch). The API is not affected: the reset revoked the
+    account's tokens, and new ones are made on the account page, which this guard holds back."""
+    if (
+        request.endpoint in _NEW_PASSWORD_EXEMPT
+        or request.path.startswith("/api/")
+        or not current_user.is_authenticated
+        or not current_user.must_change_password
+    ):
+        return None
+    return new_password_redirect()
 
 
 def _require_two_step() -> Any:
@@ -59,9 +88,10 @@ def _require_two_step() -> Any:
 
 def check_session() -> Any:
     """The session checks ``before_request`` runs, for a response made without them (a form kept by
-    ``webapp.kept_forms`` after a refusal that came first): None, or the redirect to two-step set-up."""
+    ``webapp.kept_forms`` after a refusal that came first): None, or the redirect to the password
+    change or to two-step set-up."""
     _end_idle_session()
-    return _require_two_step()
+    return _require_new_password() or _require_two_step()
 
 
 def _bind_restored_session(app: Flask, user: User) -> None:

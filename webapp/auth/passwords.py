@@ -10,6 +10,7 @@ ships with the code: checking a password never needs the network.
 from __future__ import annotations
 
 import gzip
+import secrets
 from functools import lru_cache
 from pathlib import Path
 
@@ -17,6 +18,9 @@ from flask_babel import LazyString
 from flask_babel import lazy_gettext as _l
 
 MIN_LENGTH = 8
+TEMPORARY_LENGTH = 16
+# No 0/O/o, 1/l/I: the admin reads the temporary password out or copies it by hand.
+TEMPORARY_ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 MAX_LENGTH = 256
 COMMON_PASSWORDS_FILE = Path(__file__).with_name("common-passwords.txt.gz")
 
@@ -37,3 +41,12 @@ def password_problem(password: str, username: str | None = None) -> LazyString |
     if username and password.strip().lower() == username.strip().lower():
         return _l("The password must not be your username.")
     return None
+
+
+def temporary_password(username: str) -> str:
+    """A password for an admin's reset: 16 characters from an alphabet without look-alikes (about
+    93 bits), drawn with ``secrets`` until this policy accepts it (in practice the first draw)."""
+    while True:
+        password = "".join(secrets.choice(TEMPORARY_ALPHABET) for _ in range(TEMPORARY_LENGTH))
+        if password_problem(password, username) is None:
+            return password

@@ -18,7 +18,7 @@ from ..models import ApiToken, User, utcnow
 from ..ratelimit import EXTENSION_KEY as RATELIMIT_KEY
 from ..ratelimit import client_ip, client_ip_and_username, limit
 from ..security import is_safe_redirect
-from . import devices, fresh_login_required
+from . import devices, fresh_login_required, new_password_redirect
 from .forms import BrowserZoneForm, CodeForm, LoginForm, PasswordChangeForm, PreferencesForm, RegisterForm, TokenForm
 
 bp = Blueprint("auth", __name__)
@@ -49,7 +49,8 @@ def _signed_in(user: User, *, remember: bool, next_url: str, **details):
     audit.record(audit.LOGIN, actor=user, target=user, details=details or None)
     db.session.commit()
     _start_session(user, remember=remember)
-    return devices.remember(redirect(next_url), user.username)
+    response = new_password_redirect() if user.must_change_password else redirect(next_url)
+    return devices.remember(response, user.username)
 
 
 @bp.route("/register", methods=["GET", "POST"])
@@ -254,14 +255,18 @@ def browser_time_zone():
 @fresh_login_required
 def change_password():
     """A new password ends every other session and remember cookie (the session token rotates) and
-    revokes every API token: whoever held the old password may have made some."""
+    revokes every API token: whoever held the old password may have made some. It must differ from
+    the current one, and ends an admin reset's hold (``must_change_password``)."""
     user = current_user._get_current_object()
     form = PasswordChangeForm(user.username)
     if form.validate_on_submit():
         if not user.check_password(form.current.data):
             form.current.errors.append(_("That is not your current password."))
+        elif form.password.data == form.current.data:  # above all, a temporary one from an admin
+            form.password.errors.append(_("Choose a password different from your current one."))
         else:
             user.set_password(form.password.data, current_app.config["PRISM_PASSWORD_HASH_METHOD"])
+            user.must_change_password = False
             revoked = user.sign_out_everywhere()
             audit.record(audit.PASSWORD_CHANGED, actor=user, target=user, details={"tokens_revoked": revoked})
             db.session.commit()

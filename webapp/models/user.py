@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pyotp
 from flask_login import UserMixin
-from sqlalchemy import ForeignKey, Index, String, func, select, text
+from sqlalchemy import ForeignKey, Index, String, false, func, select, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -48,6 +48,9 @@ class User(UserMixin, db.Model):
     # language (``i18n.LOCALES``) restored at each sign-in; None until chosen (the browser's is used).
     time_zone: Mapped[str | None] = mapped_column(String(64))
     language: Mapped[str | None] = mapped_column(String(8))
+    # Set when an admin resets the password to a temporary one: until the owner chooses a new
+    # password, every page sends them to /account/password (``auth._require_new_password``).
+    must_change_password: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     analyses: Mapped[list[Analysis]] = relationship(back_populates="user", cascade="all, delete-orphan")
     api_tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all, delete-orphan")
