@@ -10,6 +10,7 @@ import pytest
 from flask import render_template_string
 
 from tests.conftest import client_for, csrf_token, make_app, make_token, png_bytes
+from tests.test_education import grade_url, homework, teacher  # noqa: F401 (fixtures used by name)
 from webapp import kept_forms
 from webapp.extensions import db
 from webapp.models import Analysis
@@ -149,9 +150,40 @@ def test_the_api_keeps_json_errors(app16):
 
 def test_the_file_input_carries_the_limits_for_the_browser(app):
     """The upload limits are data- attributes on the file input, for the client-side check."""
-    teacher = client_for(app, "tina", role="teacher")
-    body = teacher.get("/education/").get_data(as_text=True)
+    tina = client_for(app, "tina", role="teacher")
+    body = tina.get("/education/").get_data(as_text=True)
     tag = re.search(r"<input[^>]*type=\"file\"[^>]*>", body).group(0)
     assert f'data-max-bytes="{10 * MB}"' in tag and 'data-max-files="50"' in tag
     accept = re.search(r'data-accept="([^"]+)"', tag).group(1).split(",")
     assert {"image/png", "image/jpeg", "application/dicom"} <= set(accept)
+
+
+def test_a_teachers_grade_and_feedback_survive_an_expired_session(app, teacher, homework):  # noqa: F811
+    """The grading form posted with an expired token comes back with the points and the feedback as
+    typed (a teacher's long feedback is the costliest text to lose); another teacher gets the plain page."""
+    url = grade_url(homework["assignment"], homework["submissions"][0])
+    feedback = "方法正确，但第二步约分有误 <i>see step 2</i> & check the units."
+    data = {
+        "csrf_token": csrf_token(teacher, url),
+        f"criterion_{homework['method']}": "3.5",
+        f"criterion_{homework['answer']}": "5",
+        "feedback": feedback,
+        "save": "Save",
+    }
+    otto = client_for(app, "otto", "teacher")
+    app.config["WTF_CSRF_TIME_LIMIT"] = -1
+    try:
+        response = teacher.post(url, data=data)
+        other = otto.post(url, data=data)
+    finally:
+        app.config["WTF_CSRF_TIME_LIMIT"] = 3600
+    body = response.get_data(as_text=True)
+    assert response.status_code == 400 and "Your session expired, so nothing was sent." in body
+    assert "方法正确，但第二步约分有误 &lt;i&gt;see step 2&lt;/i&gt; &amp; check the units." in body
+    assert 'value="3.5"' in body and 'value="5"' in body
+    assert other.status_code == 400 and feedback not in other.get_data(as_text=True)
+    fresh = _CSRF.search(body).group(1)
+    saved = teacher.post(url, data=data | {"csrf_token": fresh})
+    assert saved.status_code == 302
+    page = teacher.get(url).get_data(as_text=True)
+    assert "方法正确，但第二步约分有误" in page

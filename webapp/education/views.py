@@ -24,6 +24,7 @@ from ..dashboards import score_distribution_chart
 from ..extensions import db
 from ..forms import EmptyForm
 from ..jobs import enqueue_analyses
+from ..kept_forms import KeptForm, keeps_form
 from ..models import Analysis
 from ..models.education import Assignment, GradePrediction, Rubric, RubricCriterion, Submission, points
 from ..ratelimit import limit, user_key
@@ -369,6 +370,30 @@ def grade(assignment_id: int, submission_id: int):
             return redirect(url_for("education.grade", assignment_id=assignment_id, submission_id=submission_id))
     elif form.is_submitted():
         status = 400
+    return _grade_page(assignment, submission, form, status)
+
+
+@keeps_form("education.grade")
+def kept_grade_page(kept: KeptForm, assignment_id: int, submission_id: int):
+    """The grading form with the points and feedback typed, after a refusal that came before the view
+    (an expired session, kept_forms): a teacher's long feedback is not lost. Only the assignment's
+    owner, who alone may post it, gets it back."""
+    if not current_user.is_authenticated:
+        return None
+    assignment = db.session.scalar(
+        select(Assignment)
+        .where(Assignment.id == assignment_id, Assignment.user_id == current_user.id)
+        .options(*SUBMISSIONS_LOAD)
+    )
+    submission = next((s for s in assignment.submissions if s.id == submission_id), None) if assignment else None
+    if submission is None:
+        return None
+    form = grade_form(assignment.rubric, formdata=kept.formdata)
+    kept.show_on(form)
+    return _grade_page(assignment, submission, form, kept.status)
+
+
+def _grade_page(assignment: Assignment, submission: Submission, form, status: int):
     before, after = neighbours(assignment, submission)
     return render_template(
         "education/grade.html",
