@@ -11,11 +11,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import text
+from werkzeug.security import generate_password_hash
 
-from tests.conftest import add_analysis, make_user, png_bytes, record_id, submit
+from tests.conftest import TEST_PASSWORD, add_analysis, login, make_user, png_bytes, record_id, submit
 from webapp import create_app
 from webapp.extensions import db
-from webapp.models import Analysis, Prediction
+from webapp.models import Analysis, Prediction, User
 
 V1_ROWS = [
     # id, caption fields, sentiment fields (None = that model did not run)
@@ -243,3 +244,60 @@ def test_add_analysis_helper_rows_are_finished(app):
     with app.app_context():
         analysis = db.session.get(Analysis, analysis_id)
         assert analysis.status == "done" and [p.kind for p in analysis.predictions] == ["caption", "sentiment"]
+
+
+# Accounts as they stood at revision 0009 (before the display preferences and the reset flag).
+ACCOUNTS_AT_0009 = [
+    {
+        "id": 11,
+        "username": "王医生",
+        "role": "clinician",
+        "active": True,
+        "totp_secret": "JBSWY3DPEHPK3PXP",
+        "totp_last_step": 59,
+    },
+    {"id": 12, "username": "Bob", "role": "user", "active": False, "totp_secret": None, "totp_last_step": None},
+]
+
+
+@pytest.mark.both_databases
+def test_upgrade_from_0009_keeps_every_account_and_record(app):
+    """A database holding accounts and records at 0009 upgrades to head with every value intact: the
+    new columns start empty (time zone, language) or false (must change password), the records and
+    their predictions are untouched, and an account still signs in with its password, then its two-step code."""
+    owner = make_user(app, "owner")
+    record = add_analysis(app, owner, text="退款还没到", caption="a broken box", sentiment="negative")
+    directory = app.extensions["migrate"].directory
+    with app.app_context():
+        downgrade(directory=directory, revision="0009")
+        password_hash = generate_password_hash(TEST_PASSWORD, method="pbkdf2:sha256:1000")
+        created = datetime(2026, 3, 1, 8, 30)
+        for account in ACCOUNTS_AT_0009:
+            db.session.execute(
+                text(
+                    'INSERT INTO "user" (id, username, password_hash, role, active, session_token, created_at,'
+                    " totp_secret, totp_last_step) VALUES (:id, :username, :hash, :role, :active, :token,"
+                    " :created, :totp_secret, :totp_last_step)"
+                ),
+                account | {"hash": password_hash, "token": f"token-{account['id']}", "created": created},
+            )
+        db.session.commit()
+        upgrade(directory=directory)
+        db.session.remove()
+        for account in ACCOUNTS_AT_0009:
+            user = db.session.get(User, account["id"])
+            assert (user.username, user.role, user.active) == (account["username"], account["role"], account["active"])
+            assert (user.totp_secret, user.totp_last_step) == (account["totp_secret"], account["totp_last_step"])
+            assert (user.password_hash, user.session_token, user.created_at) == (
+                password_hash,
+                f"token-{account['id']}",
+                created,
+            )
+            assert (user.time_zone, user.language, user.must_change_password) == (None, None, False)
+        kept = db.session.get(Analysis, record)
+        assert (kept.user_id, kept.text, kept.status) == (owner, "退款还没到", "done")
+        assert kept.prediction("caption").output == {"text": "a broken box"}
+        assert kept.prediction("sentiment").label == "negative"
+    # The password still matches, and the two-step secret is still asked for.
+    response = login(app.test_client(), "王医生")
+    assert response.status_code == 302 and response.location.endswith("/login/code")
