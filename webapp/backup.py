@@ -85,8 +85,9 @@ def backup(destination: Path) -> Path:
             continue  # a write that never finished: no record points to it
         path = target / "uploads" / key
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(storage.get(key))
-        uploads[key] = _sha256(path)
+        data = storage.get(key)
+        path.write_bytes(data)
+        uploads[key] = hashlib.sha256(data).hexdigest()  # the bytes in hand, not the file read back
     manifest = {
         "format": FORMAT,
         "created_at": datetime.now(UTC).isoformat(),

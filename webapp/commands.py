@@ -78,7 +78,7 @@ def check_command(reap: bool) -> None:
     if report.recent_unreferenced:
         click.echo(f"{report.recent_unreferenced} newer file(s) without a record yet (uploads in flight); left alone.")
     if report.orphans and reap:
-        integrity.reap()
+        integrity.remove_orphans(report.orphans)
         click.echo(f"Removed {len(report.orphans)} file(s) no record points to.")
     else:
         for key in report.orphans:

@@ -80,7 +80,12 @@ def check(grace: timedelta = REAP_GRACE, *, database: bool = True) -> IntegrityR
 
 def reap(grace: timedelta = REAP_GRACE) -> list[str]:
     """Delete the files no row points to that are older than ``grace``; returns their keys."""
-    orphans = check(grace, database=False).orphans
+    return remove_orphans(check(grace, database=False).orphans)
+
+
+def remove_orphans(orphans: list[str]) -> list[str]:
+    """Delete ``orphans``, the keys a ``check`` just reported (so ``check --reap`` lists the store and
+    queries the records once, not twice); returns them."""
     storage = get_storage()
     for key in orphans:
         storage.delete(key)
