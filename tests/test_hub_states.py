@@ -80,6 +80,9 @@ def test_the_verdict_is_kept_for_a_while(monkeypatch, no_hub):
     monkeypatch.setattr(hub, "_probe", lambda *args: calls.append(args) or "refused")
     assert [hub.hub_problem() for _ in range(4)] == ["refused"] * 4
     assert len(calls) == 1
+    monkeypatch.setattr(hub, "PROBE_CACHE_SECONDS", 0.0)  # the verdict expired: a hub that came back is seen
+    assert hub.hub_problem() == "refused"
+    assert len(calls) == 2
 
 
 def _serve(answers: list[list[bytes]]) -> tuple[socket.socket, list[bytes]]:
@@ -99,16 +102,23 @@ def _serve(answers: list[list[bytes]]) -> tuple[socket.socket, list[bytes]]:
     return server, requests
 
 
+def _two_verdicts(monkeypatch, server: socket.socket) -> tuple[str | None, str | None]:
+    """Probe twice, forgetting the first verdict in between, then stop ``server``."""
+    try:
+        first = hub.hub_problem()
+        monkeypatch.setattr(hub, "_probes", {})
+        return first, hub.hub_problem()
+    finally:
+        server.close()
+
+
 def test_a_server_that_answers_http_is_reachable_and_one_that_does_not_is_not(monkeypatch, no_hub):
     """The probe asks for an HTTP answer: a bare TCP accept (firewalls, interceptors) is not enough."""
     server, requests = _serve([[b"HTTP/1.1 200 OK\r\n\r\n"], [b"SSH-2.0-OpenSSH\r\n"]])
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
-    try:
-        assert hub.hub_problem() is None
-        monkeypatch.setattr(hub, "_probes", {})
-        assert "gave no HTTP answer" in hub.hub_problem()
-    finally:
-        server.close()
+    reachable, silent = _two_verdicts(monkeypatch, server)
+    assert reachable is None
+    assert "gave no HTTP answer" in silent
     assert requests[0].startswith(b"HEAD / HTTP/1.1\r\n")
 
 
@@ -118,12 +128,9 @@ def test_the_probe_asks_the_proxy_for_a_tunnel(monkeypatch, no_hub):
     server, requests = _serve([tunnel, [b"HTTP/1.1 403 Forbidden\r\n\r\n"]])
     monkeypatch.setenv("HF_ENDPOINT", "http://hub.example")
     monkeypatch.setenv("HTTP_PROXY", f"http://user:secret@127.0.0.1:{server.getsockname()[1]}")
-    try:
-        assert hub.hub_problem() is None
-        monkeypatch.setattr(hub, "_probes", {})
-        assert "403 Forbidden" in hub.hub_problem()
-    finally:
-        server.close()
+    tunnelled, refused = _two_verdicts(monkeypatch, server)
+    assert tunnelled is None
+    assert "403 Forbidden" in refused
     assert requests[0].startswith(b"CONNECT hub.example:80 HTTP/1.1\r\n")
     assert b"Proxy-Authorization: Basic dXNlcjpzZWNyZXQ=" in requests[0]
     assert requests[1].startswith(b"HEAD / HTTP/1.1\r\nHost: hub.example\r\n")

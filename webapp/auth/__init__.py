@@ -33,9 +33,8 @@ def login_manager_setup(app: Flask) -> None:
     # "strong" drops the session when the client's IP/user agent hash changes.
     login_manager.session_protection = "strong"
     user_loaded_from_cookie.connect(_bind_restored_session, app)
-    app.before_request(_end_idle_session)
-    app.before_request(_require_new_password)
-    app.before_request(_require_two_step)
+    for check in _SESSION_CHECKS:
+        app.before_request(check)
 
 
 TWO_STEP_ROLES = ("admin", "clinician")  # who must use two-step sign-in when PRISM_REQUIRE_MFA is on
@@ -89,9 +88,11 @@ def _require_two_step() -> Any:
 def check_session() -> Any:
     """The session checks ``before_request`` runs, for a response made without them (a form kept by
     ``webapp.kept_forms`` after a refusal that came first): None, or the redirect to the password
-    change or to two-step set-up."""
-    _end_idle_session()
-    return _require_new_password() or _require_two_step()
+    change or to two-step set-up. Like Flask, the first check that answers ends the chain."""
+    for check in _SESSION_CHECKS:
+        if (response := check()) is not None:
+            return response
+    return None
 
 
 def _bind_restored_session(app: Flask, user: User) -> None:
@@ -115,6 +116,10 @@ def _end_idle_session() -> None:
         return
     if not isinstance(last, int) or now - last >= 60:  # the cookie is rewritten at most once a minute
         session[LAST_SEEN_KEY] = now
+
+
+# The before_request chain, in order; ``check_session`` runs the same list, so the two cannot drift.
+_SESSION_CHECKS = (_end_idle_session, _require_new_password, _require_two_step)
 
 
 def fresh_login_required(view: Callable[..., Any]) -> Callable[..., Any]:

@@ -15,6 +15,7 @@ from flask_login import current_user, login_required
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
+from werkzeug.exceptions import NotFound
 
 from .. import audit
 from ..access import note_audited, owned_or_404, visible_or_404
@@ -380,14 +381,11 @@ def kept_grade_page(kept: KeptForm, assignment_id: int, submission_id: int):
     owner, who alone may post it, gets it back."""
     if not current_user.is_authenticated:
         return None
-    assignment = db.session.scalar(
-        select(Assignment)
-        .where(Assignment.id == assignment_id, Assignment.user_id == current_user.id)
-        .options(*SUBMISSIONS_LOAD)
-    )
-    submission = next((s for s in assignment.submissions if s.id == submission_id), None) if assignment else None
-    if submission is None:
-        return None
+    try:  # the same rule as the post itself (``grade``): the owner's assignment and its submission
+        assignment = owned_or_404(Assignment, assignment_id, options=SUBMISSIONS_LOAD)
+        submission = _submission_or_404(assignment, submission_id)
+    except NotFound:
+        return None  # the plain error page, as for anyone who may not post this form
     form = grade_form(assignment.rubric, formdata=kept.formdata)
     kept.show_on(form)
     return _grade_page(assignment, submission, form, kept.status)
