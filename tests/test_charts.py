@@ -137,6 +137,7 @@ def test_analyses_per_day_by_scenario(app, owners):
         _days, alice_only = dashboards.analyses_per_day(owners["alice_id"], days=2, now=NOW)
     assert days == ["2026-03-09", "2026-03-10"]
     assert counts == {"education": [0, 1], "service": [8, 0]}
+    assert list(counts) == ["service", "education"]  # the app's order, as the other charts list scenarios
     assert alice_only == {"education": [0, 1], "service": [3, 0]}
 
 

@@ -309,6 +309,7 @@ def test_docs_page_shows_this_servers_limits(tmp_path):
     page = app.test_client().get("/docs/api").get_data(as_text=True)
     assert "API calls per user: 7 per hour" in page
     assert "3 per 2 minute" in page
+    assert "3 per 2 minutes" in page  # the unit in the plural after a number above one
     assert "up to 5 MB" in page
     assert "waits up to 12 seconds" in page
 

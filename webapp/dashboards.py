@@ -122,6 +122,12 @@ def _owned(statement: Select, user_id: int | None) -> Select:
     return statement if user_id is None else statement.where(Analysis.user_id == user_id)
 
 
+def _in_order(scenarios: Iterable[str]) -> list[str]:
+    """Scenarios in the app's order (the nav's), unknown ones last."""
+    present = set(scenarios)
+    return [key for key in SCENARIOS if key in present] + sorted(present - set(SCENARIOS))
+
+
 def _per_day(rows: Iterable[tuple[str, str, int]], days: list[str], keys: Iterable[str]) -> dict[str, list[int]]:
     """(day, key, count) rows as one list of counts per key, with a zero for every day without rows."""
     counts: dict[str, dict[str, int]] = defaultdict(dict)
@@ -170,7 +176,7 @@ def sentiment_by_scenario(
 def analyses_per_day(
     user_id: int | None, days: int = DAYS_PER_DAY_CHART, tz: str = DEFAULT_TZ, *, now: datetime | None = None
 ) -> tuple[list[str], dict[str, list[int]]]:
-    """Per day of the window, how many records were submitted in each scenario that has any."""
+    """Per day of the window, how many records were submitted in each scenario that has any (in the app's order)."""
     labels, start = window(days, tz, now=now)
     day = day_bucket(Analysis.created_at, tz).label("day")
     statement = _owned(
@@ -180,7 +186,7 @@ def analyses_per_day(
         user_id,
     )
     rows = db.session.execute(statement).all()
-    return labels, _per_day(rows, labels, sorted({scenario for _, scenario, _ in rows}))
+    return labels, _per_day(rows, labels, _in_order(scenario for _, scenario, _ in rows))
 
 
 @dataclass(frozen=True)
@@ -249,12 +255,6 @@ def series(values: Mapping[str, list[float]], names: Mapping[str, Any]) -> list[
 def _scenario_name(key: str) -> str:
     page = SCENARIO_PAGES.get(key)
     return str(page.title) if page else key
-
-
-def _in_order(scenarios: Iterable[str]) -> list[str]:
-    """Scenarios in the app's order (the nav's), unknown ones last."""
-    present = set(scenarios)
-    return [key for key in SCENARIOS if key in present] + sorted(present - set(SCENARIOS))
 
 
 def user_charts(user_id: int, tz: str = DEFAULT_TZ) -> list[Chart]:

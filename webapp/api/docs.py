@@ -26,6 +26,15 @@ _UNITS = {
     "month": _l("month"),
     "year": _l("year"),
 }
+# The same after a number above one ("3 per 2 minutes").
+_PLURAL_UNITS = {
+    "second": _l("seconds"),
+    "minute": _l("minutes"),
+    "hour": _l("hours"),
+    "day": _l("days"),
+    "month": _l("months"),
+    "year": _l("years"),
+}
 
 # The error answers every client meets, in the order the page lists them (503 is /predict's own).
 ERROR_STATUSES = (
@@ -45,11 +54,12 @@ def describe_limits(setting: str) -> list[str] | None:
         return None
     found = []
     for item in parse_many(config[setting]):
-        unit = _UNITS[item.GRANULARITY.name]
+        name = item.GRANULARITY.name
         amount = format_number(item.amount)
         if item.multiples == 1:
-            found.append(_("%(amount)s per %(unit)s", amount=amount, unit=unit))
+            found.append(_("%(amount)s per %(unit)s", amount=amount, unit=_UNITS[name]))
         else:
+            unit = _PLURAL_UNITS[name]
             found.append(_("%(amount)s per %(multiples)s %(unit)s", amount=amount, multiples=item.multiples, unit=unit))
     return found
 

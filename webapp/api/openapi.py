@@ -441,14 +441,11 @@ def _path_id(name: str, description: LazyString) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
 
 
-def _links(pointer: str, *operation_ids: str) -> dict[str, Any]:
-    """OpenAPI links: the id at ``pointer`` in this answer's body is the ``{..._id}`` of the next calls
-    (what a client does next; schemathesis' stateful tests follow them)."""
-    found = {}
-    for operation_id in operation_ids:
-        parameter = "batch_id" if operation_id == "getBatch" else "analysis_id"
-        found[operation_id] = {"operationId": operation_id, "parameters": {parameter: f"$response.body#{pointer}"}}
-    return found
+def _links(pointer: str, parameter: str, *operation_ids: str) -> dict[str, Any]:
+    """OpenAPI links: the id at ``pointer`` in this answer's body is the path ``parameter`` of the next
+    calls (what a client does next; schemathesis' stateful tests follow them)."""
+    value = f"$response.body#{pointer}"
+    return {operation: {"operationId": operation, "parameters": {parameter: value}} for operation in operation_ids}
 
 
 _SUBMISSION_BODY = {
@@ -491,7 +488,7 @@ PATHS: dict[str, Any] = {
                     _ref("AnalysisStatus"),
                     _l("Queued."),
                     headers={"Location": _LOCATION},
-                    links=_links("/id", "getAnalysis", "reviewPrediction"),
+                    links=_links("/id", "analysis_id", "getAnalysis", "reviewPrediction"),
                 ),
                 **_SUBMIT_ERRORS,
             },
@@ -539,7 +536,7 @@ PATHS: dict[str, Any] = {
                 "201": _json(
                     _ref("Analysis"),
                     _l("Done: the analysis with its predictions."),
-                    links=_links("/id", "getAnalysis", "reviewPrediction"),
+                    links=_links("/id", "analysis_id", "getAnalysis", "reviewPrediction"),
                 ),
                 "503": _json(
                     _ref("Error"),
@@ -548,7 +545,7 @@ PATHS: dict[str, Any] = {
                         "is kept, and the error carries its id and url to poll."
                     ),
                     headers={"Retry-After": _RETRY_AFTER},
-                    links=_links("/error/id", "getAnalysis"),
+                    links=_links("/error/id", "analysis_id", "getAnalysis"),
                 ),
                 **_SUBMIT_ERRORS,
             },
@@ -564,7 +561,10 @@ PATHS: dict[str, Any] = {
             "requestBody": {"required": True, "content": {MULTIPART: {"schema": _ref("BatchForm")}}},
             "responses": {
                 "202": _json(
-                    _ref("Batch"), _l("Queued."), headers={"Location": _LOCATION}, links=_links("/id", "getBatch")
+                    _ref("Batch"),
+                    _l("Queued."),
+                    headers={"Location": _LOCATION},
+                    links=_links("/id", "batch_id", "getBatch"),
                 ),
                 "404": _response("NotFound"),
                 **_SUBMIT_ERRORS,

@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 import time
+from functools import cache
 
 from flask import Blueprint, current_app, g, jsonify, request, url_for
+from flask_babel import get_locale
 from sqlalchemy import select
 
 from .. import audit
@@ -326,7 +328,15 @@ def batch(batch_id: int):
 def openapi():
     """The OpenAPI document (``webapp.api.openapi``): no token, no per-user data, so it may be cached
     publicly (this header wins over the no-store every other API answer gets)."""
-    response = jsonify(document())
+    response = jsonify(_document_in(str(get_locale())))
     response.headers["Cache-Control"] = f"public, max-age={OPENAPI_MAX_AGE}"
     response.add_etag()
     return response.make_conditional(request)
+
+
+@cache
+def _document_in(locale: str) -> dict:
+    """``document()`` resolved once per process and locale (``locale`` is only the cache key: under
+    /api/ it is always English). Resolving its few hundred lazy texts took a few milliseconds per
+    request of a public route, for a document that changes only with a deploy. Read-only."""
+    return document()
