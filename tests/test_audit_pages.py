@@ -144,6 +144,10 @@ def test_audit_filters_by_days_in_the_viewers_zone(app, admin_client):
     body = admin_client.get("/admin/audit?from=2026-03-02&to=2026-03-02").get_data(as_text=True)
     assert listed_actions(body) == ["history.export"]
     assert ">2026-03-02 01:00:00</time>" in body
+    # The form keeps the days asked for and says which zone they are in.
+    assert '<input id="a-from" type="date" name="from" value="2026-03-02" aria-describedby="a-zone">' in body
+    assert '<input id="a-to" type="date" name="to" value="2026-03-02" aria-describedby="a-zone">' in body
+    assert '<p class="help" id="a-zone">Days in Asia/Shanghai, UTC+08:00</p>' in body
     assert listed_actions(admin_client.get("/admin/audit?to=2026-03-01").get_data(as_text=True)) == []
 
 

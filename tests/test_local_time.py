@@ -61,7 +61,12 @@ def test_date_filter_reads_days_in_the_viewers_zone(app, alice):
     set_zone(app, "alice", "Asia/Shanghai")
     assert listed(alice.get("/history/?from=2026-03-02").get_data(as_text=True)) == [record]
     assert listed(alice.get("/history/?to=2026-03-01").get_data(as_text=True)) == []
-    assert listed(alice.get("/history/?from=2026-03-02&to=2026-03-02").get_data(as_text=True)) == [record]
+    body = alice.get("/history/?from=2026-03-02&to=2026-03-02").get_data(as_text=True)
+    assert listed(body) == [record]
+    # The form keeps the days asked for and says which zone they are in.
+    assert '<input id="f-from" type="date" name="from" value="2026-03-02" aria-describedby="f-zone">' in body
+    assert '<input id="f-to" type="date" name="to" value="2026-03-02" aria-describedby="f-zone">' in body
+    assert '<p class="help" id="f-zone">Days in Asia/Shanghai, UTC+08:00</p>' in body
 
 
 def test_export_reads_dates_in_the_viewers_zone(app, alice):

@@ -24,7 +24,7 @@ from .bounds import text_problem
 from .dicom import looks_like_dicom
 from .extensions import db
 from .i18n import in_english
-from .localtime import DEFAULT_ZONE, day_bounds, parse_day
+from .localtime import DEFAULT_ZONE, parse_day_range, within_days
 from .models import (
     BANDS,
     FAILED,
@@ -276,19 +276,7 @@ class HistoryFilters:
                 return None
             return value
 
-        def day(name: str, label) -> date | None:
-            try:
-                return parse_day(args.get(name))
-            except ValueError:
-                errors.append(
-                    _l("%(filter)s: “%(value)s” is not a date (YYYY-MM-DD).", filter=label, value=args[name][:40])
-                )
-                return None
-
-        date_from, date_to = day("from", _l("From")), day("to", _l("To"))
-        if date_from and date_to and date_from > date_to:
-            errors.append(_l("The date range ends before it starts: the dates were not applied."))
-            date_from = date_to = None
+        date_from, date_to = parse_day_range(args, errors)
         sort = args.get("sort") or DEFAULT_SORT
         if sort.removeprefix("-") not in SORTS:
             errors.append(_l("“%(value)s” is not a column the list can be sorted by.", value=sort[:40]))
@@ -372,12 +360,7 @@ class HistoryFilters:
             statement = statement.where(Analysis.search_text.ilike(pattern, escape="\\"))
         if self.owner:
             statement = statement.join(Analysis.user).where(func.lower(User.username) == self.owner.lower())
-        zone = ZoneInfo(self.zone)
-        if self.date_from:
-            statement = statement.where(Analysis.created_at >= day_bounds(self.date_from, zone)[0])
-        if self.date_to:
-            statement = statement.where(Analysis.created_at < day_bounds(self.date_to, zone)[1])
-        return statement
+        return statement.where(*within_days(Analysis.created_at, self.date_from, self.date_to, ZoneInfo(self.zone)))
 
 
 def select_history(filters: HistoryFilters, *, owner: User | None, for_count: bool = False) -> Select:

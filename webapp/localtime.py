@@ -15,6 +15,7 @@ from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from flask import g, has_request_context
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from markupsafe import Markup
 
@@ -108,3 +109,34 @@ def parse_day(value: str | None) -> date | None:
     """A YYYY-MM-DD date, or None; raises ``ValueError`` for anything else that is not blank."""
     value = (value or "").strip()
     return datetime.strptime(value, "%Y-%m-%d").date() if value else None
+
+
+def parse_day_range(args, errors: list) -> tuple[date | None, date | None]:
+    """The ``from`` and ``to`` days of a query string (both included), for every listing's date
+    filter. A malformed day, or a range that ends before it starts, is left out and named in ``errors``."""
+
+    def day(name: str, label) -> date | None:
+        try:
+            return parse_day(args.get(name))
+        except ValueError:
+            errors.append(
+                _l("%(filter)s: “%(value)s” is not a date (YYYY-MM-DD).", filter=label, value=args[name][:40])
+            )
+            return None
+
+    date_from, date_to = day("from", _l("From")), day("to", _l("To"))
+    if date_from and date_to and date_from > date_to:
+        errors.append(_l("The date range ends before it starts: the dates were not applied."))
+        return None, None
+    return date_from, date_to
+
+
+def within_days(column, date_from: date | None, date_to: date | None, zone: ZoneInfo) -> list:
+    """The WHERE clauses that keep ``column`` (a naive UTC time) within the days ``date_from`` to
+    ``date_to`` of ``zone``, both included; either end may be None (open)."""
+    clauses = []
+    if date_from:
+        clauses.append(column >= day_bounds(date_from, zone)[0])
+    if date_to:
+        clauses.append(column < day_bounds(date_to, zone)[1])
+    return clauses

@@ -17,7 +17,7 @@ from ..forms import EmptyForm
 from ..health import system_health
 from ..history.views import export_response, render_history_list, viewer_filters
 from ..i18n import ROLE_NAMES
-from ..localtime import day_bounds, parse_day, viewer_zone, viewer_zone_name
+from ..localtime import parse_day_range, viewer_zone, viewer_zone_name, within_days
 from ..models import Analysis, AuditEvent, Prediction, User
 from ..scenarios import SCENARIO_PAGES
 from .forms import RoleForm
@@ -205,27 +205,15 @@ def audit_log():
         errors.append(_("“%(value)s” is not one of the actions listed.", value=action[:40]))
         action = None
     actor = (args.get("actor") or "").strip()[:64] or None
-    days = {}
-    for name in ("from", "to"):
-        try:
-            days[name] = parse_day(args.get(name))
-        except ValueError:
-            errors.append(_("“%(value)s” is not a date (YYYY-MM-DD).", value=args[name][:40]))
-            days[name] = None
-    if days["from"] and days["to"] and days["from"] > days["to"]:
-        errors.append(_("The date range ends before it starts: the dates were not applied."))
-        days = {"from": None, "to": None}
+    date_from, date_to = parse_day_range(args, errors)
     statement = select(AuditEvent).order_by(AuditEvent.id.desc())
     if action:
         statement = statement.where(AuditEvent.action == action)
     if actor:
         statement = statement.where(func.lower(AuditEvent.actor_name) == actor.lower())
-    if days["from"]:
-        statement = statement.where(AuditEvent.created_at >= day_bounds(days["from"], viewer_zone())[0])
-    if days["to"]:
-        statement = statement.where(AuditEvent.created_at < day_bounds(days["to"], viewer_zone())[1])
+    statement = statement.where(*within_days(AuditEvent.created_at, date_from, date_to, viewer_zone()))
     page = db.paginate(statement, per_page=50, max_per_page=200, error_out=False)
-    kept = {"action": action, "actor": actor, "from": days["from"], "to": days["to"]}
+    kept = {"action": action, "actor": actor, "from": date_from, "to": date_to}
     return render_template(
         "admin/audit.html",
         page=page,
