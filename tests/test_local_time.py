@@ -129,6 +129,16 @@ def test_browser_zone_refuses_unknown_names_and_missing_csrf(app, alice):
     assert saved(app, "alice")[0] is None
 
 
+def test_an_unknown_browser_zone_stops_the_script_for_the_session(app, alice):
+    """After the server refuses the browser's zone as unknown, pages stop loading timezone.js (which
+    would post the same refused name on every page); times stay in UTC."""
+    assert "timezone.js" in alice.get("/history/").get_data(as_text=True)
+    token = csrf_token(alice, "/account/")
+    assert alice.post("/account/time-zone", data={"time_zone": "Mars/Olympus", "csrf_token": token}).status_code == 400
+    body = alice.get("/history/").get_data(as_text=True)
+    assert "timezone.js" not in body and saved(app, "alice")[0] is None
+
+
 def test_account_page_changes_zone_and_language(app, alice):
     """The account page's preferences form sets the zone (a select of IANA names) and the language."""
     body = alice.get("/account/").get_data(as_text=True)

@@ -24,6 +24,8 @@ from .forms import BrowserZoneForm, CodeForm, LoginForm, PasswordChangeForm, Pre
 bp = Blueprint("auth", __name__)
 PENDING_KEY = "_two_step_pending"  # the account whose password was right, waiting for its code
 PENDING_SECONDS = 300
+# The browser sent a zone this server does not know: timezone.js is not loaded again this session.
+BROWSER_ZONE_REFUSED = "_browser_zone_refused"
 SETUP_KEY = "_two_step_setup"  # the secret shown while two-step sign-in is being set up
 
 _dummy_hashes: dict[str, str] = {}
@@ -240,9 +242,14 @@ def preferences():
 def browser_time_zone():
     """The browser's time zone, sent once by ``static/js/timezone.js`` while the account has none:
     204 when saved or already set (a choice made on the account page is never overwritten), 400
-    when the name is not a known zone or the CSRF token is missing."""
+    when the name is not a known zone or the CSRF token is missing. A zone this server's tzdata does
+    not know is noted in the session, so base.html stops loading the script (it would post again on
+    every page) for the rest of this session."""
     form = BrowserZoneForm()
-    if not form.validate_on_submit() or not is_zone(form.time_zone.data):
+    if not form.validate_on_submit():
+        return "", 400
+    if not is_zone(form.time_zone.data):
+        session[BROWSER_ZONE_REFUSED] = True
         return "", 400
     if current_user.time_zone is None:
         current_user.time_zone = form.time_zone.data
