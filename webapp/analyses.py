@@ -232,6 +232,8 @@ SORTS: dict[str, tuple] = {
     "status": (Analysis.status, Analysis.created_at, Analysis.id),
 }
 DEFAULT_SORT = "-time"  # newest first; a leading "-" sorts descending
+MAX_PER_PAGE = 100  # records per listing page, whatever ?per_page asks (the API documents it)
+MAX_QUERY_CHARS = 200  # a longer search text is cut to this
 
 
 @dataclass(frozen=True)
@@ -287,7 +289,7 @@ class HistoryFilters:
             review=choice("review", REVIEW_STATES, _l("Review")),
             confidence=choice("confidence", (*BANDS, "uncertain"), _l("Confidence")),
             status=choice("status", STATUSES, _l("Status")),
-            query=(args.get("q") or "").strip()[:200] or None,
+            query=(args.get("q") or "").strip()[:MAX_QUERY_CHARS] or None,
             owner=((args.get("owner") or "").strip()[:64] or None) if allow_owner else None,
             date_from=date_from,
             date_to=date_to,
@@ -410,7 +412,7 @@ def paginate_history(filters: HistoryFilters, *, owner: User | None, per_page: i
     page = db.paginate(
         select_history(filters, owner=owner).options(*LISTING_LOAD),
         per_page=per_page,
-        max_per_page=100,
+        max_per_page=MAX_PER_PAGE,
         error_out=False,
         count=False,
     )

@@ -19,6 +19,7 @@ from flask_babel import LazyString
 from flask_babel import lazy_gettext as _l
 
 from .. import __version__
+from ..analyses import MAX_PER_PAGE, MAX_QUERY_CHARS
 from ..bounds import MAX_ID, MAX_PAGE
 from ..models import BANDS, DECISIONS, REVIEW_STATES, SCENARIOS, SENTIMENT_LABELS, STATUSES
 
@@ -199,7 +200,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "items": {"type": "array", "items": _ref("Analysis")},
             "page": {"type": "integer", "minimum": 1},
-            "per_page": {"type": "integer", "minimum": 1, "maximum": 100},
+            "per_page": {"type": "integer", "minimum": 1, "maximum": MAX_PER_PAGE},
             "pages": {"type": "integer", "minimum": 0},
             "total": {"type": "integer", "minimum": 0},
             "total_capped": {
@@ -394,8 +395,8 @@ _PAGE_PARAMETERS = [
     {
         "name": "per_page",
         "in": "query",
-        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
-        "description": _l("Records per page, at most 100."),
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PER_PAGE, "default": 20},
+        "description": _l("Records per page, at most %(max)s.", max=MAX_PER_PAGE),
     },
 ]
 
@@ -418,7 +419,7 @@ _FILTERS = [
     {
         "name": "q",
         "in": "query",
-        "schema": {"type": "string", "maxLength": 200},
+        "schema": {"type": "string", "maxLength": MAX_QUERY_CHARS},
         "description": _l("Text search in the text, file name, captions and corrections."),
     },
     {
