@@ -57,6 +57,10 @@ def test_scenario_upload_area_markup(app, scenario, role, camera):
     assert "{name}" in zone["data-msg-too-big"] and "{max}" in zone["data-msg-too-big"]
     main, *others = file_inputs(html)
     assert main["name"] == "image" and "multiple" in main and "capture" not in main
+    # The limits prism.js checks before sending, from the config and the server's list of types.
+    assert main["data-max-bytes"] == str(app.config["PRISM_MAX_IMAGE_BYTES"])
+    assert main["data-max-files"] == str(app.config["PRISM_MAX_BATCH_FILES"])
+    assert "image/png" in main["data-accept"].split(",")
     if camera:
         [photo] = others
         assert (photo["name"], photo["capture"], photo["accept"]) == ("image", "environment", "image/*")
@@ -75,9 +79,10 @@ def test_education_batch_upload_takes_many_photos_and_the_camera(app):
     assert create_rubric(teacher).status_code == 302
     assignment_id = record_id(create_assignment(teacher, rubric_ids(app)[0]))
     html = teacher.get(f"/education/assignments/{assignment_id}").get_data(as_text=True)
-    dropzone(html)
+    assert dropzone(html)["data-msg-too-many"]
     main, photo = file_inputs(html)
     assert main["name"] == photo["name"] == "images"
+    assert main["data-max-files"] == str(app.config["PRISM_MAX_BATCH_FILES"])
     assert "multiple" in main and "capture" not in main
     assert photo["capture"] == "environment"
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,19 @@ class LiveServer:
 
     def __call__(self, path: str) -> str:
         return self.url + path
+
+
+@contextmanager
+def serving(app, name: str) -> Iterator[LiveServer]:
+    """Serve ``app`` on 127.0.0.1 at a free port from a daemon thread until the block ends."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+    thread.start()
+    try:
+        yield LiveServer(f"http://127.0.0.1:{server.server_port}", app)
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="session")
@@ -75,12 +90,8 @@ def live_server(tmp_path_factory):
     assert create_assignment(teacher, rubric_ids(app)[0], title="第三次作业 Homework 3").status_code == 302
     photos = [(png_bytes(color=(200, 10, 10)), "张伟.png"), (png_bytes(color=(10, 200, 10)), "Li Na.jpg")]
     assert upload(teacher, 1, photos).status_code == 302
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
-    thread.start()
-    yield LiveServer(f"http://127.0.0.1:{server.server_port}", app)
-    server.shutdown()
-    thread.join(timeout=10)
+    with serving(app, "live-server") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -159,13 +170,11 @@ def model_server(tmp_path_factory):
     make_user(app, "root", role="admin")
     consumer = create_consumer(app, in_process=True)
     consumer.start()
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="model-server", daemon=True)
-    thread.start()
-    yield LiveServer(f"http://127.0.0.1:{server.server_port}", app)
-    server.shutdown()
-    thread.join(timeout=10)
-    consumer.stop(graceful=False)
+    try:
+        with serving(app, "model-server") as server:
+            yield server
+    finally:
+        consumer.stop(graceful=False)
 
 
 @pytest.fixture(autouse=True)

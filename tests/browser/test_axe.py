@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.helpers import DESKTOP, PHONE, page_width_overflow
+from tests.browser.helpers import DESKTOP, PHONE, page_width_overflow, visit_pages
 from tests.browser.test_frontend_smoke import PAGES, WORK_PAGES
 
 AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"
@@ -61,25 +61,17 @@ def blocking_violations(page) -> list[dict]:
 def test_every_page_passes_axe_and_fits_the_window(signed_in, live_server, screenshots, width, lang):
     """Each page answers 200, has no serious or critical axe violation and is no wider than the window."""
     problems = {}
-    contexts = {}
-    try:
-        for account, path in EVERY_PAGE:
-            if account not in contexts:
-                contexts[account] = signed_in(account, viewport={"width": width, "height": 900})
-                contexts[account].new_page().goto(live_server(f"/lang/{lang}"))
-            page = contexts[account].pages[0]
-            response = page.goto(live_server(path))
-            assert response.status == 200, (account, path, response.status)
-            found = blocking_violations(page)
-            if overflow := page_width_overflow(page):
-                found.append({"rule": "wider-than-window", "excess_px": overflow})
-            if found:
-                problems[f"{account or 'anon'} {path}"] = found
-            name = f"axe-{width}-{lang}-{account or 'anon'}{path.replace('/', '_')}.png"
-            page.screenshot(path=str(screenshots / name), full_page=True)
-    finally:
-        for context in contexts.values():
-            context.close()
+
+    def check(account, path, page):
+        found = blocking_violations(page)
+        if overflow := page_width_overflow(page):
+            found.append({"rule": "wider-than-window", "excess_px": overflow})
+        if found:
+            problems[f"{account or 'anon'} {path}"] = found
+        name = f"axe-{width}-{lang}-{account or 'anon'}{path.replace('/', '_')}.png"
+        page.screenshot(path=str(screenshots / name), full_page=True)
+
+    visit_pages(signed_in, live_server, EVERY_PAGE, width, 900, lang, check)
     assert problems == {}, json.dumps(problems, ensure_ascii=False, indent=1)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.helpers import DESKTOP, DROP, PHONE, SMALLEST, b64, page_width_overflow
+from tests.browser.helpers import DESKTOP, DROP, PHONE, SMALLEST, b64, page_width_overflow, visit_pages
 from tests.conftest import png_bytes
 
 # (account, path): the main pages, each seen by an account that may open it (ids: tests/browser/conftest.py).
@@ -48,22 +48,14 @@ WORK_PAGES = [
 def pages_wider_than_the_window(signed_in, live_server, screenshots, pages, width, lang) -> dict:
     """{(account, path): excess px} for the pages wider than a ``width`` px window; saves a screenshot of each."""
     too_wide = {}
-    contexts = {}
-    try:
-        for account, path in pages:
-            if account not in contexts:
-                contexts[account] = signed_in(account, viewport={"width": width, "height": 800})
-                contexts[account].new_page().goto(live_server(f"/lang/{lang}"))
-            page = contexts[account].pages[0]
-            response = page.goto(live_server(path))
-            assert response.status == 200, (account, path, response.status)
-            if overflow := page_width_overflow(page):
-                too_wide[(account, path)] = overflow
-            name = f"{width}-{lang}-{account or 'anon'}{path.replace('/', '_')}.png"
-            page.screenshot(path=str(screenshots / name), full_page=True)
-    finally:
-        for context in contexts.values():
-            context.close()
+
+    def check(account, path, page):
+        if overflow := page_width_overflow(page):
+            too_wide[(account, path)] = overflow
+        name = f"{width}-{lang}-{account or 'anon'}{path.replace('/', '_')}.png"
+        page.screenshot(path=str(screenshots / name), full_page=True)
+
+    visit_pages(signed_in, live_server, pages, width, 800, lang, check)
     return too_wide
 
 
