@@ -124,6 +124,9 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "PRISM_MODEL_REQUIRE_PINNED": False,
         "PRISM_CAPTION_NUM_BEAMS": 4,
         "PRISM_CAPTION_MAX_NEW_TOKENS": 24,
+        # "auto": ViT-GPT2-style captioners decode with webapp/inference/caption_decoding.py (same
+        # captions as generate(), faster on the CPU); other checkpoints, or "generate", use generate().
+        "PRISM_CAPTION_DECODER": "auto",
         "PRISM_SENTIMENT_NEUTRAL_RANGE": "0.35,0.65",
         "PRISM_TORCH_THREADS": 0,
         "PRISM_MODEL_LOAD_WAIT": 20,

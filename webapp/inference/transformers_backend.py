@@ -34,7 +34,7 @@ from transformers import (
 )
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
-from . import hub, labels
+from . import caption_decoding, hub, labels
 from .service import ProgressCallback
 from .settings import InferenceSettings
 from .types import ModelState
@@ -149,6 +149,18 @@ class TransformersCaptionModel(_Placed):
     tokenizer: Any
     generate_kwargs: dict  # mutable on purpose: the benchmark forces a fixed caption length
     placement: Placement
+    # Decodes supported checkpoints instead of generate() (PRISM_CAPTION_DECODER=auto); None: generate().
+    fast_decoder: caption_decoding.GPT2CaptionDecoder | None = None
+
+    @property
+    def decoder_name(self) -> str:
+        """Which loop decodes this model's captions now: "prism" (caption_decoding.py) or "generate"."""
+        if (
+            self.fast_decoder is not None
+            and caption_decoding.unsupported_reason(self.model, self.generate_kwargs) is None
+        ):
+            return "prism"
+        return "generate"
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         # NumPy, not torch: request threads must not run torch ops. Measured here, once a long-lived
@@ -157,6 +169,10 @@ class TransformersCaptionModel(_Placed):
 
     def caption_prepared(self, batch: Sequence[np.ndarray]) -> list[str]:
         pixel_values = torch.from_numpy(np.stack(batch)).to(device=self.device, dtype=self.dtype)
+        if self.decoder_name == "prism":
+            rules = caption_decoding.DecodingRules.of(self.model.generation_config, self.generate_kwargs)
+            token_ids = self.fast_decoder.generate(pixel_values, rules)
+            return [text.strip() for text in self.tokenizer.batch_decode(token_ids.cpu(), skip_special_tokens=True)]
         extra = {}
         if self.generate_kwargs.get("num_beams", 1) > 1 and isinstance(self.model, VisionEncoderDecoderModel):
             extra["cache"] = BeamSharedCrossAttentionCache(DynamicCache(), DynamicCache())
@@ -338,18 +354,25 @@ def load_caption_model(settings: InferenceSettings, progress: ProgressCallback) 
     source, placement = _locate(ref, settings, progress)
     with _LOAD_LOCK:
         model, image_processor, tokenizer = _load_captioner(ref, source)
+    if settings.caption_decoder not in {"auto", "generate"}:
+        raise ValueError(f"PRISM_CAPTION_DECODER must be auto or generate, not {settings.caption_decoder!r}")
     generate_kwargs = {
         "num_beams": settings.caption_num_beams,
         "max_new_tokens": settings.caption_max_new_tokens,
     }
+    model = _place(model, placement)
+    fast_decoder = None
+    if settings.caption_decoder == "auto" and caption_decoding.unsupported_reason(model, generate_kwargs) is None:
+        fast_decoder = caption_decoding.GPT2CaptionDecoder(model, placement.dtype)
     return TransformersCaptionModel(
         hub.model_id(ref),
         hub.revision_of(source),
-        _place(model, placement),
+        model,
         image_processor,
         tokenizer,
         generate_kwargs,
         placement,
+        fast_decoder,
     )
 
 

@@ -1,0 +1,170 @@
+"""Prism's own caption decoding (caption_decoding.py) against generate(), on the tiny ViT-GPT2 checkpoint.
+
+The claim under test is exactness: in float32, every supported combination of generation settings gives
+the token ids generate() gives, including captions that end early (EOS), where beam search keeps
+finished hypotheses and its early-stop heuristic decides when to stop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from webapp.inference import caption_decoding
+from webapp.inference.caption_decoding import DecodingRules, GPT2CaptionDecoder
+from webapp.inference.transformers_backend import load_caption_model
+
+
+def _no_progress(state, fraction, detail) -> None:
+    pass
+
+
+def _noise_images(count: int) -> list[Image.Image]:
+    generator = np.random.default_rng(7)
+    sizes = [(40 + 9 * index, 30 + 13 * index) for index in range(count)]
+    return [Image.fromarray(generator.integers(0, 255, (h, w, 3), dtype=np.uint8)) for w, h in sizes]
+
+
+@pytest.fixture
+def ending_captioner(make_settings):
+    """The tiny checkpoint in float32, changed so that EOS competes with the token it writes most.
+
+    The tiny builder zeroes EOS's output row, so its captions run to full length. Here the output layer
+    is untied from the input embeddings and EOS's row becomes that token's row plus a little noise: EOS
+    then wins at some steps and loses at others (the tests check that some captions end early).
+    """
+    model = load_caption_model(make_settings(precision="fp32"), _no_progress)
+    pixel_values = torch.from_numpy(np.stack([model.prepare(image) for image in _noise_images(6)]))
+    with torch.inference_mode():
+        written = model.model.generate(pixel_values=pixel_values, num_beams=1, max_new_tokens=12)[:, 1:]
+    tokens, counts = written.unique(return_counts=True)
+    favourite = int(tokens[counts.argmax()])
+    head = model.model.decoder.get_output_embeddings()
+    rows = head.weight.detach().clone()
+    eos = model.model.generation_config.eos_token_id
+    noise = torch.randn(rows.shape[1], generator=torch.Generator().manual_seed(0))
+    rows[eos] = rows[favourite] + noise * rows.std() * 0.05
+    head.weight = torch.nn.Parameter(rows)
+    return model, pixel_values
+
+
+def _both(model, pixel_values, **generate_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    kwargs = {"max_new_tokens": 12, **generate_kwargs}
+    with torch.inference_mode():
+        expected = model.model.generate(pixel_values=pixel_values, **kwargs)
+    decoder = GPT2CaptionDecoder(model.model, torch.float32)
+    actual = decoder.generate(pixel_values, DecodingRules.of(model.model.generation_config, kwargs))
+    return expected, actual
+
+
+def _ended_by_eos(sequences: torch.Tensor, eos: int) -> int:
+    """Rows whose caption ended with EOS (before max_new_tokens)."""
+    return sum(bool((row[1:] == eos).any()) for row in sequences)
+
+
+@pytest.mark.parametrize(
+    "generate_kwargs",
+    [
+        {"num_beams": 1},
+        {"num_beams": 4},
+        {"num_beams": 3, "length_penalty": 0.5},
+        {"num_beams": 3, "length_penalty": -0.5},
+        {"num_beams": 4, "early_stopping": True},
+        {"num_beams": 2, "early_stopping": "never"},
+        {"num_beams": 4, "min_new_tokens": 5},
+        {"num_beams": 1, "min_new_tokens": 5},
+    ],
+    ids=lambda kwargs: ",".join(f"{key}={value}" for key, value in kwargs.items()),
+)
+def test_captions_that_end_early_match_generate_exactly(ending_captioner, generate_kwargs):
+    model, pixel_values = ending_captioner
+    expected, actual = _both(model, pixel_values, **generate_kwargs)
+
+    eos = model.model.generation_config.eos_token_id
+    assert _ended_by_eos(expected, eos) > 0, "the fixture must end captions with EOS"
+    assert actual.shape == expected.shape
+    assert torch.equal(actual, expected)
+
+
+@pytest.mark.parametrize("num_beams", [1, 4])
+def test_fixed_length_captions_as_the_bench_decodes_match_generate(make_settings, num_beams):
+    """The bench's decoding: exactly 16 new tokens (EOS suppressed until then), greedy and beam 4."""
+    model = load_caption_model(make_settings(precision="fp32"), _no_progress)
+    pixel_values = torch.from_numpy(np.stack([model.prepare(image) for image in _noise_images(5)]))
+    expected, actual = _both(model, pixel_values, num_beams=num_beams, min_new_tokens=16, max_new_tokens=16)
+    assert expected.shape == (5, 17)
+    assert torch.equal(actual, expected)
+
+
+def test_the_loader_decodes_supported_checkpoints_itself_and_captions_stay_the_same(make_settings):
+    """PRISM_CAPTION_DECODER=auto picks Prism's loop for ViT-GPT2; "generate" keeps generate(); same text."""
+    images = _noise_images(4)
+    fast = load_caption_model(make_settings(precision="fp32", caption_num_beams=3), _no_progress)
+    plain = load_caption_model(
+        make_settings(precision="fp32", caption_num_beams=3, caption_decoder="generate"), _no_progress
+    )
+    assert (fast.decoder_name, plain.decoder_name) == ("prism", "generate")
+    assert fast.caption(images) == plain.caption(images)
+
+
+def test_bf16_captions_come_from_prism_decoding_and_agree_with_generate_in_bf16(make_settings):
+    """In bf16 the two loops round differently in places; on the tiny model the captions still agree."""
+    images = _noise_images(4)
+    fast = load_caption_model(make_settings(precision="bf16", caption_num_beams=4), _no_progress)
+    plain = load_caption_model(
+        make_settings(precision="bf16", caption_num_beams=4, caption_decoder="generate"), _no_progress
+    )
+    assert fast.decoder_name == "prism"
+    assert fast.caption(images) == plain.caption(images)
+
+
+def test_an_unknown_decoder_setting_is_refused_at_load(make_settings):
+    with pytest.raises(ValueError, match="PRISM_CAPTION_DECODER"):
+        load_caption_model(make_settings(caption_decoder="onnx"), _no_progress)
+
+
+@pytest.mark.parametrize(
+    ("generate_kwargs", "reason"),
+    [
+        ({"repetition_penalty": 1.3}, "repetition_penalty"),
+        ({"no_repeat_ngram_size": 3}, "no_repeat_ngram_size"),
+        ({"do_sample": True}, "do_sample"),
+        ({"num_return_sequences": 2, "num_beams": 2}, "num_return_sequences"),
+    ],
+)
+def test_settings_it_does_not_implement_fall_back_to_generate(make_settings, generate_kwargs, reason):
+    model = load_caption_model(make_settings(precision="fp32"), _no_progress)
+    assert caption_decoding.unsupported_reason(model.model, {}) is None
+    assert reason in caption_decoding.unsupported_reason(model.model, generate_kwargs)
+
+    model.generate_kwargs.update(generate_kwargs)
+    assert model.decoder_name == "generate"
+
+
+def test_sampling_fields_without_sampling_change_nothing(make_settings):
+    """A checkpoint may carry temperature/top_k for sampling; without do_sample they are ignored."""
+    model = load_caption_model(make_settings(precision="fp32"), _no_progress)
+    assert caption_decoding.unsupported_reason(model.model, {"temperature": 0.7, "top_k": 5}) is None
+
+
+def test_blip_and_int8_models_keep_generate(make_settings, blip_dir):
+    blip = load_caption_model(make_settings(caption_model=str(blip_dir)), _no_progress)
+    assert blip.fast_decoder is None and blip.decoder_name == "generate"
+    assert "not a VisionEncoderDecoderModel" in caption_decoding.unsupported_reason(blip.model, {})
+
+    quantised = load_caption_model(make_settings(precision="int8"), _no_progress)
+    assert quantised.fast_decoder is None
+    assert caption_decoding.unsupported_reason(quantised.model, {}) == "the decoder is quantised"
+
+
+def test_prepacked_linear_layers_compute_what_f_linear_computes():
+    """The oneDNN-prepacked weights give F.linear's results (bf16: identical; fp32: to rounding)."""
+    generator = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(48, 32, generator=generator), torch.randn(48, generator=generator)
+    inputs = torch.randn(5, 32, generator=generator)
+    for dtype, tolerance in ((torch.float32, 1e-5), (torch.bfloat16, 0.0)):
+        layer = caption_decoding._Linear(weight.to(dtype), bias.to(dtype))
+        expected = torch.nn.functional.linear(inputs.to(dtype), weight.to(dtype), bias.to(dtype))
+        torch.testing.assert_close(layer(inputs.to(dtype)), expected, atol=tolerance, rtol=tolerance or 1.6e-2)
