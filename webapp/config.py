@@ -124,9 +124,10 @@ def defaults(instance_path: str) -> dict[str, Any]:
         "PRISM_MODEL_REQUIRE_PINNED": False,
         "PRISM_CAPTION_NUM_BEAMS": 4,
         "PRISM_CAPTION_MAX_NEW_TOKENS": 24,
-        # "auto": ViT-GPT2-style captioners decode with webapp/inference/caption_decoding.py (same
-        # captions as generate(), faster on the CPU); other checkpoints, or "generate", use generate().
-        "PRISM_CAPTION_DECODER": "auto",
+        # "auto": Prism's own forward passes where it implements the architecture (ViT-GPT2 captions:
+        # inference/caption_decoding.py; DistilBERT sentiment: inference/text_classification.py), same
+        # results, faster on the CPU; "off": transformers' generate() and forward everywhere.
+        "PRISM_FAST_PATH": "auto",
         "PRISM_SENTIMENT_NEUTRAL_RANGE": "0.35,0.65",
         "PRISM_TORCH_THREADS": 0,
         "PRISM_MODEL_LOAD_WAIT": 20,

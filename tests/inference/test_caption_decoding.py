@@ -14,6 +14,7 @@ from PIL import Image
 
 from webapp.inference import caption_decoding
 from webapp.inference.caption_decoding import DecodingRules, GPT2CaptionDecoder
+from webapp.inference.packed_linear import PackedLinear
 from webapp.inference.transformers_backend import load_caption_model
 
 
@@ -99,12 +100,10 @@ def test_fixed_length_captions_as_the_bench_decodes_match_generate(make_settings
 
 
 def test_the_loader_decodes_supported_checkpoints_itself_and_captions_stay_the_same(make_settings):
-    """PRISM_CAPTION_DECODER=auto picks Prism's loop for ViT-GPT2; "generate" keeps generate(); same text."""
+    """PRISM_FAST_PATH=auto picks Prism's loop for ViT-GPT2; "off" keeps generate(); the same captions."""
     images = _noise_images(4)
     fast = load_caption_model(make_settings(precision="fp32", caption_num_beams=3), _no_progress)
-    plain = load_caption_model(
-        make_settings(precision="fp32", caption_num_beams=3, caption_decoder="generate"), _no_progress
-    )
+    plain = load_caption_model(make_settings(precision="fp32", caption_num_beams=3, fast_path="off"), _no_progress)
     assert (fast.decoder_name, plain.decoder_name) == ("prism", "generate")
     assert fast.caption(images) == plain.caption(images)
 
@@ -113,16 +112,14 @@ def test_bf16_captions_come_from_prism_decoding_and_agree_with_generate_in_bf16(
     """In bf16 the two loops round differently in places; on the tiny model the captions still agree."""
     images = _noise_images(4)
     fast = load_caption_model(make_settings(precision="bf16", caption_num_beams=4), _no_progress)
-    plain = load_caption_model(
-        make_settings(precision="bf16", caption_num_beams=4, caption_decoder="generate"), _no_progress
-    )
+    plain = load_caption_model(make_settings(precision="bf16", caption_num_beams=4, fast_path="off"), _no_progress)
     assert fast.decoder_name == "prism"
     assert fast.caption(images) == plain.caption(images)
 
 
 def test_an_unknown_decoder_setting_is_refused_at_load(make_settings):
-    with pytest.raises(ValueError, match="PRISM_CAPTION_DECODER"):
-        load_caption_model(make_settings(caption_decoder="onnx"), _no_progress)
+    with pytest.raises(ValueError, match="PRISM_FAST_PATH"):
+        load_caption_model(make_settings(fast_path="onnx"), _no_progress)
 
 
 @pytest.mark.parametrize(
@@ -165,6 +162,6 @@ def test_prepacked_linear_layers_compute_what_f_linear_computes():
     weight, bias = torch.randn(48, 32, generator=generator), torch.randn(48, generator=generator)
     inputs = torch.randn(5, 32, generator=generator)
     for dtype, tolerance in ((torch.float32, 1e-5), (torch.bfloat16, 0.0)):
-        layer = caption_decoding._Linear(weight.to(dtype), bias.to(dtype))
+        layer = PackedLinear(weight.to(dtype), bias.to(dtype))
         expected = torch.nn.functional.linear(inputs.to(dtype), weight.to(dtype), bias.to(dtype))
         torch.testing.assert_close(layer(inputs.to(dtype)), expected, atol=tolerance, rtol=tolerance or 1.6e-2)

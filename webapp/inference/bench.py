@@ -146,7 +146,9 @@ def _bench_captions(settings: InferenceSettings, options: BenchOptions, peaks: d
 
         _warm_up(caption, min(max(options.clients), settings.caption_max_batch))
         measured = [_level(caption, clients, items, slot.batcher) for clients in options.clients]
-        runs.append(_run_entry(mode.name, mode.precision, mode.num_beams, load_seconds, measured, len(images)))
+        entry = _run_entry(mode.name, mode.precision, mode.num_beams, load_seconds, measured, len(images))
+        entry["forward"] = model.decoder_name  # "prism" (caption_decoding.py) or "generate"
+        runs.append(entry)
         service.close()  # its inference thread and model must not linger into the next mode's timing
         gc.collect()
 
@@ -224,6 +226,7 @@ def _caption_baseline(
             for clients in levels
         ]
         runs.append(_run_entry(name, "fp32", num_beams, load_seconds, measured, len(images), baseline=True))
+        runs[-1]["forward"] = "generate"
     return facts, runs
 
 
@@ -239,7 +242,7 @@ def _bench_sentiment(settings: InferenceSettings, options: BenchOptions, peaks: 
         service = ModelService(replace(settings, precision=mode.precision))
         slot = service.sentiment_slot
         started = time.perf_counter()
-        slot.get(wait=_SLOW_WAIT)
+        model = slot.get(wait=_SLOW_WAIT)
         load_seconds = time.perf_counter() - started
 
         def classify(index: int, service=service) -> tuple[str, dict[str, float]]:
@@ -249,6 +252,7 @@ def _bench_sentiment(settings: InferenceSettings, options: BenchOptions, peaks: 
         _warm_up(classify, min(max(options.clients), settings.sentiment_max_batch))
         measured = [_level(classify, clients, items, slot.batcher) for clients in options.clients]
         entry = _run_entry(mode.name, mode.precision, 1, load_seconds, measured, len(texts))
+        entry["forward"] = "prism" if model.fast_classifier is not None else "transformers"
         entry["agreement_with_fp32"] = _label_agreement(entry["outputs"], runs[0]["outputs"])
         runs.append(entry)
         service.close()
@@ -695,8 +699,10 @@ def format_report(result: dict[str, Any]) -> str:
         f" sentiment {env['sentiment_max_batch']} · PRISM_PRECISION=auto means {env['precision_auto']}",
         "Allocator settings: "
         + (", ".join(f"{name}={value}" for name, value in env["allocator_env"].items()) or "glibc defaults"),
-        "Columns: x base = items/s / the beam-4 (sentiment: only) baseline's; x floor = ms per item / the bf16 "
-        "compute floor (FLOPs per item / bf16 GEMM peak); batch = mean items per batch the service ran.",
+        "Columns: forward = whose forward pass ran (prism: caption_decoding.py / text_classification.py, "
+        "PRISM_FAST_PATH=auto; generate/transformers: transformers' own); x base = items/s / the beam-4 (sentiment: "
+        "only) baseline's; x floor = ms per item / the bf16 compute floor (FLOPs per item / bf16 GEMM peak); "
+        "batch = mean items per batch the service ran.",
     ]
     caption = result.get("caption")
     if caption:
@@ -759,15 +765,16 @@ def format_report(result: dict[str, Any]) -> str:
 
 def _runs_table(runs: list[dict], rate: str, per_item: str) -> list[str]:
     lines = [
-        f"  {'run':<16} {'load s':>6} {'RSS MB':>7} {'clients':>7} {rate:>8} {per_item:>8} {'p50 ms':>8} "
+        f"  {'run':<16} {'forward':<12} {'load s':>6} {'RSS MB':>7} {'clients':>7} {rate:>8} {per_item:>8} {'p50 ms':>8} "
         f"{'p95 ms':>8} {'batch':>5} {'x base':>6} {'x floor':>7} {'errors':>6}"
     ]
     for entry in runs:
         for position, level in enumerate(entry["levels"]):
             head = (
-                f"  {entry['name']:<16} {entry['load_seconds']:>6.1f} {_num(entry['rss_mb'], 0, 7)}"
+                f"  {entry['name']:<16} {entry.get('forward', 'transformers'):<12} {entry['load_seconds']:>6.1f} "
+                f"{_num(entry['rss_mb'], 0, 7)}"
                 if position == 0
-                else f"  {'':<16} {'':>6} {'':>7}"
+                else f"  {'':<16} {'':<12} {'':>6} {'':>7}"
             )
             lines.append(
                 f"{head} {level['clients']:>7} {level['items_per_second']:>8.2f} {_num(level['ms_per_item'], 1, 8)} "

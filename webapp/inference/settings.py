@@ -46,8 +46,8 @@ class InferenceSettings:
     reply_max_new_tokens: int = 160
     # Refuse to download a hub id not pinned to a commit (``org/name@<commit>``; see hub.py).
     require_pinned: bool = False
-    # "auto": caption_decoding.py decodes the checkpoints it supports; "generate": always generate().
-    caption_decoder: str = "auto"
+    # "auto": Prism's own forward passes for the architectures they implement; "off": transformers' code.
+    fast_path: str = "auto"
 
     @classmethod
     def from_config(cls, config: Mapping) -> InferenceSettings:
@@ -63,7 +63,7 @@ class InferenceSettings:
             require_pinned=bool(config.get("PRISM_MODEL_REQUIRE_PINNED", False)),
             caption_num_beams=int(config["PRISM_CAPTION_NUM_BEAMS"]),
             caption_max_new_tokens=int(config["PRISM_CAPTION_MAX_NEW_TOKENS"]),
-            caption_decoder=str(config.get("PRISM_CAPTION_DECODER", "auto")),
+            fast_path=str(config["PRISM_FAST_PATH"]),
             neutral_range=(low, high),
             torch_threads=int(config["PRISM_TORCH_THREADS"]),
             load_wait_seconds=float(config["PRISM_MODEL_LOAD_WAIT"]),

@@ -34,7 +34,7 @@ from transformers import (
 )
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
-from . import caption_decoding, hub, labels
+from . import caption_decoding, hub, labels, text_classification
 from .service import ProgressCallback
 from .settings import InferenceSettings
 from .types import ModelState
@@ -149,7 +149,7 @@ class TransformersCaptionModel(_Placed):
     tokenizer: Any
     generate_kwargs: dict  # mutable on purpose: the benchmark forces a fixed caption length
     placement: Placement
-    # Decodes supported checkpoints instead of generate() (PRISM_CAPTION_DECODER=auto); None: generate().
+    # Decodes supported checkpoints instead of generate() (PRISM_FAST_PATH=auto); None: generate().
     fast_decoder: caption_decoding.GPT2CaptionDecoder | None = None
 
     @property
@@ -221,9 +221,18 @@ class TransformersSentimentModel(_Placed):
     max_length: int
     placement: Placement
     max_batch: int = 32
+    # Runs supported checkpoints without padding (PRISM_FAST_PATH=auto); None: transformers' forward.
+    fast_classifier: text_classification.UnpaddedDistilBertClassifier | None = None
 
     def classify(self, texts: Sequence[str]) -> list[dict[str, float]]:
-        rows = _forward_in_length_buckets(self, texts, lambda batch, outputs: outputs.logits.float().softmax(dim=-1))
+        if self.fast_classifier is not None:
+            token_ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+            buckets = length_buckets([len(ids) for ids in token_ids], max_batch=self.max_batch)
+            rows = self.fast_classifier.logits(token_ids, buckets).softmax(dim=-1).tolist()
+        else:
+            rows = _forward_in_length_buckets(
+                self, texts, lambda batch, outputs: outputs.logits.float().softmax(dim=-1)
+            )
         return [dict(zip(self.label_names, row, strict=True)) for row in rows]
 
 
@@ -334,6 +343,13 @@ def load_reply_model(settings: InferenceSettings, progress: ProgressCallback) ->
     )
 
 
+def _fast_path(settings: InferenceSettings) -> bool:
+    """PRISM_FAST_PATH: whether Prism's own forward passes may replace transformers' where implemented."""
+    if settings.fast_path not in {"auto", "off"}:
+        raise ValueError(f"PRISM_FAST_PATH must be auto or off, not {settings.fast_path!r}")
+    return settings.fast_path == "auto"
+
+
 def _locate(ref: str, settings: InferenceSettings, progress: ProgressCallback) -> tuple[str, Placement]:
     """The local directory to load ``ref`` from, and where it will run.
 
@@ -354,15 +370,13 @@ def load_caption_model(settings: InferenceSettings, progress: ProgressCallback) 
     source, placement = _locate(ref, settings, progress)
     with _LOAD_LOCK:
         model, image_processor, tokenizer = _load_captioner(ref, source)
-    if settings.caption_decoder not in {"auto", "generate"}:
-        raise ValueError(f"PRISM_CAPTION_DECODER must be auto or generate, not {settings.caption_decoder!r}")
     generate_kwargs = {
         "num_beams": settings.caption_num_beams,
         "max_new_tokens": settings.caption_max_new_tokens,
     }
     model = _place(model, placement)
     fast_decoder = None
-    if settings.caption_decoder == "auto" and caption_decoding.unsupported_reason(model, generate_kwargs) is None:
+    if _fast_path(settings) and caption_decoding.unsupported_reason(model, generate_kwargs) is None:
         fast_decoder = caption_decoding.GPT2CaptionDecoder(model, placement.dtype)
     return TransformersCaptionModel(
         hub.model_id(ref),
@@ -404,15 +418,20 @@ def load_sentiment_model(settings: InferenceSettings, progress: ProgressCallback
     source, placement = _locate(ref, settings, progress)
     model, tokenizer = _load_text_model(source, AutoModelForSequenceClassification)
     label_names = _checked_label_names(ref, model.config)
+    model = _place(model, placement)
+    fast_classifier = None
+    if _fast_path(settings) and text_classification.unsupported_reason(model) is None:
+        fast_classifier = text_classification.UnpaddedDistilBertClassifier(model, placement.dtype)
     return TransformersSentimentModel(
         hub.model_id(ref),
         hub.revision_of(source),
-        _place(model, placement),
+        model,
         tokenizer,
         label_names,
         _max_text_length(tokenizer, model.config),
         placement,
         settings.sentiment_max_batch,
+        fast_classifier,
     )
 
 
