@@ -765,8 +765,8 @@ def format_report(result: dict[str, Any]) -> str:
 
 def _runs_table(runs: list[dict], rate: str, per_item: str) -> list[str]:
     lines = [
-        f"  {'run':<16} {'forward':<12} {'load s':>6} {'RSS MB':>7} {'clients':>7} {rate:>8} {per_item:>8} {'p50 ms':>8} "
-        f"{'p95 ms':>8} {'batch':>5} {'x base':>6} {'x floor':>7} {'errors':>6}"
+        f"  {'run':<16} {'forward':<12} {'load s':>6} {'RSS MB':>7} {'clients':>7} {rate:>8} {per_item:>8} "
+        f"{'p50 ms':>8} {'p95 ms':>8} {'batch':>5} {'x base':>6} {'x floor':>7} {'errors':>6}"
     ]
     for entry in runs:
         for position, level in enumerate(entry["levels"]):
