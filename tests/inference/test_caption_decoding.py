@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from webapp.inference import caption_decoding
+from webapp.inference import caption_decoding, transformers_backend
 from webapp.inference.caption_decoding import DecodingRules, GPT2CaptionDecoder
-from webapp.inference.packed_linear import PackedLinear
+from webapp.inference.packed_linear import DynamicInt8Linear, PackedLinear
 from webapp.inference.transformers_backend import load_caption_model
 
 
@@ -146,14 +146,52 @@ def test_sampling_fields_without_sampling_change_nothing(make_settings):
     assert caption_decoding.unsupported_reason(model.model, {"temperature": 0.7, "top_k": 5}) is None
 
 
-def test_blip_and_int8_models_keep_generate(make_settings, blip_dir):
+def test_blip_and_quantised_models_keep_generate(make_settings, blip_dir):
     blip = load_caption_model(make_settings(caption_model=str(blip_dir)), _no_progress)
     assert blip.fast_decoder is None and blip.decoder_name == "generate"
     assert "not a VisionEncoderDecoderModel" in caption_decoding.unsupported_reason(blip.model, {})
 
-    quantised = load_caption_model(make_settings(precision="int8"), _no_progress)
+    quantised = load_caption_model(make_settings(precision="int8", fast_path="off"), _no_progress)
     assert quantised.fast_decoder is None
     assert caption_decoding.unsupported_reason(quantised.model, {}) == "the decoder is quantised"
+
+
+def test_int8_decodes_with_int8_decoder_weights_and_a_float_encoder(make_settings):
+    """PRISM_PRECISION=int8 on the fast path: int8 linear layers in the decoder only, recorded as int8."""
+    model = load_caption_model(make_settings(precision="int8", caption_num_beams=4), _no_progress)
+    assert model.precision == "int8" and model.decoder_name == "prism"
+    assert model.dtype in (torch.bfloat16, torch.float32)  # the encoder's format
+    assert model.fast_decoder.compute_dtype == torch.float32
+    assert all(isinstance(layer.fc, DynamicInt8Linear) for layer in model.fast_decoder.layers)
+    captions = model.caption(_noise_images(3))
+    assert len(captions) == 3 and all(isinstance(text, str) and text for text in captions)
+
+
+def test_int8_decoder_steps_track_float32_logits(make_settings):
+    """Int8 weights change the logits a little, not the function: same first-step ranking head, close values."""
+    model = load_caption_model(make_settings(precision="fp32"), _no_progress)
+    exact = GPT2CaptionDecoder(model.model, torch.float32)
+    approximate = GPT2CaptionDecoder(model.model, torch.float32, int8_weights=True)
+    pixel_values = torch.from_numpy(np.stack([model.prepare(image) for image in _noise_images(3)]))
+    start = torch.full((3,), model.model.generation_config.decoder_start_token_id)
+    with torch.inference_mode():
+        logits = [
+            decoder.step(start, 0, decoder._new_cache(3, 4, start.device), decoder.encode(pixel_values), beams=1)
+            for decoder in (exact, approximate)
+        ]
+    similarity = torch.nn.functional.cosine_similarity(logits[0], logits[1], dim=-1)
+    assert bool((similarity > 0.99).all()), similarity
+    assert torch.equal(logits[0].argmax(dim=-1), logits[1].argmax(dim=-1))
+
+
+@pytest.mark.parametrize(("native_bf16", "expected"), [(True, "int8"), (False, "fp32")])
+def test_auto_precision_picks_int8_decoder_weights_on_cpus_with_native_bf16(
+    make_settings, monkeypatch, native_bf16, expected
+):
+    monkeypatch.setattr(transformers_backend, "cpu_has_native_bf16", lambda: native_bf16)
+    model = load_caption_model(make_settings(precision="auto", device="cpu"), _no_progress)
+    assert model.precision == expected
+    assert model.dtype == (torch.bfloat16 if native_bf16 else torch.float32)
 
 
 def test_prepacked_linear_layers_compute_what_f_linear_computes():

@@ -20,13 +20,15 @@ are refused by ``unsupported_reason`` and keep ``generate()``.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional name)
 
-from .packed_linear import PackedLinear, is_quantised
+from .packed_linear import DynamicInt8Linear, PackedLinear, is_quantised
 
 # generation_config fields this decoder implements; any other field set away from its default means
 # generate() would apply a processor or mode this module does not, so the checkpoint keeps generate().
@@ -147,55 +149,81 @@ def _or(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-def _linear_of(conv1d: Any, dtype: torch.dtype, activation: str = "none") -> PackedLinear:
+Linear = PackedLinear | DynamicInt8Linear
+
+
+def _linear(weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype | None, activation="none") -> Linear:
+    """A linear layer in ``dtype``, or with int8 weights when ``dtype`` is None."""
+    if dtype is None:
+        return DynamicInt8Linear(weight, bias, activation)
+    return PackedLinear(weight.to(dtype), None if bias is None else bias.to(dtype), activation)
+
+
+def _linear_of(conv1d: Any, dtype: torch.dtype | None, activation: str = "none") -> Linear:
     """A GPT-2 ``Conv1D`` (``x @ W + b``, weight [in, out]) as a linear layer (weight [out, in])."""
-    weight = conv1d.weight.detach().t().contiguous().to(dtype)
-    return PackedLinear(weight, conv1d.bias.detach().to(dtype), activation)
+    return _linear(conv1d.weight.detach().t().contiguous(), conv1d.bias.detach(), dtype, activation)
+
+
+def _norm(layer_norm: torch.nn.LayerNorm, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``layer_norm`` computing in ``dtype`` (the model's own module when it already does)."""
+    if layer_norm.weight.dtype == dtype:
+        return layer_norm
+    weight, bias = layer_norm.weight.detach().to(dtype), layer_norm.bias.detach().to(dtype)
+    return functools.partial(
+        F.layer_norm, normalized_shape=layer_norm.normalized_shape, weight=weight, bias=bias, eps=layer_norm.eps
+    )
 
 
 @dataclass(eq=False)
 class _Layer:
-    ln_1: torch.nn.LayerNorm
-    qkv: PackedLinear
-    attn_out: PackedLinear
-    ln_cross: torch.nn.LayerNorm
-    cross_q: PackedLinear
-    cross_kv: PackedLinear
-    cross_out: PackedLinear
-    ln_2: torch.nn.LayerNorm
-    fc: PackedLinear
-    fc_out: PackedLinear
+    ln_1: Callable[[torch.Tensor], torch.Tensor]
+    qkv: Linear
+    attn_out: Linear
+    ln_cross: Callable[[torch.Tensor], torch.Tensor]
+    cross_q: Linear
+    cross_kv: Linear
+    cross_out: Linear
+    ln_2: Callable[[torch.Tensor], torch.Tensor]
+    fc: Linear
+    fc_out: Linear
 
 
 class GPT2CaptionDecoder:
     """The decoder half of a loaded ``VisionEncoderDecoderModel`` (GPT-2), with its own decoding loop.
 
-    Shares the model's encoder and embedding/LayerNorm modules; copies the decoder's projection weights
-    into linear layout in ``dtype``. Not thread-safe: one inference thread calls ``generate``.
+    Shares the model's encoder and embedding modules; copies the decoder's projection weights into
+    linear layout in ``dtype``. Not thread-safe: one inference thread calls ``generate``.
+
+    ``int8_weights``: the decoder's linear layers (and output layer) hold int8 weights and compute in
+    float32 (``DynamicInt8Linear``); attention keys and values stay in ``dtype``, which halves what every
+    step reads against float32. Captions may then differ from ``generate()``'s (the bench measures how often).
     """
 
-    def __init__(self, model: Any, dtype: torch.dtype) -> None:
+    def __init__(self, model: Any, dtype: torch.dtype, *, int8_weights: bool = False) -> None:
         self.model = model
-        self.dtype = dtype
+        self.dtype = dtype  # of attention keys and values
+        self.compute_dtype = torch.float32 if int8_weights else dtype  # of hidden states
+        linear_dtype = None if int8_weights else dtype
         gpt2 = model.decoder.transformer
         config = model.config.decoder
         self.heads = config.n_head
         self.head_size = config.n_embd // config.n_head
         self.embed = config.n_embd
-        self.wte, self.wpe, self.ln_f = gpt2.wte, gpt2.wpe, gpt2.ln_f
-        self.lm_head = PackedLinear(model.decoder.lm_head.weight.detach().to(dtype), None)
+        self.wte, self.wpe = gpt2.wte, gpt2.wpe
+        self.ln_f = _norm(gpt2.ln_f, self.compute_dtype)
+        self.lm_head = _linear(model.decoder.lm_head.weight.detach(), None, linear_dtype)
         self.layers = [
             _Layer(
-                ln_1=block.ln_1,
-                qkv=_linear_of(block.attn.c_attn, dtype),
-                attn_out=_linear_of(block.attn.c_proj, dtype),
-                ln_cross=block.ln_cross_attn,
-                cross_q=_linear_of(block.crossattention.q_attn, dtype),
-                cross_kv=_linear_of(block.crossattention.c_attn, dtype),
-                cross_out=_linear_of(block.crossattention.c_proj, dtype),
-                ln_2=block.ln_2,
-                fc=_linear_of(block.mlp.c_fc, dtype, activation="gelu_tanh"),
-                fc_out=_linear_of(block.mlp.c_proj, dtype),
+                ln_1=_norm(block.ln_1, self.compute_dtype),
+                qkv=_linear_of(block.attn.c_attn, linear_dtype),
+                attn_out=_linear_of(block.attn.c_proj, linear_dtype),
+                ln_cross=_norm(block.ln_cross_attn, self.compute_dtype),
+                cross_q=_linear_of(block.crossattention.q_attn, linear_dtype),
+                cross_kv=_linear_of(block.crossattention.c_attn, linear_dtype),
+                cross_out=_linear_of(block.crossattention.c_proj, linear_dtype),
+                ln_2=_norm(block.ln_2, self.compute_dtype),
+                fc=_linear_of(block.mlp.c_fc, linear_dtype, activation="gelu_tanh"),
+                fc_out=_linear_of(block.mlp.c_proj, linear_dtype),
             )
             for block in gpt2.h
         ]
@@ -214,11 +242,11 @@ class GPT2CaptionDecoder:
         if self.project_encoder is not None:
             hidden = self.project_encoder(hidden)
         images, patches, _ = hidden.shape
-        hidden = hidden.to(self.dtype).reshape(images * patches, -1)
+        hidden = hidden.to(self.compute_dtype).reshape(images * patches, -1)
         cross = []
         for layer in self.layers:
             keys_values = layer.cross_kv(hidden).view(images, patches, 2, self.heads, self.head_size)
-            keys_values = keys_values.permute(2, 0, 3, 1, 4).contiguous()
+            keys_values = keys_values.permute(2, 0, 3, 1, 4).to(self.dtype).contiguous()
             cross.append((keys_values[0], keys_values[1]))
         return cross
 
@@ -238,22 +266,24 @@ class GPT2CaptionDecoder:
         images = rows // beams
         heads, size = self.heads, self.head_size
         positions = torch.full_like(tokens, position)
-        hidden = (self.wte(tokens) + self.wpe(positions)).to(self.dtype)  # [rows, embed]
+        compute, stored = self.compute_dtype, self.dtype
+        hidden = (self.wte(tokens) + self.wpe(positions)).to(compute)  # [rows, embed]
         for index, layer in enumerate(self.layers):
-            query, key, value = layer.qkv(layer.ln_1(hidden)).split(self.embed, dim=1)
-            cache[position, :, index, 0] = key.view(rows, heads, size)
-            cache[position, :, index, 1] = value.view(rows, heads, size)
+            projected = layer.qkv(layer.ln_1(hidden))  # [rows, query | key | value]
+            cache[position, :, index] = projected[:, self.embed :].view(rows, 2, heads, size)
             attended = F.scaled_dot_product_attention(
-                query.view(rows, heads, 1, size),
+                projected[:, : self.embed].reshape(rows, heads, 1, size).to(stored),
                 cache[: position + 1, :, index, 0].permute(1, 2, 0, 3),
                 cache[: position + 1, :, index, 1].permute(1, 2, 0, 3),
             )
-            hidden = hidden + layer.attn_out(attended.view(rows, self.embed))
+            hidden = hidden + layer.attn_out(attended.view(rows, self.embed).to(compute))
 
             # The beams of an image as one query of `beams` rows against that image's keys and values.
             cross_query = layer.cross_q(layer.ln_cross(hidden)).view(images, beams, heads, size).transpose(1, 2)
-            attended = F.scaled_dot_product_attention(cross_query, *cross[index])  # [images, heads, beams, size]
-            hidden = hidden + layer.cross_out(attended.transpose(1, 2).reshape(rows, self.embed))
+            attended = F.scaled_dot_product_attention(
+                cross_query.to(stored), *cross[index]
+            )  # [images, heads, beams, size]
+            hidden = hidden + layer.cross_out(attended.transpose(1, 2).reshape(rows, self.embed).to(compute))
 
             hidden = hidden + layer.fc_out(layer.fc(layer.ln_2(hidden)))
         return self.lm_head(self.ln_f(hidden)).float()
@@ -268,7 +298,7 @@ class GPT2CaptionDecoder:
     def generate(self, pixel_values: torch.Tensor, rules: DecodingRules) -> torch.Tensor:
         """Token ids [images, length] as ``generate()`` returns them (start token first, padded)."""
         with torch.inference_mode():
-            cross = self.encode(pixel_values.to(self.dtype))
+            cross = self.encode(pixel_values)
             if rules.num_beams > 1:
                 return self._beam_search(cross, rules, pixel_values.device)
             return self._greedy(cross, rules, pixel_values.device)

@@ -9,6 +9,8 @@ arithmetic is the same; a fused GELU is computed before rounding to the output's
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional name)
 
@@ -47,3 +49,54 @@ class PackedLinear:
         if self.activation == "none":
             return outputs
         return F.gelu(outputs, approximate="tanh" if self.activation == "gelu_tanh" else "none")
+
+
+class DynamicInt8Linear:
+    """``activation(x @ W^T + b)`` with W in int8 (one scale per tensor) and x quantised per call.
+
+    The weights are prepacked for oneDNN's int8 kernels (AMX / VNNI), which torch's default "x86"
+    engine does not pick for dynamic linear layers here: measured on 40 GPT-2-sized weights, at 32 rows
+    7.1 ms against 10.7 ms for prepacked bf16 and 11.5 ms for the default engine; at 8 rows 5.2 ms
+    against 9.3 and 6.6. Inputs and outputs are float32. Quantisation is what
+    ``torch.ao.quantization.quantize_dynamic`` does by default (symmetric, per tensor).
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, activation: str = "none") -> None:
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, not {activation!r}")
+        self.activation = activation
+        weight = weight.detach().float()
+        scale = max(float(weight.abs().max()) / 127.0, 1e-12)
+        with warnings.catch_warnings():  # torch 2.13 marks quantised tensors deprecated, with no replacement yet
+            warnings.simplefilter("ignore", UserWarning)
+            quantised = torch.quantize_per_tensor(weight, scale, 0, torch.qint8)
+        with _quantised_engine(_INT8_ENGINE):
+            self.packed = torch.ops.quantized.linear_prepack(quantised, None if bias is None else bias.detach().float())
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        outputs = torch.ops.quantized.linear_dynamic(inputs, self.packed, False)
+        if self.activation == "none":
+            return outputs
+        return F.gelu(outputs, approximate="tanh" if self.activation == "gelu_tanh" else "none")
+
+
+_INT8_ENGINE = "onednn"
+
+
+def int8_supported() -> bool:
+    """Whether this torch build has the oneDNN quantised engine (x86 builds do)."""
+    return _INT8_ENGINE in torch.backends.quantized.supported_engines
+
+
+class _quantised_engine:  # noqa: N801 (used as a context manager, like torch's own)
+    """Prepack under ``engine``: the packed weights keep their kernels whatever the global engine is later."""
+
+    def __init__(self, engine: str) -> None:
+        self.engine = engine
+
+    def __enter__(self) -> None:
+        self.previous = torch.backends.quantized.engine
+        torch.backends.quantized.engine = self.engine
+
+    def __exit__(self, *exc_info) -> None:
+        torch.backends.quantized.engine = self.previous

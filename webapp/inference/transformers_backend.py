@@ -14,7 +14,7 @@ import json
 import threading
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from transformers import (
 )
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
-from . import caption_decoding, hub, labels, text_classification
+from . import caption_decoding, hub, labels, packed_linear, text_classification
 from .service import ProgressCallback
 from .settings import InferenceSettings
 from .types import ModelState
@@ -343,6 +343,17 @@ def load_reply_model(settings: InferenceSettings, progress: ProgressCallback) ->
     )
 
 
+def _int8_caption_decoder(settings: InferenceSettings, placement: Placement) -> bool:
+    """Whether Prism's caption decoder runs with int8 weights: on request (PRISM_PRECISION=int8), and by
+    default (auto) on CPUs with native bf16, which have the int8 instructions (AMX / VNNI) it needs.
+
+    Its steps are bound by reading weights, so int8 is where the CPU path gains most (README, Performance).
+    """
+    if placement.device.type != "cpu" or not packed_linear.int8_supported():
+        return False
+    return settings.precision == "int8" or (settings.precision == "auto" and cpu_has_native_bf16())
+
+
 def _fast_path(settings: InferenceSettings) -> bool:
     """PRISM_FAST_PATH: whether Prism's own forward passes may replace transformers' where implemented."""
     if settings.fast_path not in {"auto", "off"}:
@@ -374,10 +385,16 @@ def load_caption_model(settings: InferenceSettings, progress: ProgressCallback) 
         "num_beams": settings.caption_num_beams,
         "max_new_tokens": settings.caption_max_new_tokens,
     }
-    model = _place(model, placement)
     fast_decoder = None
     if _fast_path(settings) and caption_decoding.unsupported_reason(model, generate_kwargs) is None:
-        fast_decoder = caption_decoding.GPT2CaptionDecoder(model, placement.dtype)
+        int8_weights = _int8_caption_decoder(settings, placement)
+        if int8_weights:  # the encoder keeps the best float format; only the decoder's weights are int8
+            encoder_precision = "bf16" if cpu_has_native_bf16() else "fp32"
+            placement = replace(resolve_placement(replace(settings, precision=encoder_precision)), precision="int8")
+        model = _place(model, placement) if not int8_weights else model.to(dtype=placement.dtype)
+        fast_decoder = caption_decoding.GPT2CaptionDecoder(model, placement.dtype, int8_weights=int8_weights)
+    else:
+        model = _place(model, placement)
     return TransformersCaptionModel(
         hub.model_id(ref),
         hub.revision_of(source),
