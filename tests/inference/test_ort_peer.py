@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -141,3 +142,62 @@ def test_sentiment_peer_matches_torch(settings, tmp_path):
     quantised = peers["int8"].classify(texts)
     assert len(quantised) == len(texts)
     assert all(abs(sum(row.values()) - 1.0) < 1e-5 for row in quantised)
+
+
+@pytest.fixture(scope="module")
+def bench_result(tmp_path_factory, vit_gpt2_dir, sentiment3_dir):
+    """One small bench run with the peer, at the target levels (8 caption and 16 sentiment clients)."""
+    settings = tiny_settings(tmp_path_factory.mktemp("bench-models"), torch_threads=0)
+    return bench.run(
+        settings,
+        caption_model=str(vit_gpt2_dir),
+        sentiment_model=str(sentiment3_dir),
+        options=bench.BenchOptions(clients=(8, 16), items=2, gemm_size=128, peer="onnxruntime"),
+        echo=lambda line: None,
+    )
+
+
+def test_bench_reports_the_peer_and_its_targets(bench_result, tmp_path):
+    """--peer adds the peer's runs and checks to each kind, three Prism ÷ ORT targets and a report section."""
+    caption, sentiment = bench_result["caption"]["peer"], bench_result["sentiment"]["peer"]
+    assert [entry["name"] for entry in caption["runs"]] == ["int8 beam4", "int8 greedy"]
+    assert [entry["name"] for entry in sentiment["runs"]] == ["int8"]
+    assert caption["batch_size"] == bench.CAPTION_TARGET_CLIENTS
+    assert sentiment["batch_size"] == bench.SENTIMENT_TARGET_CLIENTS
+    for peer in (caption, sentiment):
+        for entry in peer["runs"]:  # at least 3 requests per client, as Prism's levels
+            assert entry["requests"] >= 3 * peer["batch_size"] and entry["items_per_second"] > 0
+            assert entry["agreement_with_fp32"]["compared"] > 0
+    # The float32 graphs decode as the float32 baseline on every image it captioned, and classify alike.
+    assert {name: check["rate"] for name, check in caption["fp32_check"].items()} == {"beam4": 1.0, "greedy": 1.0}
+    assert sentiment["fp32_check"]["text"]["rate"] == 1.0
+    assert sentiment["fp32_check"]["text"]["max_probability_difference"] < 1e-4
+
+    peer_targets = [target for target in bench_result["targets"] if "Prism ÷ ORT" in target["name"]]
+    assert [target["name"] for target in peer_targets] == [
+        "captions bf16 beam4, 8 clients: Prism ÷ ORT items/s (int8 beam4)",
+        "captions bf16 greedy, 8 clients: Prism ÷ ORT items/s (int8 greedy)",
+        "sentiment bf16, 16 clients: Prism ÷ ORT items/s (int8)",
+    ]
+    prism = _level(bench_result["caption"], "bf16 beam4", 8)["items_per_second"]
+    assert peer_targets[0]["measured"] == pytest.approx(prism / caption["runs"][0]["items_per_second"])
+    assert all(target["passed"] in (True, False) and target["goal"] == ">= 1" for target in peer_targets)
+
+    report = bench.format_report(bench_result)
+    assert report.count("ONNX Runtime peer: onnxruntime") == 2 and "Peer fp32 graphs vs fp32 batch-1" in report
+    path = tmp_path / "bench.json"
+    bench.write_json(bench_result, path)
+    assert json.loads(path.read_text())["caption"]["peer"]["runs"][0]["name"] == "int8 beam4"
+
+
+def test_targets_without_the_peer_are_unchanged(bench_result):
+    """Without --peer nothing is added: no peer entry, no Prism ÷ ORT target."""
+    without = {**bench_result, "caption": {**bench_result["caption"], "peer": None}}
+    without["sentiment"] = {**bench_result["sentiment"], "peer": None}
+    assert not [target for target in bench.targets(without) if "ORT" in target["name"]]
+    assert "ONNX Runtime peer" not in bench.format_report(without)
+
+
+def _level(kind: dict, run: str, clients: int) -> dict:
+    entry = next(entry for entry in kind["runs"] if entry["name"] == run)
+    return next(level for level in entry["levels"] if level["clients"] == clients)
