@@ -369,7 +369,7 @@ def _checked_captioner(loaded) -> None:
     changed = [
         name
         for name, neutral in _UNSUPPORTED_GENERATION.items()
-        if getattr(generation, name, neutral) not in (neutral, None)
+        if getattr(generation, name, neutral) not in (neutral, None, [])
     ]
     if changed:
         raise PeerUnsupported(f"the checkpoint's generation config sets {', '.join(changed)}, which the peer lacks")
@@ -595,6 +595,7 @@ def _beams_of(decoding: str) -> int:
 
 
 def _timed(process: Callable[[list], list], inputs: Sequence[Any], requests: int, batch_size: int) -> dict[str, Any]:
+    """``requests`` requests (request i: input i mod n) through ``process`` in batches, after one untimed batch."""
     count = len(inputs)
     process([inputs[index % count] for index in range(min(batch_size, requests))])  # warm-up, untimed
     outputs: dict[int, Any] = {}
