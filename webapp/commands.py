@@ -244,6 +244,12 @@ def create_token_command(username: str, name: str) -> None:
     "workflows is a 30-photo homework batch, OCR and categories.",
 )
 @click.option(
+    "--peer",
+    type=click.Choice(["onnxruntime"]),
+    help="Also time the same checkpoints exported to ONNX Runtime (int8, the issue's peer) in the model bench, "
+    "and report Prism ÷ ORT per target.",
+)
+@click.option(
     "--embedding-dir",
     type=click.Path(file_okay=False, exists=True),
     help="A local sentence-embedding checkpoint for the category bench [default: the packaged all-MiniLM-L6-v2 "
@@ -257,6 +263,7 @@ def bench_command(
     out: Path | None,
     history_rows: int,
     only: str | None,
+    peer: str | None,
     embedding_dir: str | None,
 ) -> None:
     """Measure the model service against the naive way, the job queue against the direct call, the
@@ -282,7 +289,7 @@ def bench_command(
     with tempfile.TemporaryDirectory(prefix="prism-bench-") as tmp:
         sources = _bench_sources(arches, Path(tmp)) if only in (None, "models", "queue", "workflows") else {}
         if only in (None, "models"):
-            result["models"] = _bench_models(sources, arches, items, levels)
+            result["models"] = _bench_models(sources, arches, items, levels, peer)
             found += result["models"]["targets"]
         if only in (None, "queue"):
             if sources.get("caption") is None:
@@ -376,9 +383,14 @@ def _bench_sources(arches: tuple[str, ...], directory: Path) -> dict[str, str | 
 
 
 def _bench_models(
-    sources: dict[str, str | None], arches: tuple[str, ...], items: int | None, levels: tuple[int, ...]
+    sources: dict[str, str | None],
+    arches: tuple[str, ...],
+    items: int | None,
+    levels: tuple[int, ...],
+    peer: str | None = None,
 ) -> dict[str, Any]:
-    """The model bench on the given checkpoints (random weights when they were built from ``arches``)."""
+    """The model bench on the given checkpoints (random weights when they were built from ``arches``),
+    with ``peer`` (``--peer``) timed on the same checkpoints and inputs."""
     from .inference import bench
     from .inference.hub import ModelSourceError
     from .inference.settings import InferenceSettings
@@ -392,7 +404,7 @@ def _bench_models(
             settings,
             caption_model=sources["caption"],
             sentiment_model=sources["sentiment"],
-            options=bench.BenchOptions(clients=levels, items=items),
+            options=bench.BenchOptions(clients=levels, items=items, peer=peer),
             random_weights=random_weights,
             echo=click.echo,
         )

@@ -58,6 +58,7 @@ class BenchOptions:
     items: int | None = None  # requests per client level; None: DEFAULT_ITEMS per kind
     gemm_size: int = 2048
     seed: int = 0
+    peer: str | None = None  # "onnxruntime": also time ort_peer on the same checkpoints and inputs (issue #12)
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ def _bench_captions(settings: InferenceSettings, options: BenchOptions, peaks: d
         "fp32, batch 1": _agreement(by_name["baseline greedy"]["outputs"], by_name["baseline beam4"]["outputs"]),
         "bf16, Prism": _agreement(by_name["bf16 greedy"]["outputs"], by_name["bf16 beam4"]["outputs"]),
     }
+    peer = _run_peer("caption", settings, images, options, items, runs, echo)
     flops = facts["flops"]
     return {
         "model": facts["model"],
@@ -172,6 +174,7 @@ def _bench_captions(settings: InferenceSettings, options: BenchOptions, peaks: d
         "floor_ms": _floors(flops, peaks, ("greedy", "beam4")),
         "runs": _finish_runs(runs, flops, peaks, lambda entry: "beam4" if entry["num_beams"] == 4 else "greedy"),
         "greedy_vs_beam4": greedy_vs_beam4,
+        "peer": peer,
     }
 
 
@@ -257,6 +260,7 @@ def _bench_sentiment(settings: InferenceSettings, options: BenchOptions, peaks: 
         runs.append(entry)
         service.close()
         gc.collect()
+    peer = _run_peer("sentiment", settings, texts, options, items, runs, echo)
     return {
         "model": facts["model"],
         "texts": len(texts),
@@ -265,6 +269,7 @@ def _bench_sentiment(settings: InferenceSettings, options: BenchOptions, peaks: 
         "flops_per_item": facts["flops"],
         "floor_ms": _floors(facts["flops"], peaks, ("text",)),
         "runs": _finish_runs(runs, facts["flops"], peaks, lambda entry: "text"),
+        "peer": peer,
     }
 
 
@@ -312,6 +317,35 @@ def _sentiment_baseline(
     levels = sorted({1, SENTIMENT_TARGET_CLIENTS} & set(options.clients) or {1})
     measured = [_level(naive_sentiment, clients, items) for clients in levels]
     return facts, [_run_entry("baseline", "fp32", 1, load_seconds, measured, len(texts), baseline=True)]
+
+
+# --- The peer (--peer onnxruntime) ---------------------------------------------------------------
+
+
+def _run_peer(
+    kind: str, settings: InferenceSettings, inputs: list, options: BenchOptions, items: int, runs: list[dict], echo
+) -> dict[str, Any] | None:
+    """``--peer``: the peer on the same checkpoint and inputs, fed as the target level's clients feed Prism
+    (at least ``_ROUNDS`` requests per client, batches of that many), checked against the baseline's outputs."""
+    if not options.peer:
+        return None
+    from . import ort_peer  # onnx and onnxruntime load only for --peer
+
+    clients = CAPTION_TARGET_CLIENTS if kind == "caption" else SENTIMENT_TARGET_CLIENTS
+    return _off_main_thread(
+        lambda: ort_peer.for_bench(
+            options.peer,
+            kind,
+            settings,
+            inputs,
+            runs,
+            requests=max(items, _ROUNDS * clients),
+            batch_size=clients,
+            threads=torch.get_num_threads(),
+            new_tokens=NEW_TOKENS,
+            echo=echo,
+        )
+    )
 
 
 # --- Measuring ----------------------------------------------------------------------------------
@@ -635,6 +669,13 @@ _LATENCY_TARGETS = (
     ("sentiment", "baseline", ("fp32", "bf16")),
 )
 _KIND_NAMES = {"caption": "captions", "sentiment": "sentiment"}
+# Prism against the ONNX Runtime peer (--peer): (kind, Prism run, clients, peer run); Prism's items/s at
+# that level over the peer's must be >= 1. The Prism run names follow the default modes above.
+_PEER_TARGETS = (
+    ("caption", "bf16 beam4", CAPTION_TARGET_CLIENTS, "int8 beam4"),
+    ("caption", "bf16 greedy", CAPTION_TARGET_CLIENTS, "int8 greedy"),
+    ("sentiment", "bf16", SENTIMENT_TARGET_CLIENTS, "int8"),
+)
 
 
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -647,6 +688,13 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     for kind_key, baseline, modes in _LATENCY_TARGETS:
         if kind := result.get(kind_key):
             found += _latency_targets(_KIND_NAMES[kind_key], kind, baseline, modes)
+    for kind_key, run_name, clients, peer_run in _PEER_TARGETS:
+        if (kind := result.get(kind_key)) and kind.get("peer"):
+            prism = _level_value(kind, run_name, clients, "items_per_second")
+            peer = next((entry for entry in kind["peer"]["runs"] if entry["name"] == peer_run), None)
+            measured = prism / peer["items_per_second"] if prism and peer else None
+            name = f"{_KIND_NAMES[kind_key]} {run_name}, {clients} clients: Prism ÷ ORT items/s ({peer_run})"
+            found.append(target(name, measured, ">=", 1.0))
     return found
 
 
@@ -730,6 +778,7 @@ def format_report(result: dict[str, Any]) -> str:
             "Greedy vs beam4 (same images): "
             + "; ".join(f"{name} {_rate(value)}" for name, value in caption["greedy_vs_beam4"].items())
         )
+        lines += _peer_lines(caption.get("peer"), "caps/s", "ms/cap")
     sentiment = result.get("sentiment")
     if sentiment:
         tokens = sentiment["tokens_per_text"]
@@ -750,6 +799,7 @@ def format_report(result: dict[str, Any]) -> str:
                     f"  {entry['name']:<16} {_rate(agreement)}, largest probability difference "
                     f"{agreement['max_probability_difference']:.4f}"
                 )
+        lines += _peer_lines(sentiment.get("peer"), "texts/s", "ms/text")
     if result["random_weights"]:
         lines.append(
             "Random weights: speeds are real, but agreement rates only show numerical sensitivity; with near-uniform "
@@ -761,6 +811,14 @@ def format_report(result: dict[str, Any]) -> str:
         f"{result['load_average_after']:.2f} after (the bench itself keeps about 2 busy)"
     )
     return "\n".join(lines)
+
+
+def _peer_lines(peer: dict | None, rate: str, per_item: str) -> list[str]:
+    if not peer:
+        return []
+    from . import ort_peer
+
+    return ort_peer.report_lines(peer, rate, per_item)
 
 
 def _runs_table(runs: list[dict], rate: str, per_item: str) -> list[str]:
