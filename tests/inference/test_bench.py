@@ -33,7 +33,7 @@ def test_caption_runs_cover_baseline_and_every_mode(result):
     """Captions: the beam-4 and greedy baselines and each Prism mode, every request answered."""
     caption = result["caption"]
     names = [entry["name"] for entry in caption["runs"]]
-    assert names == ["baseline beam4", "baseline greedy", "fp32 beam4", "bf16 beam4", "bf16 greedy"]
+    assert names == ["baseline beam4", "baseline greedy", "fp32 beam4", "bf16 beam4", "int8 beam4", "int8 greedy"]
     for entry in caption["runs"]:
         assert entry["load_seconds"] >= 0 and entry["rss_mb"] > 0
         expected_clients = [1] if entry["baseline"] else [1, 2]
@@ -52,7 +52,7 @@ def test_ratios_are_computed_from_the_measured_numbers(result):
     """x baseline and x floor follow from the measured throughput, FLOPs and GEMM peak of the same run."""
     caption = result["caption"]
     baseline = _level(caption, "baseline beam4", 1)
-    prism = _level(caption, "bf16 greedy", 2)
+    prism = _level(caption, "int8 greedy", 2)
     assert math.isclose(prism["vs_baseline"], prism["items_per_second"] / baseline["items_per_second"])
     floor_ms = caption["flops_per_item"]["greedy"] / (result["gemm_peak_gflops"]["bf16"] * 1e9) * 1000
     assert math.isclose(prism["vs_bf16_floor"], prism["ms_per_item"] / floor_ms, rel_tol=1e-2)
@@ -72,7 +72,7 @@ def test_agreement_compares_the_same_inputs(result):
         assert agreement["compared"] == images and 0 <= agreement["matches"] <= images
     # fp32 beam 4 batched through Prism gives the baseline's captions (tested in fp32, see the backend).
     assert next(e for e in caption["runs"] if e["name"] == "fp32 beam4")["agreement_with_fp32"]["rate"] == 1.0
-    assert set(caption["greedy_vs_beam4"]) == {"fp32, batch 1", "bf16, Prism"}
+    assert set(caption["greedy_vs_beam4"]) == {"fp32, batch 1", "int8, Prism"}
 
 
 def test_sentiment_runs_and_label_agreement(result):
@@ -92,14 +92,14 @@ def test_sentiment_runs_and_label_agreement(result):
 def test_targets_and_report(result, tmp_path):
     """Targets not measured at these client counts are None, not guesses; the report and JSON are complete."""
     by_name = {target["name"]: target for target in bench.targets(result)}
-    assert by_name["captions bf16 beam4, 8 clients: x baseline captions/s"]["passed"] is None
+    assert by_name["captions int8 beam4, 8 clients: x baseline captions/s"]["passed"] is None
     latency = by_name["captions fp32 beam4, 1 client: p50 latency / baseline p50"]
     expected = (
         _level(result["caption"], "fp32 beam4", 1)["p50_ms"] / _level(result["caption"], "baseline beam4", 1)["p50_ms"]
     )
     assert math.isclose(latency["measured"], expected) and latency["passed"] == (expected <= 1.05)
     report = bench.format_report(result)
-    for text in ("GEMM peak measured in this run", "Captions:", "Sentiment:", "bf16 greedy", "int8", "Peak RSS"):
+    for text in ("GEMM peak measured in this run", "Captions:", "Sentiment:", "int8 greedy", "int8", "Peak RSS"):
         assert text in report
     path = tmp_path / "out" / "bench.json"
     bench.write_json(result, path)

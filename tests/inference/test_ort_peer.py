@@ -175,11 +175,11 @@ def test_bench_reports_the_peer_and_its_targets(bench_result, tmp_path):
 
     peer_targets = [target for target in bench_result["targets"] if "Prism ÷ ORT" in target["name"]]
     assert [target["name"] for target in peer_targets] == [
-        "captions bf16 beam4, 8 clients: Prism ÷ ORT items/s (int8 beam4)",
-        "captions bf16 greedy, 8 clients: Prism ÷ ORT items/s (int8 greedy)",
+        "captions int8 beam4, 8 clients: Prism ÷ ORT items/s (int8 beam4)",
+        "captions int8 greedy, 8 clients: Prism ÷ ORT items/s (int8 greedy)",
         "sentiment bf16, 16 clients: Prism ÷ ORT items/s (int8)",
     ]
-    prism = _level(bench_result["caption"], "bf16 beam4", 8)["items_per_second"]
+    prism = _level(bench_result["caption"], "int8 beam4", 8)["items_per_second"]
     assert peer_targets[0]["measured"] == pytest.approx(prism / caption["runs"][0]["items_per_second"])
     assert all(target["passed"] in (True, False) and target["goal"] == ">= 1" for target in peer_targets)
 
