@@ -219,7 +219,8 @@ class GPT2CaptionDecoder:
                 attn_out=_linear_of(block.attn.c_proj, linear_dtype),
                 ln_cross=_norm(block.ln_cross_attn, self.compute_dtype),
                 cross_q=_linear_of(block.crossattention.q_attn, linear_dtype),
-                cross_kv=_linear_of(block.crossattention.c_attn, linear_dtype),
+                # Once per image, not per step: no weight-reading to save, so it stays in `dtype`.
+                cross_kv=_linear_of(block.crossattention.c_attn, dtype),
                 cross_out=_linear_of(block.crossattention.c_proj, linear_dtype),
                 ln_2=_norm(block.ln_2, self.compute_dtype),
                 fc=_linear_of(block.mlp.c_fc, linear_dtype, activation="gelu_tanh"),
@@ -242,7 +243,7 @@ class GPT2CaptionDecoder:
         if self.project_encoder is not None:
             hidden = self.project_encoder(hidden)
         images, patches, _ = hidden.shape
-        hidden = hidden.to(self.compute_dtype).reshape(images * patches, -1)
+        hidden = hidden.to(self.dtype).reshape(images * patches, -1)
         cross = []
         for layer in self.layers:
             keys_values = layer.cross_kv(hidden).view(images, patches, 2, self.heads, self.head_size)
@@ -287,6 +288,15 @@ class GPT2CaptionDecoder:
 
             hidden = hidden + layer.fc_out(layer.fc(layer.ln_2(hidden)))
         return self.lm_head(self.ln_f(hidden)).float()
+
+    def _first_step(self, starts: torch.Tensor, cache: torch.Tensor, cross, beams: int) -> torch.Tensor:
+        """The first step of beam search, once per image: every beam of an image holds just the start
+        token, so its logits and cache entries are the same for all beams (a quarter of the rows at 4)."""
+        images = starts.shape[0]
+        first = self._new_cache(images, 1, starts.device)
+        logits = self.step(starts, 0, first, cross, beams=1)
+        cache[0] = first[0].repeat_interleave(beams, dim=0)
+        return logits.repeat_interleave(beams, dim=0)
 
     def _new_cache(self, rows: int, max_length: int, device: torch.device) -> torch.Tensor:
         """Positions first, so that the positions written so far are one contiguous block (see ``_reorder``)."""
@@ -350,7 +360,10 @@ class GPT2CaptionDecoder:
         spare = torch.empty_like(cache)  # beam reorders gather from one into the other
         length = 1
         while True:
-            logits = self.step(running[:, :, length - 1].reshape(-1), length - 1, cache, cross, beams)
+            if length == 1:
+                logits = self._first_step(running[:, 0, 0], cache, cross, beams)
+            else:
+                logits = self.step(running[:, :, length - 1].reshape(-1), length - 1, cache, cross, beams)
             log_probs = F.log_softmax(logits, dim=-1)
             rules.suppress_eos(log_probs, length)
             # The best `keep` of all beams x vocabulary are among each beam's best `keep`: pick those per
