@@ -400,13 +400,12 @@ def _bench_models(
     if random_weights:
         settings = replace(settings, backend="transformers", offline=True)
     try:
-        result = bench.run(
+        result = bench.run_isolated(
             settings,
             caption_model=sources["caption"],
             sentiment_model=sources["sentiment"],
             options=bench.BenchOptions(clients=levels, items=items, peer=peer),
             random_weights=random_weights,
-            echo=click.echo,
         )
     except (ModelSourceError, OSError, ValueError) as exc:
         raise click.ClickException(f"the model bench could not load a model: {exc}") from exc

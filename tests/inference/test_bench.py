@@ -13,14 +13,14 @@ from webapp.inference import bench
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory, vit_gpt2_dir, sentiment3_dir):
-    """One small run (2 requests per level, 1 and 2 clients) shared by the tests below."""
+    """One small run (2 requests per level, 1 and 2 clients) shared by the tests below: each kind in its
+    own spawned process, as ``manage.py bench`` runs them, merged into one result."""
     settings = tiny_settings(tmp_path_factory.mktemp("models"), caption_num_beams=4, torch_threads=0)
-    return bench.run(
+    return bench.run_isolated(
         settings,
         caption_model=str(vit_gpt2_dir),
         sentiment_model=str(sentiment3_dir),
         options=bench.BenchOptions(clients=(1, 2), items=2, gemm_size=128),
-        echo=lambda line: None,
     )
 
 
@@ -115,3 +115,15 @@ def test_sample_inputs_are_varied():
     texts = bench.sample_texts(64)
     assert any("，" in text for text in texts) and any(text.isascii() for text in texts)
     assert max(map(len, texts)) > 10 * min(map(len, texts))
+
+
+def test_merged_runs_keep_each_kind_and_recompute_the_targets(result):
+    """merge_runs: each kind's section from its own run, the largest RSS, targets over both kinds."""
+    caption_only = {key: value for key, value in result.items() if key != "sentiment"}
+    sentiment_only = {key: value for key, value in result.items() if key != "caption"}
+    sentiment_only = {**sentiment_only, "peak_rss_mb": caption_only["peak_rss_mb"] + 1, "targets": []}
+    merged = bench.merge_runs([{**caption_only, "targets": []}, sentiment_only])
+    assert merged["caption"] is result["caption"] and merged["sentiment"] is result["sentiment"]
+    assert merged["peak_rss_mb"] == caption_only["peak_rss_mb"] + 1
+    assert [target["name"] for target in merged["targets"]] == [target["name"] for target in result["targets"]]
+    assert any(name.startswith("sentiment") for name in (target["name"] for target in merged["targets"]))

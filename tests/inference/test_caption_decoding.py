@@ -14,7 +14,7 @@ from PIL import Image
 
 from webapp.inference import caption_decoding, transformers_backend
 from webapp.inference.caption_decoding import DecodingRules, GPT2CaptionDecoder
-from webapp.inference.packed_linear import DynamicInt8Linear, PackedLinear
+from webapp.inference.packed_linear import DynamicInt8Linear, PackedLinear, PackedLinearModule
 from webapp.inference.transformers_backend import load_caption_model
 
 
@@ -203,3 +203,15 @@ def test_prepacked_linear_layers_compute_what_f_linear_computes():
         layer = PackedLinear(weight.to(dtype), bias.to(dtype))
         expected = torch.nn.functional.linear(inputs.to(dtype), weight.to(dtype), bias.to(dtype))
         torch.testing.assert_close(layer(inputs.to(dtype)), expected, atol=tolerance, rtol=tolerance or 1.6e-2)
+
+
+def test_a_bf16_encoder_gets_prepacked_layers_with_the_same_outputs(make_settings):
+    """bf16 on the fast path: the encoder's linear layers are prepacked (GELU fused); outputs unchanged."""
+    packed = load_caption_model(make_settings(precision="bf16"), _no_progress)
+    plain = load_caption_model(make_settings(precision="bf16", fast_path="off"), _no_progress)
+    assert any(isinstance(module, PackedLinearModule) for module in packed.model.encoder.modules())
+    assert not any(isinstance(module, torch.nn.Linear) for module in packed.model.encoder.modules())
+    pixel_values = torch.from_numpy(np.stack([packed.prepare(image) for image in _noise_images(2)])).bfloat16()
+    with torch.inference_mode():
+        outputs = [model.model.encoder(pixel_values=pixel_values).last_hidden_state for model in (packed, plain)]
+    torch.testing.assert_close(outputs[0], outputs[1], atol=2e-2, rtol=2e-2)

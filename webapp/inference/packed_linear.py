@@ -100,3 +100,41 @@ class _quantised_engine:  # noqa: N801 (used as a context manager, like torch's 
 
     def __exit__(self, *exc_info) -> None:
         torch.backends.quantized.engine = self.previous
+
+
+class PackedLinearModule(torch.nn.Module):
+    """An ``nn.Linear`` (optionally followed by GELU) as a module whose weight is prepacked for oneDNN."""
+
+    def __init__(self, linear: torch.nn.Linear, activation: str = "none") -> None:
+        super().__init__()
+        bias = None if linear.bias is None else linear.bias.detach()
+        self.linear = PackedLinear(linear.weight.detach(), bias, activation)
+        self.out_features = linear.out_features
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        leading = inputs.shape[:-1]
+        return self.linear(inputs.reshape(-1, inputs.shape[-1])).view(*leading, self.out_features)
+
+
+def pack_linear_layers(module: torch.nn.Module) -> int:
+    """Replace every bf16 ``nn.Linear`` under ``module`` by a prepacked one, fusing an exact GELU that
+    directly follows one (transformers' ``intermediate_act_fn`` pattern: ViT, BERT); returns how many.
+
+    bf16 only: for float32 at the encoder's sizes the prepacked layout was slower (178 against 107 ms
+    per image for a ViT-base encoder), in bf16 faster (23.9 against 25.3).
+    """
+    from transformers.activations import GELUActivation
+
+    replaced = 0
+    for parent in list(module.modules()):
+        fused = isinstance(getattr(parent, "intermediate_act_fn", None), GELUActivation) and isinstance(
+            getattr(parent, "dense", None), torch.nn.Linear
+        )
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.Linear) and child.weight.dtype == torch.bfloat16:
+                activation = "gelu" if fused and name == "dense" else "none"
+                setattr(parent, name, PackedLinearModule(child, activation))
+                replaced += 1
+        if fused:
+            parent.intermediate_act_fn = torch.nn.Identity()
+    return replaced
