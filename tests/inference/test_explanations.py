@@ -62,3 +62,180 @@ def test_explanations_run_on_the_inference_thread(fake_service, monkeypatch):
     fake_service.explain_sentiment("bad")
 
     assert seen == [fake_service.worker.name] * 2
+
+
+# --- the real backend, on tiny models ---------------------------------------------------------------
+
+CAPTION = "a cat sitting on a mat"
+PROGRESS = lambda *_args: None  # noqa: E731
+
+
+def _load_captioner(make_settings, **fields):
+    from webapp.inference import transformers_backend
+
+    return transformers_backend.load_caption_model(make_settings(**fields), PROGRESS)
+
+
+def _assert_heatmaps(fields: dict, grid: tuple[int, int], words: list[str]) -> None:
+    assert fields["grid"] == grid
+    assert list(fields["words"]) == words
+    assert len(fields["per_word"]) == len(words)
+    for values in (*fields["per_word"], fields["overall"]):
+        assert len(values) == grid[0] * grid[1]
+        assert abs(sum(values) - 1.0) <= 1e-5 and min(values) >= 0.0
+
+
+def test_vit_gpt2_heatmaps_on_prisms_decoder_fit_the_patch_grid(make_settings):
+    """Prism's decoder: one map per caption word on the encoder's patch grid, each summing to 1."""
+    from webapp.inference.explanations import patch_grid
+
+    model = _load_captioner(make_settings)
+    assert model.decoder_name == "prism"
+    image = Image.new("RGB", (40, 30), (10, 200, 10))
+
+    fields = model.explain_caption(model.prepare(image), CAPTION)
+
+    grid = patch_grid(model.model.config.encoder)
+    assert grid == (4, 4)  # tiny ViT: 32 px images, 8 px patches
+    _assert_heatmaps(fields, grid, CAPTION.split())
+
+
+def test_prisms_cross_attention_weights_equal_transformers(make_settings):
+    """The teacher-forced pass computes the weights transformers' eager attention returns (fp32)."""
+    import torch
+
+    model = _load_captioner(make_settings, precision="fp32")
+    pixel_values = torch.from_numpy(model.prepare(Image.new("RGB", (32, 32), (200, 30, 30)))[None])
+    ids = model.tokenizer(CAPTION, add_special_tokens=False)["input_ids"]
+    inputs = torch.tensor([[model.model.generation_config.decoder_start_token_id, *ids[:-1]]])
+
+    ours = model.fast_decoder.cross_attention_maps(pixel_values, inputs)
+    theirs = model._transformers_cross_attentions(pixel_values, inputs)
+
+    assert ours.shape == theirs.shape and ours.shape[-2:] == (len(ids), 17)  # 16 patches + [CLS]
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_heatmaps_without_the_fast_path_and_for_blip(make_settings, blip_dir):
+    """PRISM_FAST_PATH=off (transformers' forward, eager for that pass) and BLIP give the same shapes;
+    captioning afterwards still works (the attention implementation is restored)."""
+    from webapp.inference.explanations import patch_grid
+
+    image = Image.new("RGB", (30, 40), (30, 30, 200))
+    for fields in ({"fast_path": "off"}, {"caption_model": str(blip_dir)}):
+        model = _load_captioner(make_settings, **fields)
+        assert model.decoder_name == "generate"
+        caption = model.caption([image])[0] or CAPTION
+        vision = getattr(model.model.config, "vision_config", None) or model.model.config.encoder
+
+        result = model.explain_caption(model.prepare(image), caption)
+
+        _assert_heatmaps(result, patch_grid(vision), caption.split())
+        assert model.caption([image])[0] == caption
+
+
+def test_word_groups_follow_the_tokenizers_markers():
+    """GPT-2's space marker starts a word, BERT's "##" continues one."""
+    from webapp.inference.explanations import word_groups, words_by_offsets
+
+    assert word_groups(["a", "Ġcat", "Ġsit", "ting"]) == [[0], [1], [2, 3]]
+    assert word_groups(["a", "cat", "sit", "##ting", "."]) == [[0], [1], [2, 3], [4]]
+    assert words_by_offsets("a cat sitting", [(0, 1), (1, 5), (5, 9), (9, 13)]) == (
+        ["a", "cat", "sitting"],
+        [[0], [1], [2, 3]],
+    )
+    assert words_by_offsets("55555", [(0, 2), (2, 5)]) == (["55555"], [[0, 1]])
+
+
+def test_overlay_png_has_the_images_size():
+    """The overlay is a PNG of the image's size, and changes the image where the map is hot."""
+    import io
+
+    from webapp.inference.explanations import overlay_png
+
+    image = Image.new("RGB", (64, 48), (128, 128, 128))
+    values = [0.0] * 15 + [1.0]
+
+    png = overlay_png(image, values, (4, 4))
+
+    overlaid = Image.open(io.BytesIO(png))
+    assert overlaid.format == "PNG" and overlaid.size == (64, 48)
+    overlaid = overlaid.convert("RGB")
+    assert overlaid.getpixel((63, 47)) != overlaid.getpixel((0, 0))
+
+
+def _sentiment_model(make_settings, **fields):
+    from webapp.inference import transformers_backend
+
+    return transformers_backend.load_sentiment_model(make_settings(**fields), PROGRESS)
+
+
+def test_integrated_gradients_cover_every_token_and_are_complete(make_settings):
+    """Every non-special token gets an attribution, and they sum to logit - baseline logit (fp32)."""
+    model = _sentiment_model(make_settings, precision="fp32")
+    text = "the food was great and the service excellent, thanks for the quick refund"
+
+    fields = model.explain_sentiment(text)
+
+    encoded = model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(fields["tokens"]) == len(fields["spans"]) == len(fields["attributions"]) == len(encoded)
+    assert fields["label"] in model.label_names and fields["steps"] == 32
+    difference = fields["logit"] - fields["baseline_logit"]
+    assert abs(fields["completeness_gap"]) <= 1e-2 * max(1.0, abs(difference))
+    assert math.isclose(sum(fields["attributions"]), difference + fields["completeness_gap"], abs_tol=1e-6)
+    assert [text[start:end] for start, end in fields["spans"][:2]] == ["the", "food"]
+
+
+def test_integrated_gradients_are_complete_with_trained_scale_weights(make_settings):
+    """Completeness also holds when the logits move: weights scaled up so the logit gap is large."""
+    import torch
+
+    model = _sentiment_model(make_settings, precision="fp32")
+    with torch.no_grad():
+        model.model.classifier.weight.mul_(200.0)
+
+    fields = model.explain_sentiment("terrible experience, the product broke after a day")
+
+    difference = fields["logit"] - fields["baseline_logit"]
+    assert abs(fields["completeness_gap"]) <= 1e-2 * max(1.0, abs(difference))
+
+
+def test_chinese_text_is_attributed_per_character_span(make_settings):
+    """Chinese text comes out as the tokenizer splits it, each token mapped to its own characters."""
+    model = _sentiment_model(make_settings, precision="fp32")
+    text = "服务很好 great"
+
+    fields = model.explain_sentiment(text)
+
+    assert [text[start:end] for start, end in fields["spans"]] == ["服", "务", "很", "好", "great"]
+
+
+def test_bf16_sentiment_explains_on_a_float32_copy(make_settings):
+    """A bf16 model is explained on a float32 copy made once, so completeness still holds."""
+    import torch
+
+    model = _sentiment_model(make_settings, precision="bf16")
+
+    fields = model.explain_sentiment("the food was great")
+
+    assert model._float32_copy is not None and model.model.dtype == torch.bfloat16
+    copy = model._float32_copy
+    model.explain_sentiment("it was fine")
+    assert model._float32_copy is copy
+    assert abs(fields["completeness_gap"]) <= 1e-2 * max(1.0, abs(fields["logit"] - fields["baseline_logit"]))
+
+
+def test_real_service_explains_on_its_inference_thread(make_settings):
+    """Through ModelService: stamped plain results with the real tiny models."""
+    from webapp.inference.service import ModelService
+
+    service = ModelService(make_settings())
+    try:
+        caption = service.explain_caption(Image.new("RGB", (40, 30), (10, 200, 10)), CAPTION)
+        sentiment = service.explain_sentiment("thanks for the quick refund")
+    finally:
+        service.close()
+
+    assert caption.words == tuple(CAPTION.split()) and caption.grid == (4, 4)
+    assert caption.model_id and caption.revision and caption.precision == "fp32"
+    assert sentiment.tokens and sentiment.label in ("negative", "neutral", "positive")
