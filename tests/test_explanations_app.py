@@ -117,7 +117,6 @@ def test_other_users_get_404_and_admins_may_explain(app, alice, record, admin_cl
 
 def test_overlay_png_is_the_image_size_and_cached(app, alice, record):
     """The overlay route renders a PNG at the image's size, per word or overall, with cache headers."""
-    pytest.importorskip("webapp.inference.explanations")
     explain(alice, record)
     response = alice.get(f"/history/{record}/explanation/overlay.png?word=0")
     assert response.status_code == 200 and response.mimetype == "image/png"

@@ -14,6 +14,7 @@ from flask_login import login_required
 
 from .. import access, explaining
 from ..forms import EmptyForm
+from ..inference.explanations import overlay_png  # PIL only (torch is imported inside its other functions)
 from ..models import Analysis
 from ..security import is_safe_redirect
 from ..storage import ObjectMissing, get_storage
@@ -90,8 +91,6 @@ def overlay(analysis_id: int):
         data = get_storage().get(image_key(analysis.image_sha256, analysis.image_format))
     except ObjectMissing:
         abort(404)
-    from ..inference.explanations import overlay_png  # PIL only; loaded on the first heatmap drawn
-
     config = current_app.config
     image = decode_rgb(
         data,
