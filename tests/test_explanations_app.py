@@ -11,9 +11,11 @@ from PIL import Image
 
 from tests.conftest import client_for, csrf_token, make_token, png_bytes, record_id, submit
 from tests.test_education import homework, submissions, teacher  # noqa: F401 (fixtures)
+from webapp import explaining
 from webapp.extensions import db
 from webapp.jobs import JobQueue
 from webapp.models import NOT_REVIEWABLE, Analysis, Prediction
+from webapp.models.explanation import ExplanationResult
 from webapp.reviews import select_queue
 
 TEXT = "Thanks, great service! But the bill was wrong."
@@ -187,3 +189,29 @@ def test_grading_page_explains_the_homework_photo(app, teacher, homework):  # no
     assert response.status_code == 302 and response.headers["Location"] == url
     page = teacher.get(url).get_data(as_text=True)
     assert "explain-word" in page and f"/history/{row['analysis_id']}/explanation/overlay.png" in page
+
+
+def test_text_segments_cover_the_text_once_and_grade_strength():
+    """Pieces rebuild the text exactly; the strongest token gets the top level, signs follow the values."""
+    sentiment = {
+        "text": "好 but bad",
+        "spans": [[0, 1], [2, 5], [6, 9]],
+        "attributions": [0.8, -0.1, -0.4],
+    }
+    pieces = explaining.text_segments(sentiment)
+    assert "".join(piece["text"] for piece in pieces) == sentiment["text"]
+    marked = [(piece["text"], piece["sign"], piece["level"]) for piece in pieces if "sign" in piece]
+    assert marked == [("好", "pos", 4), ("but", "neg", 1), ("bad", "neg", 2)]
+    assert explaining.strongest(sentiment, 1) == ["好"] and explaining.strongest(sentiment, -1) == ["bad", "but"]
+
+
+def test_provenance_of_two_parts():
+    """The row names both models; a revision or precision the parts do not share is not invented."""
+    from types import SimpleNamespace
+
+    caption = SimpleNamespace(model_id="cap", revision="r1", precision="bf16", latency_ms=10.0)
+    sentiment = SimpleNamespace(model_id="sen", revision="r2", precision="fp32", latency_ms=5.0)
+    both = ExplanationResult(caption=caption, sentiment=sentiment)
+    assert (both.model_id, both.revision, both.precision, both.latency_ms) == ("cap + sen", None, "mixed", 15.0)
+    one = ExplanationResult(sentiment=sentiment)
+    assert (one.model_id, one.revision, one.precision) == ("sen", "r2", "fp32")

@@ -28,6 +28,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _shared(values: Any) -> str | None:
+    distinct = set(values)
+    return distinct.pop() if len(distinct) == 1 else None
+
+
 @dataclass(frozen=True)
 class ExplanationResult:
     """The parts the explanation job made (a record without an image has no caption part, one without
@@ -46,12 +51,13 @@ class ExplanationResult:
 
     @property
     def revision(self) -> str | None:
-        revisions = [part.revision for part in self.parts if part.revision]
-        return " + ".join(revisions)[:64] if revisions else None
+        """The parts' revision when they share one; otherwise None (each part's is in ``output``)."""
+        return _shared(part.revision for part in self.parts)
 
     @property
     def precision(self) -> str | None:
-        return "/".join(dict.fromkeys(part.precision for part in self.parts))[:8] or None
+        """The parts' number format when they share one, else "mixed" (each part's is in ``output``)."""
+        return _shared(part.precision for part in self.parts) or ("mixed" if self.parts else None)
 
     @property
     def latency_ms(self) -> float:
