@@ -239,3 +239,17 @@ def test_real_service_explains_on_its_inference_thread(make_settings):
     assert caption.words == tuple(CAPTION.split()) and caption.grid == (4, 4)
     assert caption.model_id and caption.revision and caption.precision == "fp32"
     assert sentiment.tokens and sentiment.label in ("negative", "neutral", "positive")
+
+
+def test_explain_bench_reports_both_ratios_and_targets(make_settings, vit_gpt2_dir, sentiment3_dir):
+    """The bench times each explanation against its prediction and turns the ratios into targets."""
+    from webapp.inference import explain_bench
+
+    result = explain_bench.run(
+        make_settings(), caption_model=str(vit_gpt2_dir), sentiment_model=str(sentiment3_dir), repeats=1, echo=str
+    )
+
+    assert result["caption"]["caption_tokens"] >= 1 and result["caption"]["ratio"] > 0
+    assert 0 < result["sentiment"]["text_tokens"] <= explain_bench.TEXT_TOKENS and result["sentiment"]["steps"] == 32
+    assert [found["goal"] for found in explain_bench.targets(result)] == ["<= 1.5", "<= 30"]
+    assert "caption heatmap" in explain_bench.format_table(result)

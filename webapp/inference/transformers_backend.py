@@ -189,8 +189,12 @@ class TransformersCaptionModel(_Placed):
         """Cross-attention heatmaps for ``caption`` (the record's) over the prepared image: one
         teacher-forced forward pass over its tokens in this model's precision, never a second
         ``generate()`` (``explanations.py`` documents the aggregation)."""
+        return self.explain_tokens(prepared, self.tokenizer(caption, add_special_tokens=False)["input_ids"], caption)
+
+    def explain_tokens(self, prepared: np.ndarray, token_ids: list[int], caption: str | None = None) -> dict:
+        """``explain_caption`` for given token ids (the bench passes ids its random-weight tokenizer cannot
+        re-encode); ``caption``, when given, supplies the displayed words."""
         pixel_values = torch.from_numpy(prepared[None]).to(device=self.device, dtype=self.dtype)
-        token_ids = self.tokenizer(caption, add_special_tokens=False)["input_ids"]
         if isinstance(self.model, VisionEncoderDecoderModel):
             start = self.model.generation_config.decoder_start_token_id
             grid = explanations.patch_grid(self.model.config.encoder)
