@@ -253,3 +253,25 @@ def test_explain_bench_reports_both_ratios_and_targets(make_settings, vit_gpt2_d
     assert 0 < result["sentiment"]["text_tokens"] <= explain_bench.TEXT_TOKENS and result["sentiment"]["steps"] == 32
     assert [found["goal"] for found in explain_bench.targets(result)] == ["<= 1.5", "<= 30"]
     assert "caption heatmap" in explain_bench.format_table(result)
+
+
+def test_explanation_failures_become_model_unavailable(fake_service, monkeypatch):
+    """A model that fails on an explanation, or an image that cannot be prepared, gives ModelUnavailable
+    (reason "error"), as every other call does."""
+    import pytest
+
+    from webapp.inference.types import ModelUnavailable
+
+    sentiment_model = fake_service.sentiment_slot.get()
+    caption_model = fake_service.caption_slot.get()
+
+    def broken(*_args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(sentiment_model, "explain_sentiment", broken)
+    monkeypatch.setattr(caption_model, "prepare", broken)
+
+    for call in (lambda: fake_service.explain_sentiment("bad"), lambda: fake_service.explain_caption(None, "a")):
+        with pytest.raises(ModelUnavailable) as raised:
+            call()
+        assert raised.value.reason == "error"
