@@ -225,6 +225,16 @@ def test_bf16_sentiment_explains_on_a_float32_copy(make_settings):
     assert abs(fields["completeness_gap"]) <= 1e-2 * max(1.0, abs(fields["logit"] - fields["baseline_logit"]))
 
 
+def test_int8_sentiment_explains_on_reloaded_float32_weights(make_settings):
+    """Quantised weights have no gradients: an int8 model is explained on its float32 weights, reloaded once."""
+    model = _sentiment_model(make_settings, precision="int8")
+
+    fields = model.explain_sentiment("the food was great")
+
+    assert model._float32_copy is not None and fields["tokens"]
+    assert abs(fields["completeness_gap"]) <= 1e-2 * max(1.0, abs(fields["logit"] - fields["baseline_logit"]))
+
+
 def test_real_service_explains_on_its_inference_thread(make_settings):
     """Through ModelService: stamped plain results with the real tiny models."""
     from webapp.inference.service import ModelService
