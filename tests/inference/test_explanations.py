@@ -285,3 +285,12 @@ def test_explanation_failures_become_model_unavailable(fake_service, monkeypatch
         with pytest.raises(ModelUnavailable) as raised:
             call()
         assert raised.value.reason == "error"
+
+
+def test_overlay_and_word_grouping_import_without_torch():
+    """Views draw overlays: importing the explanations module must not import torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, webapp.inference.explanations; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0  # noqa: S603 (our own code)
