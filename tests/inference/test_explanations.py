@@ -225,6 +225,16 @@ def test_bf16_sentiment_explains_on_a_float32_copy(make_settings):
     assert abs(fields["completeness_gap"]) <= 1e-2 * max(1.0, abs(fields["logit"] - fields["baseline_logit"]))
 
 
+def test_int8_sentiment_explains_on_reloaded_float32_weights(make_settings):
+    """Quantised weights have no gradients: an int8 model is explained on its float32 weights, reloaded once."""
+    model = _sentiment_model(make_settings, precision="int8")
+
+    fields = model.explain_sentiment("the food was great")
+
+    assert model._float32_copy is not None and fields["tokens"]
+    assert abs(fields["completeness_gap"]) <= 1e-2 * max(1.0, abs(fields["logit"] - fields["baseline_logit"]))
+
+
 def test_real_service_explains_on_its_inference_thread(make_settings):
     """Through ModelService: stamped plain results with the real tiny models."""
     from webapp.inference.service import ModelService
@@ -239,3 +249,48 @@ def test_real_service_explains_on_its_inference_thread(make_settings):
     assert caption.words == tuple(CAPTION.split()) and caption.grid == (4, 4)
     assert caption.model_id and caption.revision and caption.precision == "fp32"
     assert sentiment.tokens and sentiment.label in ("negative", "neutral", "positive")
+
+
+def test_explain_bench_reports_both_ratios_and_targets(make_settings, vit_gpt2_dir, sentiment3_dir):
+    """The bench times each explanation against its prediction and turns the ratios into targets."""
+    from webapp.inference import explain_bench
+
+    result = explain_bench.run(
+        make_settings(), caption_model=str(vit_gpt2_dir), sentiment_model=str(sentiment3_dir), repeats=1, echo=str
+    )
+
+    assert result["caption"]["caption_tokens"] >= 1 and result["caption"]["ratio"] > 0
+    assert 0 < result["sentiment"]["text_tokens"] <= explain_bench.TEXT_TOKENS and result["sentiment"]["steps"] == 32
+    assert [found["goal"] for found in explain_bench.targets(result)] == ["<= 1.5", "<= 30"]
+    assert "caption heatmap" in explain_bench.format_table(result)
+
+
+def test_explanation_failures_become_model_unavailable(fake_service, monkeypatch):
+    """A model that fails on an explanation, or an image that cannot be prepared, gives ModelUnavailable
+    (reason "error"), as every other call does."""
+    import pytest
+
+    from webapp.inference.types import ModelUnavailable
+
+    sentiment_model = fake_service.sentiment_slot.get()
+    caption_model = fake_service.caption_slot.get()
+
+    def broken(*_args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(sentiment_model, "explain_sentiment", broken)
+    monkeypatch.setattr(caption_model, "prepare", broken)
+
+    for call in (lambda: fake_service.explain_sentiment("bad"), lambda: fake_service.explain_caption(None, "a")):
+        with pytest.raises(ModelUnavailable) as raised:
+            call()
+        assert raised.value.reason == "error"
+
+
+def test_overlay_and_word_grouping_import_without_torch():
+    """Views draw overlays: importing the explanations module must not import torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, webapp.inference.explanations; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0  # noqa: S603 (our own code)

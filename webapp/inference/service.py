@@ -146,7 +146,7 @@ class ModelSlot(Generic[M]):
         # One-off calls on the loaded model (explanations), one at a time, on the same inference thread.
         self.calls = MicroBatcher(
             f"{kind}-calls",
-            lambda calls: [call(self._model) for call in calls],
+            lambda calls: [function(self._model, item) for function, item in calls],
             max_batch=1,
             window_seconds=0.0,
             queue_size=settings.queue_size,
@@ -254,11 +254,18 @@ class ModelSlot(Generic[M]):
         model = self.get()
         return self._submit(self.batcher, item, lambda raw: self._prepare(model, raw)), model
 
-    def call(self, function: Callable[[M], Any]) -> tuple[Any, M]:
-        """Run ``function(model)`` on the inference thread (the only one that touches models); returns
-        (its result, model). Raises ``ModelUnavailable`` exactly as ``infer`` does."""
+    def call(
+        self, function: Callable[[M, Any], Any], item: Any = None, prepare: Callable[[M, Any], Any] | None = None
+    ) -> tuple[Any, M]:
+        """Run ``function(model, prepare(model, item))`` on the inference thread (the only one that touches
+        models), ``prepare`` on this thread; returns (its result, model). One call at a time, not batched.
+        Raises ``ModelUnavailable`` exactly as ``infer`` does, for a failing ``prepare`` too."""
         model = self.get()
-        return self._submit(self.calls, function, None), model
+
+        def prepared(raw: Any) -> tuple[Callable[[M, Any], Any], Any]:
+            return function, raw if prepare is None else prepare(model, raw)
+
+        return self._submit(self.calls, item, prepared), model
 
     def _submit(self, batcher: MicroBatcher, item: Any, prepare: Callable[[Any], Any] | None) -> Any:
         try:
@@ -427,16 +434,18 @@ class ModelService:
         """Where the caption model looked while writing ``caption`` for ``image`` (the record's caption,
         re-read token by token in one forward pass, not generated again); raises ModelUnavailable."""
         started = time.perf_counter()
-        model = self.caption_slot.get()
-        prepared = model.prepare(image)  # image decode and resize stay on this thread, as for captions
-        fields, model = self.caption_slot.call(lambda loaded: loaded.explain_caption(prepared, caption))
+        fields, model = self.caption_slot.call(
+            lambda loaded, prepared: loaded.explain_caption(prepared, caption),
+            image,
+            prepare=lambda loaded, raw: loaded.prepare(raw),  # decode and resize on this thread, as for captions
+        )
         return CaptionExplanation(caption=caption, **fields, **_stamp(model, started))
 
     def explain_sentiment(self, text: str) -> SentimentExplanation:
         """Which tokens of ``text`` pushed the sentiment model to its label (integrated gradients);
         raises ModelUnavailable."""
         started = time.perf_counter()
-        fields, model = self.sentiment_slot.call(lambda loaded: loaded.explain_sentiment(text))
+        fields, model = self.sentiment_slot.call(lambda loaded, text: loaded.explain_sentiment(text), text)
         return SentimentExplanation(text=text, **fields, **_stamp(model, started))
 
     def ocr(self, image: Image.Image) -> OcrResult:

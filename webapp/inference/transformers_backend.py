@@ -189,8 +189,12 @@ class TransformersCaptionModel(_Placed):
         """Cross-attention heatmaps for ``caption`` (the record's) over the prepared image: one
         teacher-forced forward pass over its tokens in this model's precision, never a second
         ``generate()`` (``explanations.py`` documents the aggregation)."""
+        return self.explain_tokens(prepared, self.tokenizer(caption, add_special_tokens=False)["input_ids"], caption)
+
+    def explain_tokens(self, prepared: np.ndarray, token_ids: list[int], caption: str | None = None) -> dict:
+        """``explain_caption`` for given token ids (the bench passes ids its random-weight tokenizer cannot
+        re-encode); ``caption``, when given, supplies the displayed words."""
         pixel_values = torch.from_numpy(prepared[None]).to(device=self.device, dtype=self.dtype)
-        token_ids = self.tokenizer(caption, add_special_tokens=False)["input_ids"]
         if isinstance(self.model, VisionEncoderDecoderModel):
             start = self.model.generation_config.decoder_start_token_id
             grid = explanations.patch_grid(self.model.config.encoder)
@@ -265,6 +269,7 @@ class TransformersSentimentModel(_Placed):
     max_batch: int = 32
     # Runs supported checkpoints without padding (PRISM_FAST_PATH=auto); None: transformers' forward.
     fast_classifier: text_classification.UnpaddedDistilBertClassifier | None = None
+    source: str | None = None  # the local directory it was loaded from (an int8 model's float32 copy reloads it)
     _float32_copy: Any = None  # see _float32_model
 
     def classify(self, texts: Sequence[str]) -> list[dict[str, float]]:
@@ -288,15 +293,19 @@ class TransformersSentimentModel(_Placed):
     def _float32_model(self) -> Any:
         """The model itself in float32; otherwise a float32 copy, made once on the first explanation.
 
-        Gradients in bf16 are too coarse for completeness to hold. The copy costs the model's size in
-        float32 once more (DistilBERT-base multilingual: ~540 MB), held for the process's life.
+        Gradients in bf16 are too coarse for completeness to hold, and int8 weights have none (that copy is
+        loaded from ``source`` again). The copy costs the model's size in float32 once more
+        (DistilBERT-base multilingual: ~540 MB), held for the process's life.
         """
-        if self.precision == "int8":
-            raise ValueError("attributions need a floating-point model; int8 weights have no gradients")
-        if self.dtype == torch.float32:
+        if self.dtype == torch.float32 and self.precision != "int8":
             return self.model
         if self._float32_copy is None:
-            self._float32_copy = copy.deepcopy(self.model).float().eval()
+            if self.precision == "int8":  # quantised weights have no gradients: load the float32 weights again
+                if self.source is None:
+                    raise ValueError("attributions need float32 weights, and this int8 model has no source")
+                self._float32_copy, _tokenizer = _load_text_model(self.source, AutoModelForSequenceClassification)
+            else:
+                self._float32_copy = copy.deepcopy(self.model).float().eval()
         return self._float32_copy
 
 
@@ -515,6 +524,7 @@ def load_sentiment_model(settings: InferenceSettings, progress: ProgressCallback
         placement,
         settings.sentiment_max_batch,
         fast_classifier,
+        source,
     )
 
 
