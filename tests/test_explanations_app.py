@@ -215,3 +215,10 @@ def test_provenance_of_two_parts():
     assert (both.model_id, both.revision, both.precision, both.latency_ms) == ("cap + sen", None, "mixed", 15.0)
     one = ExplanationResult(sentiment=sentiment)
     assert (one.model_id, one.revision, one.precision) == ("sen", "r2", "fp32")
+
+
+def test_api_answers_200_at_once_when_jobs_run_in_the_request(app, client, record):
+    """With immediate jobs the explanation is made inside the first call, which then answers 200."""
+    response = client.get(f"/api/v1/analyses/{record}/explanation", headers=bearer(make_token(app, "alice")))
+    assert response.status_code == 200 and response.json["status"] == "ready"
+    assert len(explanations(app, record)) == 1

@@ -132,7 +132,10 @@ SCHEMAS: dict[str, Any] = {
         ],
         "properties": {
             "id": _ID,
-            "kind": {"type": "string", "examples": ["caption", "sentiment", "ocr", "category", "reply", "grade"]},
+            "kind": {
+                "type": "string",
+                "examples": ["caption", "sentiment", "ocr", "category", "reply", "grade", "explanation"],
+            },
             "model": {"type": "string", "description": "The model's hub id or local name."},
             "revision": _nullable("string"),
             "precision": _nullable("string"),
@@ -612,7 +615,8 @@ PATHS: dict[str, Any] = {
             "description": _l(
                 "The caption's heatmaps over the image patches (per word and overall) and the sentiment's "
                 "token attributions. The first call queues the computation and answers 202; poll until 200. "
-                "The result is stored with the record and served from there afterwards."
+                "The result is stored with the record and served from there afterwards; if computing it "
+                "failed, the next call queues it again."
             ),
             "responses": {
                 "200": _json(_ref("Explanation"), _l("The explanation.")),
