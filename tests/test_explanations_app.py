@@ -222,3 +222,27 @@ def test_api_answers_200_at_once_when_jobs_run_in_the_request(app, client, recor
     response = client.get(f"/api/v1/analyses/{record}/explanation", headers=bearer(make_token(app, "alice")))
     assert response.status_code == 200 and response.json["status"] == "ready"
     assert len(explanations(app, record)) == 1
+
+
+def test_while_computing_the_pages_show_the_job_status(app, alice, record):
+    """With a real queue, after Explain the record page polls the job and offers no second button."""
+    app.config["PRISM_JOBS_IMMEDIATE"] = False
+    app.extensions["prism_jobs"] = JobQueue(app)
+    assert explain(alice, record).status_code == 302
+    page = alice.get(f"/history/{record}").get_data(as_text=True)
+    assert f'data-poll="/history/{record}/status"' in page
+    assert "The explanation is being computed" in page
+    assert f'action="/history/{record}/explain"' not in page
+    assert alice.get(f"/history/{record}/status").json["progress"]["total"] == 6
+
+
+def test_grading_page_shows_progress_while_computing(app, teacher, homework):  # noqa: F811
+    """On the grading page (no status panel of its own) the explanation panel shows the job's progress."""
+    app.config["PRISM_JOBS_IMMEDIATE"] = False
+    app.extensions["prism_jobs"] = JobQueue(app)
+    submission = homework["submissions"][0]
+    url = f"/education/assignments/{homework['assignment']}/submissions/{submission}"
+    [row] = [s for s in submissions(app, homework["assignment"]) if s["id"] == submission]
+    assert explain(teacher, row["analysis_id"], page=url).status_code == 302
+    page = teacher.get(url).get_data(as_text=True)
+    assert f'data-poll="/history/{row["analysis_id"]}/status"' in page and "<progress" in page
