@@ -12,7 +12,8 @@ through one ``MicroBatcher`` per model (batching.py): request threads do the per
 runs the queued items of every model in batches. Tokenizers, models and the OCR engine are not
 thread-safe (huggingface/transformers#47085), and that thread is the only one that touches them.
 A full queue or a timed-out wait becomes ``ModelUnavailable`` (reason "busy"), which the web tier
-answers with 503 and Retry-After.
+answers with 503 and Retry-After. Explanations (``explain_caption``, ``explain_sentiment``) use a second
+queue per model (``ModelSlot.call``), one call at a time, on that same thread.
 """
 
 from __future__ import annotations
