@@ -67,6 +67,7 @@ def register_blueprints(app: Flask) -> None:
     from .api.views import bp as api_bp
     from .auth.views import bp as auth_bp
     from .education.views import bp as education_bp
+    from .history.explanations import bp as explanations_bp
     from .history.views import bp as history_bp
     from .jobs.views import bp as jobs_bp
     from .main.views import bp as main_bp
@@ -81,6 +82,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(service_desk_bp)
     app.register_blueprint(medical_bp)
     app.register_blueprint(history_bp)
+    app.register_blueprint(explanations_bp)
     app.register_blueprint(reviews_bp)
     app.register_blueprint(education_bp)
     app.register_blueprint(jobs_bp)

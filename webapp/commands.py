@@ -239,9 +239,10 @@ def create_token_command(username: str, name: str) -> None:
 @click.option("--history-rows", type=click.IntRange(min=1), default=100_000, show_default=True)
 @click.option(
     "--only",
-    type=click.Choice(["models", "queue", "history", "scaleout", "workflows"]),
+    type=click.Choice(["models", "queue", "history", "scaleout", "workflows", "explain"]),
     help="Run one bench: scaleout is two workers against one, and history on PostgreSQL beside SQLite; "
-    "workflows is a 30-photo homework batch, OCR and categories.",
+    "workflows is a 30-photo homework batch, OCR and categories; explain is what caption heatmaps and "
+    "sentiment attributions cost against the predictions they explain.",
 )
 @click.option(
     "--peer",
@@ -287,7 +288,8 @@ def bench_command(
     result: dict[str, Any] = {}
     found: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="prism-bench-") as tmp:
-        sources = _bench_sources(arches, Path(tmp)) if only in (None, "models", "queue", "workflows") else {}
+        with_models = (None, "models", "queue", "workflows", "explain")
+        sources = _bench_sources(arches, Path(tmp)) if only in with_models else {}
         if only in (None, "models"):
             result["models"] = _bench_models(sources, arches, items, levels, peer)
             found += result["models"]["targets"]
@@ -313,6 +315,13 @@ def bench_command(
                 )
                 click.echo(workflow_bench.format_table(result["workflows"]))
                 found += workflow_bench.targets(result["workflows"])
+        if only in (None, "explain"):
+            from .inference import explain_bench
+
+            click.echo("")
+            result["explain"] = _bench_explanations(sources, arches)
+            click.echo(explain_bench.format_table(result["explain"]))
+            found += explain_bench.targets(result["explain"])
     if only in (None, "history"):
         click.echo("")
         result["history"] = history_bench.run(history_rows, echo=click.echo)
@@ -330,7 +339,11 @@ def bench_command(
         measured = "not measured" if target["measured"] is None else f"{target['measured']:.2f}"
         click.echo(f"  {verdict}  {target['name']}: {measured} (goal {target['goal']})")
     if out is None:
-        label = "+".join(arches) if only in (None, "models", "queue", "workflows") and arches else only or "configured"
+        label = (
+            "+".join(arches)
+            if only in (None, "models", "queue", "workflows", "explain") and arches
+            else only or "configured"
+        )
         out = PROJECT_ROOT / "bench-results" / f"bench-{label}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     write_json(result, out)
     click.echo(f"\nWrote {out}")
@@ -413,6 +426,23 @@ def _bench_models(
     click.echo("")
     click.echo(bench.format_report(result))
     return result
+
+
+def _bench_explanations(sources: dict[str, str | None], arches: tuple[str, ...]) -> dict[str, Any]:
+    """The explanation bench on the bench's checkpoints (``--arch`` ones load offline with transformers)."""
+    from .inference import explain_bench
+    from .inference.hub import ModelSourceError
+    from .inference.settings import InferenceSettings
+
+    settings = InferenceSettings.from_config(current_app.config)
+    if arches:
+        settings = replace(settings, backend="transformers", offline=True)
+    try:
+        return explain_bench.run(
+            settings, caption_model=sources.get("caption"), sentiment_model=sources.get("sentiment"), echo=click.echo
+        )
+    except (ModelSourceError, OSError, ValueError) as exc:
+        raise click.ClickException(f"the explanation bench could not load a model: {exc}") from exc
 
 
 @click.command("run")

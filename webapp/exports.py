@@ -36,9 +36,14 @@ KIND_COLUMNS = (
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
+def exported_kinds() -> list[tuple[str, type[Prediction]]]:
+    """The kinds that have CSV columns, in registration order."""
+    return [(kind, cls) for kind, cls in Prediction.KINDS.items() if cls.EXPORTED]
+
+
 def csv_columns() -> tuple[str, ...]:
     columns = list(BASE_COLUMNS)
-    for kind, prediction_class in Prediction.KINDS.items():
+    for kind, prediction_class in exported_kinds():
         columns += [kind + suffix for suffix in KIND_COLUMNS]
         columns += prediction_class.csv_columns()
     return (*columns, "app_version")
@@ -61,7 +66,7 @@ def _csv_row(analysis: Analysis, policy: ConfidencePolicy) -> list[str]:
         analysis.image_filename,
         analysis.image_sha256,
     ]
-    for kind, prediction_class in Prediction.KINDS.items():
+    for kind, prediction_class in exported_kinds():
         prediction = analysis.prediction(kind)
         if prediction is None:
             values += [None] * (len(KIND_COLUMNS) + len(prediction_class.csv_columns()))

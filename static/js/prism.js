@@ -373,6 +373,32 @@
     });
   });
 
+  // Explanations: hovering over or focusing one of the caption's words shows its heatmap; a click keeps
+  // it (aria-pressed); leaving the words goes back to the kept word, or the whole caption's map.
+  document.querySelectorAll("[data-explain-words]").forEach(function (group) {
+    var overlay = document.getElementById(group.dataset.explainWords);
+    if (!overlay) return;
+    var overall = overlay.getAttribute("src");
+    var kept = null;
+    function show(button) {
+      group.querySelectorAll("button").forEach(function (word) {
+        word.setAttribute("aria-pressed", String(word === button));
+      });
+      overlay.setAttribute("src", button ? button.dataset.overlay : overall);
+    }
+    function word(event) { return event.target.closest ? event.target.closest("button[data-overlay]") : null; }
+    group.addEventListener("mouseover", function (event) { var b = word(event); if (b) show(b); });
+    group.addEventListener("focusin", function (event) { var b = word(event); if (b) show(b); });
+    group.addEventListener("mouseleave", function () { show(kept); });
+    group.addEventListener("focusout", function (event) { if (!group.contains(event.relatedTarget)) show(kept); });
+    group.addEventListener("click", function (event) {
+      var b = word(event);
+      if (!b) return;
+      kept = kept === b ? null : b;
+      show(kept || b);
+    });
+  });
+
   document.querySelectorAll("[data-copy]").forEach(function (button) {
     button.addEventListener("click", function () {
       var target = document.querySelector(button.dataset.copy);

@@ -21,7 +21,7 @@ from flask_babel import lazy_gettext as _l
 from .. import __version__
 from ..analyses import MAX_PER_PAGE, MAX_QUERY_CHARS
 from ..bounds import MAX_ID, MAX_PAGE
-from ..models import BANDS, DECISIONS, REVIEW_STATES, SCENARIOS, SENTIMENT_LABELS, STATUSES
+from ..models import BANDS, DECISIONS, NOT_REVIEWABLE, REVIEW_STATES, SCENARIOS, SENTIMENT_LABELS, STATUSES
 
 JSON = "application/json"
 MULTIPART = "multipart/form-data"
@@ -105,7 +105,7 @@ SCHEMAS: dict[str, Any] = {
         "description": "The latest human decision on a prediction.",
         "required": ["state", "value", "reviewer", "at", "comment"],
         "properties": {
-            "state": {"type": "string", "enum": list(REVIEW_STATES)},
+            "state": {"type": "string", "enum": [*REVIEW_STATES, NOT_REVIEWABLE]},
             "value": {"description": "The corrected value when the state is corrected, else null."},
             "reviewer": _nullable("string"),
             "at": _nullable("string", format="date-time"),
@@ -132,7 +132,10 @@ SCHEMAS: dict[str, Any] = {
         ],
         "properties": {
             "id": _ID,
-            "kind": {"type": "string", "examples": ["caption", "sentiment", "ocr", "category", "reply", "grade"]},
+            "kind": {
+                "type": "string",
+                "examples": ["caption", "sentiment", "ocr", "category", "reply", "grade", "explanation"],
+            },
             "model": {"type": "string", "description": "The model's hub id or local name."},
             "revision": _nullable("string"),
             "precision": _nullable("string"),
@@ -193,6 +196,102 @@ SCHEMAS: dict[str, Any] = {
                 },
             },
         ],
+    },
+    "CaptionHeatmap": {
+        "type": "object",
+        "description": "Where the caption model looked: its decoder's cross-attention over the image patches.",
+        "required": ["caption", "words", "grid", "per_word", "overall", "method", "model_id", "revision", "precision"],
+        "properties": {
+            "caption": {"type": "string", "description": "The caption explained: the model's own, as stored."},
+            "words": {"type": "array", "items": {"type": "string"}},
+            "grid": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 1},
+                "minItems": 2,
+                "maxItems": 2,
+                "description": "Patch rows, patch columns.",
+            },
+            "per_word": {
+                "type": "array",
+                "items": {"type": "array", "items": {"type": "number"}},
+                "description": "One row-major map of the grid per word, each summing to 1.",
+            },
+            "overall": {"type": "array", "items": {"type": "number"}, "description": "The whole caption's map."},
+            "method": {"type": "string"},
+            "model_id": {"type": "string"},
+            "revision": _nullable("string"),
+            "precision": {"type": "string"},
+            "latency_ms": {"type": "number"},
+        },
+    },
+    "TokenAttributions": {
+        "type": "object",
+        "description": "Which tokens pushed the sentiment model toward its label (integrated gradients).",
+        "required": [
+            "text",
+            "tokens",
+            "spans",
+            "attributions",
+            "label",
+            "logit",
+            "baseline_logit",
+            "completeness_gap",
+            "steps",
+            "method",
+            "model_id",
+            "revision",
+            "precision",
+        ],
+        "properties": {
+            "text": {"type": "string"},
+            "tokens": {"type": "array", "items": {"type": "string"}},
+            "spans": {
+                "type": "array",
+                "items": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 2, "maxItems": 2},
+                "description": "Each token's [start, end) character offsets in text.",
+            },
+            "attributions": {
+                "type": "array",
+                "items": {"type": "number"},
+                "description": "Per token: its contribution to the label's logit (positive: toward the label).",
+            },
+            "label": {"type": "string"},
+            "logit": {"type": "number"},
+            "baseline_logit": {"type": "number"},
+            "completeness_gap": {"type": "number", "description": "sum(attributions) - (logit - baseline_logit)."},
+            "steps": {"type": "integer", "minimum": 0},
+            "method": {"type": "string"},
+            "model_id": {"type": "string"},
+            "revision": _nullable("string"),
+            "precision": {"type": "string"},
+            "latency_ms": {"type": "number"},
+        },
+    },
+    "Explanation": {
+        "type": "object",
+        "description": "Why the models said what they did about one record; a part is null when the record has none.",
+        "required": ["status", "id", "created_at", "caption", "sentiment", "model", "revision", "precision"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ready"]},
+            "id": _ID,
+            "created_at": _TIMESTAMP,
+            "caption": {"oneOf": [_ref("CaptionHeatmap"), {"type": "null"}]},
+            "sentiment": {"oneOf": [_ref("TokenAttributions"), {"type": "null"}]},
+            "model": {"type": "string"},
+            "revision": _nullable("string"),
+            "precision": _nullable("string"),
+            "latency_ms": _nullable("number"),
+        },
+    },
+    "ExplanationPending": {
+        "type": "object",
+        "description": "The explanation is queued or being computed: poll the url.",
+        "required": ["id", "status", "url"],
+        "properties": {
+            "id": _ID,
+            "status": {"type": "string", "enum": ["computing"]},
+            "url": {"type": "string", "format": "uri"},
+        },
     },
     "AnalysisPage": {
         "type": "object",
@@ -503,6 +602,25 @@ PATHS: dict[str, Any] = {
             "description": _l("One of your records with its job state and every prediction."),
             "responses": {
                 "200": _json(_ref("Analysis"), _l("The analysis.")),
+                "404": _response("NotFound"),
+                **_COMMON,
+            },
+        },
+    },
+    "/analyses/{analysis_id}/explanation": {
+        "parameters": [_path_id("analysis_id", _l("The analysis's id."))],
+        "get": {
+            "operationId": "getExplanation",
+            "summary": _l("Explain an analysis"),
+            "description": _l(
+                "The caption's heatmaps over the image patches (per word and overall) and the sentiment's "
+                "token attributions. The first call queues the computation and answers 202; poll until 200. "
+                "The result is stored with the record and served from there afterwards; if computing it "
+                "failed, the next call queues it again."
+            ),
+            "responses": {
+                "200": _json(_ref("Explanation"), _l("The explanation.")),
+                "202": _json(_ref("ExplanationPending"), _l("Being computed."), headers={"Location": _LOCATION}),
                 "404": _response("NotFound"),
                 **_COMMON,
             },

@@ -16,7 +16,7 @@ from flask import Blueprint, current_app, g, jsonify, request, url_for
 from flask_babel import get_locale
 from sqlalchemy import select
 
-from .. import audit
+from .. import audit, explaining
 from ..analyses import (
     AnalysisInputError,
     HistoryFilters,
@@ -222,6 +222,22 @@ def analysis(analysis_id: int):
     if found is None:
         return api_error(404, "No such analysis.")
     return jsonify(_analysis_json(found))
+
+
+@bp.route("/analyses/<int:analysis_id>/explanation")
+def explanation(analysis_id: int):
+    """The stored explanation (200), or 202 while it is computed: the first call queues it."""
+    found = _own_analysis(analysis_id)
+    if found is None:
+        return api_error(404, "No such analysis.")
+    state = explaining.request_explanation(found)
+    if state == explaining.READY:
+        return jsonify(explaining.api_payload(found.prediction(explaining.KIND)))
+    if state == explaining.NOTHING:
+        return api_error(404, "This analysis has no caption and no sentiment to explain.")
+    url = url_for("api.explanation", analysis_id=analysis_id, _external=True)
+    # "busy": the record's own results are still being made; the explanation is queued after them.
+    return _accepted({"id": analysis_id, "status": explaining.COMPUTING}, url)
 
 
 @bp.route("/analyses/<int:analysis_id>/reviews", methods=["POST"])

@@ -24,6 +24,7 @@ from ..auth import fresh_login_required
 from ..dashboards import score_distribution_chart
 from ..extensions import db
 from ..forms import EmptyForm
+from ..history.explanations import explanation_view
 from ..jobs import enqueue_analyses
 from ..kept_forms import KeptForm, keeps_form
 from ..models import Analysis
@@ -405,6 +406,7 @@ def _grade_page(assignment: Assignment, submission: Submission, form, status: in
         policy=confidence_policy(),
         can_edit=assignment.user_id == current_user.id,
         grade_kind=GradePrediction.KIND,
+        explanation=explanation_view(submission.analysis),
     ), status
 
 

@@ -45,6 +45,7 @@ from ..reviews.forms import ReviewForm
 from ..scenarios import SCENARIO_PAGES
 from ..storage import ObjectMissing, get_storage
 from ..uploads import MIME_TYPES, image_key
+from .explanations import explanation_view
 
 bp = Blueprint("history", __name__, url_prefix="/history")
 
@@ -133,6 +134,7 @@ def render_record(analysis: Analysis, **extra: Any) -> str:
         policy=confidence_policy(),
         view=_dicom_view(analysis),
         ct_presets=CT_PRESETS,
+        explanation=explanation_view(analysis),
         **extra,
     )
 

@@ -21,6 +21,7 @@ are refused by ``unsupported_reason`` and keep ``generate()``.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -288,6 +289,40 @@ class GPT2CaptionDecoder:
 
             hidden = hidden + layer.fc_out(layer.fc(layer.ln_2(hidden)))
         return self.lm_head(self.ln_f(hidden)).float()
+
+    def cross_attention_maps(self, pixel_values: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+        """Each layer's cross-attention weights while reading ``token_ids`` (one image, teacher-forced):
+        float32 [layers, heads, tokens, patches], softmax(q k^T / sqrt(head size)) per head.
+
+        Query position i is the step that chose token i + 1, so pass the start token and the caption's
+        tokens but its last. All positions run in one causal forward rather than one step per token:
+        the same arithmetic (``step``'s layers, weights and number formats), with the weights computed
+        explicitly, which only this pass pays for; ``step`` keeps its fused attention.
+        """
+        heads, size = self.heads, self.head_size
+        compute, stored = self.compute_dtype, self.dtype
+        with torch.inference_mode():
+            cross = self.encode(pixel_values[:1])
+            tokens = token_ids.reshape(-1).to(pixel_values.device)
+            length = tokens.shape[0]
+            positions = torch.arange(length, device=tokens.device)
+            hidden = (self.wte(tokens) + self.wpe(positions)).to(compute)  # [tokens, embed]
+            maps = []
+            for layer, (keys, values) in zip(self.layers, cross, strict=True):
+                projected = layer.qkv(layer.ln_1(hidden)).view(length, 3, heads, size).permute(1, 2, 0, 3)
+                query, key, value = projected.to(stored)  # each [heads, tokens, size]
+                attended = F.scaled_dot_product_attention(query[None], key[None], value[None], is_causal=True)[0]
+                hidden = hidden + layer.attn_out(attended.transpose(0, 1).reshape(length, self.embed).to(compute))
+
+                cross_query = layer.cross_q(layer.ln_cross(hidden)).view(length, heads, size).transpose(0, 1)
+                scores = cross_query.float() @ keys[0].float().transpose(-1, -2) / math.sqrt(size)
+                weights = scores.softmax(dim=-1)  # [heads, tokens, patches]
+                attended = weights.to(stored) @ values[0]
+                hidden = hidden + layer.cross_out(attended.transpose(0, 1).reshape(length, self.embed).to(compute))
+
+                hidden = hidden + layer.fc_out(layer.fc(layer.ln_2(hidden)))
+                maps.append(weights)
+            return torch.stack(maps)
 
     def _first_step(self, starts: torch.Tensor, cache: torch.Tensor, cross, beams: int) -> torch.Tensor:
         """The first step of beam search, once per image: every beam of an image holds just the start

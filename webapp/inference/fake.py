@@ -15,6 +15,8 @@ from PIL import Image, ImageStat
 from .types import ModelState, OcrLine
 
 _POSITIVE = ("good", "great", "love", "thanks", "thank", "happy", "excellent", "好", "棒", "喜欢", "满意", "谢谢")
+FAKE_GRID = (4, 4)  # patch rows and columns of the fake caption explanations
+_FAKE_TOKEN = re.compile(r"[\u3400-\u9fff]|[^\s\u3400-\u9fff]+")  # a Han character, or a run of other non-space
 _NEGATIVE = ("bad", "broken", "angry", "terrible", "refund", "hate", "worst", "差", "坏", "失望", "生气", "退款")
 
 
@@ -42,6 +44,32 @@ class FakeCaptionModel(_FakeModel):
         time.sleep(self.delay_seconds)
         return [f"a {image.width}x{image.height} picture, mostly {_dominant_colour(image)}" for image in images]
 
+    def explain_caption(self, image: Image.Image, caption: str) -> dict:
+        """A 4x4 grid per word: each word looks mostly at one patch chosen by a hash of the word."""
+        time.sleep(self.delay_seconds)
+        words = tuple(caption.split())
+        rows, columns = FAKE_GRID
+        per_word = []
+        for word in words:
+            focus = int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=2).digest(), "big") % (
+                rows * columns
+            )
+            weights = [4.0 if index == focus else 1.0 for index in range(rows * columns)]
+            per_word.append(tuple(weight / sum(weights) for weight in weights))
+        cells = rows * columns
+        overall = (
+            tuple(sum(grid[index] for grid in per_word) / len(per_word) for index in range(cells))
+            if per_word
+            else tuple(1.0 / cells for _ in range(cells))
+        )
+        return {
+            "words": words,
+            "grid": FAKE_GRID,
+            "per_word": tuple(per_word),
+            "overall": overall,
+            "method": "fake: one hashed patch per word",
+        }
+
 
 def _dominant_colour(image: Image.Image) -> str:
     """ "red", "green" or "blue": the channel with the highest mean (ties go to the first)."""
@@ -65,6 +93,34 @@ class FakeSentimentModel(_FakeModel):
             else:
                 results.append({"negative": 0.2, "neutral": 0.6, "positive": 0.2})
         return results
+
+    def explain_sentiment(self, text: str) -> dict:
+        """Words and Han characters as tokens; +1 for a positive lexicon word, -1 for a negative one,
+        signed toward the predicted label, so the attributions sum exactly to logit - baseline."""
+        time.sleep(self.delay_seconds)
+        (scores,) = self.classify([text])
+        label = max(scores, key=scores.__getitem__)
+        toward = {"positive": 1.0, "negative": -1.0}.get(label, 0.0)
+        tokens, spans, attributions = [], [], []
+        for match in _FAKE_TOKEN.finditer(text):
+            token = match.group(0)
+            lowered = token.lower()
+            polarity = any(word in lowered for word in _POSITIVE) - any(word in lowered for word in _NEGATIVE)
+            tokens.append(token)
+            spans.append(match.span())
+            attributions.append(float(polarity) * toward if toward else -abs(float(polarity)) * 0.5)
+        baseline_logit = 0.0
+        return {
+            "tokens": tuple(tokens),
+            "spans": tuple(spans),
+            "attributions": tuple(attributions),
+            "label": label,
+            "logit": baseline_logit + sum(attributions),
+            "baseline_logit": baseline_logit,
+            "completeness_gap": 0.0,
+            "steps": 0,
+            "method": "fake: lexicon words +-1",
+        }
 
 
 class FakeOcrModel(_FakeModel):

@@ -12,7 +12,8 @@ through one ``MicroBatcher`` per model (batching.py): request threads do the per
 runs the queued items of every model in batches. Tokenizers, models and the OCR engine are not
 thread-safe (huggingface/transformers#47085), and that thread is the only one that touches them.
 A full queue or a timed-out wait becomes ``ModelUnavailable`` (reason "busy"), which the web tier
-answers with 503 and Retry-After.
+answers with 503 and Retry-After. Explanations (``explain_caption``, ``explain_sentiment``) use a second
+queue per model (``ModelSlot.call``), one call at a time, on that same thread.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .batching import InferenceTimeout, InferenceWorker, MicroBatcher, QueueFull
 from .settings import InferenceSettings
 from .types import (
     MODEL_KINDS,
+    CaptionExplanation,
     CategoryResult,
     EmbeddingResult,
     GeneratedText,
@@ -43,6 +45,7 @@ from .types import (
     ModelUnavailable,
     OcrLine,
     OcrResult,
+    SentimentExplanation,
     SentimentResult,
 )
 
@@ -65,6 +68,10 @@ class CaptionModel(Protocol):
         """One batched generate() over prepared items; runs on the model's worker thread."""
         ...
 
+    def explain_caption(self, prepared: Any, caption: str) -> dict[str, Any]:
+        """``CaptionExplanation``'s words, grid, per_word, overall and method; on the worker thread."""
+        ...
+
 
 class SentimentModel(Protocol):
     model_id: str
@@ -73,6 +80,10 @@ class SentimentModel(Protocol):
 
     def classify(self, texts: list[str]) -> list[dict[str, float]]:
         """Probabilities per raw class label, in the checkpoint's id order."""
+        ...
+
+    def explain_sentiment(self, text: str) -> dict[str, Any]:
+        """``SentimentExplanation``'s fields but ``text`` and the stamp; on the worker thread."""
         ...
 
 
@@ -130,6 +141,15 @@ class ModelSlot(Generic[M]):
             max_batch=max_batch,
             window_seconds=settings.batch_window_ms / 1000.0,
             busy_window_seconds=settings.batch_busy_window_ms / 1000.0,
+            queue_size=settings.queue_size,
+            worker=worker,
+        )
+        # One-off calls on the loaded model (explanations), one at a time, on the same inference thread.
+        self.calls = MicroBatcher(
+            f"{kind}-calls",
+            lambda calls: [function(self._model, item) for function, item in calls],
+            max_batch=1,
+            window_seconds=0.0,
             queue_size=settings.queue_size,
             worker=worker,
         )
@@ -233,12 +253,24 @@ class ModelSlot(Generic[M]):
         failed on this input ("error"). Nothing here raises anything else.
         """
         model = self.get()
+        return self._submit(self.batcher, item, lambda raw: self._prepare(model, raw)), model
+
+    def call(
+        self, function: Callable[[M, Any], Any], item: Any = None, prepare: Callable[[M, Any], Any] | None = None
+    ) -> tuple[Any, M]:
+        """Run ``function(model, prepare(model, item))`` on the inference thread (the only one that touches
+        models), ``prepare`` on this thread; returns (its result, model). One call at a time, not batched.
+        Raises ``ModelUnavailable`` exactly as ``infer`` does, for a failing ``prepare`` too."""
+        model = self.get()
+
+        def prepared(raw: Any) -> tuple[Callable[[M, Any], Any], Any]:
+            return function, raw if prepare is None else prepare(model, raw)
+
+        return self._submit(self.calls, item, prepared), model
+
+    def _submit(self, batcher: MicroBatcher, item: Any, prepare: Callable[[Any], Any] | None) -> Any:
         try:
-            result = self.batcher.submit(
-                item,
-                timeout=self._settings.inference_timeout_seconds,
-                prepare=lambda raw: self._prepare(model, raw),
-            )
+            return batcher.submit(item, timeout=self._settings.inference_timeout_seconds, prepare=prepare)
         except (QueueFull, InferenceTimeout) as exc:
             logger.warning("%s request shed: %s", self.kind, exc)
             raise ModelUnavailable(
@@ -246,7 +278,7 @@ class ModelSlot(Generic[M]):
                 ModelState.READY,
                 f"Prism is busy: the {self.kind} model has more requests than it can take right now. "
                 "Please try again in a few seconds.",
-                retry_after=self._busy_retry_after(),
+                retry_after=self._busy_retry_after(batcher),
                 reason="busy",
             ) from exc
         except Exception as exc:
@@ -255,15 +287,15 @@ class ModelSlot(Generic[M]):
                 self.kind,
                 ModelState.READY,
                 f"The {self.kind} model failed on this input ({type(exc).__name__}).",
-                retry_after=self._busy_retry_after(),
+                retry_after=self._busy_retry_after(batcher),
                 reason="error",
             ) from exc
-        return result, model
 
-    def _busy_retry_after(self) -> int:
+    def _busy_retry_after(self, batcher: MicroBatcher | None = None) -> int:
         """Seconds until the queue has likely drained: queued batches x the last batch's duration."""
-        batches_ahead = math.ceil((self.batcher.pending() + 1) / self.batcher.max_batch)
-        return max(1, math.ceil(batches_ahead * self.batcher.last_batch_seconds))
+        batcher = batcher or self.batcher
+        batches_ahead = math.ceil((batcher.pending() + 1) / batcher.max_batch)
+        return max(1, math.ceil(batches_ahead * batcher.last_batch_seconds))
 
 
 # Softmax temperature that turns cosine similarities into category scores. Sentence-embedding cosines
@@ -398,6 +430,24 @@ class ModelService:
             raw_scores=dict(raw),
             **_stamp(model, started),
         )
+
+    def explain_caption(self, image: Image.Image, caption: str) -> CaptionExplanation:
+        """Where the caption model looked while writing ``caption`` for ``image`` (the record's caption,
+        re-read token by token in one forward pass, not generated again); raises ModelUnavailable."""
+        started = time.perf_counter()
+        fields, model = self.caption_slot.call(
+            lambda loaded, prepared: loaded.explain_caption(prepared, caption),
+            image,
+            prepare=lambda loaded, raw: loaded.prepare(raw),  # decode and resize on this thread, as for captions
+        )
+        return CaptionExplanation(caption=caption, **fields, **_stamp(model, started))
+
+    def explain_sentiment(self, text: str) -> SentimentExplanation:
+        """Which tokens of ``text`` pushed the sentiment model to its label (integrated gradients);
+        raises ModelUnavailable."""
+        started = time.perf_counter()
+        fields, model = self.sentiment_slot.call(lambda loaded, text: loaded.explain_sentiment(text), text)
+        return SentimentExplanation(text=text, **fields, **_stamp(model, started))
 
     def ocr(self, image: Image.Image) -> OcrResult:
         """The printed text in ``image`` (Chinese and English), line by line in reading order."""

@@ -9,6 +9,7 @@ inference runs under ``torch.inference_mode()`` and returns plain Python values.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import threading
@@ -34,7 +35,7 @@ from transformers import (
 )
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
-from . import caption_decoding, hub, labels, packed_linear, text_classification
+from . import caption_decoding, explanations, hub, labels, packed_linear, text_classification
 from .service import ProgressCallback
 from .settings import InferenceSettings
 from .types import ModelState
@@ -184,6 +185,51 @@ class TransformersCaptionModel(_Placed):
     def caption(self, images: list[Image.Image]) -> list[str]:
         return self.caption_prepared([self.prepare(image) for image in images])
 
+    def explain_caption(self, prepared: np.ndarray, caption: str) -> dict:
+        """Cross-attention heatmaps for ``caption`` (the record's) over the prepared image: one
+        teacher-forced forward pass over its tokens in this model's precision, never a second
+        ``generate()`` (``explanations.py`` documents the aggregation)."""
+        return self.explain_tokens(prepared, self.tokenizer(caption, add_special_tokens=False)["input_ids"], caption)
+
+    def explain_tokens(self, prepared: np.ndarray, token_ids: list[int], caption: str | None = None) -> dict:
+        """``explain_caption`` for given token ids (the bench passes ids its random-weight tokenizer cannot
+        re-encode); ``caption``, when given, supplies the displayed words."""
+        pixel_values = torch.from_numpy(prepared[None]).to(device=self.device, dtype=self.dtype)
+        if isinstance(self.model, VisionEncoderDecoderModel):
+            start = self.model.generation_config.decoder_start_token_id
+            grid = explanations.patch_grid(self.model.config.encoder)
+        else:  # BLIP: its generate() starts the text decoder from the [DEC] (bos) token
+            start = self.model.config.text_config.bos_token_id
+            grid = explanations.patch_grid(self.model.config.vision_config)
+        if not token_ids:
+            return explanations.caption_fields(torch.empty(0), [], self.tokenizer, grid)
+        inputs = torch.tensor([[start, *token_ids[:-1]]], device=self.device)  # position i chose token i
+        if self.decoder_name == "prism":
+            maps = self.fast_decoder.cross_attention_maps(pixel_values, inputs)
+        else:
+            maps = self._transformers_cross_attentions(pixel_values, inputs)
+        return explanations.caption_fields(maps, token_ids, self.tokenizer, grid, caption)
+
+    def _transformers_cross_attentions(self, pixel_values: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """[layers, heads, tokens, positions] from one forward of the transformers model with
+        ``output_attentions``; GPT-2 switches to eager attention for that pass only (SDPA returns no weights)."""
+        with torch.inference_mode():
+            if isinstance(self.model, VisionEncoderDecoderModel):
+                decoder = self.model.decoder
+                previous = decoder.config._attn_implementation
+                decoder.set_attn_implementation("eager")
+                try:
+                    encoded = self.model.encoder(pixel_values=pixel_values)  # its own attention weights: not needed
+                    outputs = self.model(encoder_outputs=encoded, decoder_input_ids=inputs, output_attentions=True)
+                finally:
+                    decoder.set_attn_implementation(previous)
+            else:
+                image = self.model.vision_model(pixel_values=pixel_values).last_hidden_state
+                outputs = self.model.text_decoder(
+                    input_ids=inputs, encoder_hidden_states=image, output_attentions=True, use_cache=False
+                )
+        return torch.stack([layer[0] for layer in outputs.cross_attentions]).float()
+
 
 def length_buckets(lengths: Sequence[int], *, max_batch: int, max_padding: float = 0.5) -> list[list[int]]:
     """Group item indices so that padding stays under ``max_padding`` of the real tokens.
@@ -223,6 +269,8 @@ class TransformersSentimentModel(_Placed):
     max_batch: int = 32
     # Runs supported checkpoints without padding (PRISM_FAST_PATH=auto); None: transformers' forward.
     fast_classifier: text_classification.UnpaddedDistilBertClassifier | None = None
+    source: str | None = None  # the local directory it was loaded from (an int8 model's float32 copy reloads it)
+    _float32_copy: Any = None  # see _float32_model
 
     def classify(self, texts: Sequence[str]) -> list[dict[str, float]]:
         if self.fast_classifier is not None:
@@ -234,6 +282,31 @@ class TransformersSentimentModel(_Placed):
                 self, texts, lambda batch, outputs: outputs.logits.float().softmax(dim=-1)
             )
         return [dict(zip(self.label_names, row, strict=True)) for row in rows]
+
+    def explain_sentiment(self, text: str) -> dict:
+        """Integrated-gradients attributions of ``text``'s tokens toward the predicted label
+        (``explanations.integrated_gradients``), on transformers' forward, in float32."""
+        return explanations.integrated_gradients(
+            self._float32_model(), self.tokenizer, text, self.label_names, max_length=self.max_length
+        )
+
+    def _float32_model(self) -> Any:
+        """The model itself in float32; otherwise a float32 copy, made once on the first explanation.
+
+        Gradients in bf16 are too coarse for completeness to hold, and int8 weights have none (that copy is
+        loaded from ``source`` again). The copy costs the model's size in float32 once more
+        (DistilBERT-base multilingual: ~540 MB), held for the process's life.
+        """
+        if self.dtype == torch.float32 and self.precision != "int8":
+            return self.model
+        if self._float32_copy is None:
+            if self.precision == "int8":  # quantised weights have no gradients: load the float32 weights again
+                if self.source is None:
+                    raise ValueError("attributions need float32 weights, and this int8 model has no source")
+                self._float32_copy, _tokenizer = _load_text_model(self.source, AutoModelForSequenceClassification)
+            else:
+                self._float32_copy = copy.deepcopy(self.model).float().eval()
+        return self._float32_copy
 
 
 @dataclass(eq=False)
@@ -451,6 +524,7 @@ def load_sentiment_model(settings: InferenceSettings, progress: ProgressCallback
         placement,
         settings.sentiment_max_batch,
         fast_classifier,
+        source,
     )
 
 

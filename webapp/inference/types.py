@@ -196,3 +196,49 @@ class ModelUnavailable(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+@dataclass(frozen=True)
+class CaptionExplanation:
+    """Where a caption model looked: its decoder's cross-attention over the image patches.
+
+    ``per_word`` holds one row-major map of ``grid`` (patch rows, patch columns) per displayed word of
+    ``caption``, in order; ``overall`` is the whole caption's map. Every map sums to 1
+    (``explanations.py`` documents the aggregation; ``method`` says it in one line).
+    """
+
+    caption: str
+    words: tuple[str, ...]
+    grid: tuple[int, int]
+    per_word: tuple[tuple[float, ...], ...]
+    overall: tuple[float, ...]
+    method: str
+    model_id: str
+    revision: str | None
+    precision: str
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class SentimentExplanation:
+    """Which tokens pushed a sentiment model toward ``label``: integrated gradients on the embeddings.
+
+    ``tokens`` are the tokenizer's pieces (special tokens excluded), ``spans`` their [start, end)
+    character offsets in ``text``, ``attributions`` each one's contribution to ``label``'s logit (positive:
+    toward the label). Completeness: ``sum(attributions) = logit - baseline_logit + completeness_gap``.
+    """
+
+    text: str
+    tokens: tuple[str, ...]
+    spans: tuple[tuple[int, int], ...]
+    attributions: tuple[float, ...]
+    label: str  # the checkpoint's raw label explained: the predicted one
+    logit: float
+    baseline_logit: float
+    completeness_gap: float
+    steps: int
+    method: str
+    model_id: str
+    revision: str | None
+    precision: str
+    latency_ms: float

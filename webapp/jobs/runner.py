@@ -25,7 +25,7 @@ from PIL import Image
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .. import service_desk
+from .. import explaining, service_desk
 from ..extensions import db
 from ..inference import ModelService, ModelUnavailable, get_model_service
 from ..models import DONE, FAILED, PENDING, RUNNING, Analysis, Prediction, utcnow
@@ -100,6 +100,7 @@ RUNNERS: dict[str, Callable[[ModelService, JobInputs], Any]] = {
     "ocr": lambda service, inputs: service.ocr(inputs.image),
     "category": lambda service, inputs: service_desk.categorize(service, inputs.message),
     "reply": lambda service, inputs: _draft(service, inputs),
+    "explanation": explaining.explain,  # asked for later, on an existing record (explaining.py)
 }
 # The model each kind needs loaded (a reply draft needs one only with PRISM_REPLY_MODEL: ``_model_of``).
 MODEL_OF_KIND = {"caption": "caption", "sentiment": "sentiment", "ocr": "ocr", "category": "embedding"}

@@ -8,9 +8,11 @@ from .annotation import SHAPES, RegionAnnotation
 from .audit import AuditEvent
 from .base import count, utcnow
 from .education import Assignment, GradePrediction, Rubric, RubricCriterion, Submission
+from .explanation import ExplanationPrediction
 from .prediction import (
     BANDS,
     DECISIONS,
+    NOT_REVIEWABLE,
     REVIEW_STATES,
     SENTIMENT_LABELS,
     UNREVIEWED,
@@ -32,6 +34,7 @@ __all__ = [
     "DECISIONS",
     "DONE",
     "FAILED",
+    "NOT_REVIEWABLE",
     "PENDING",
     "REVIEW_STATES",
     "ROLES",
@@ -55,6 +58,7 @@ __all__ = [
     "ReplyTemplate",
     "ConfidencePolicy",
     "CorrectionError",
+    "ExplanationPrediction",
     "GradePrediction",
     "Prediction",
     "Review",

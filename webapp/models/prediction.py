@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
 UNREVIEWED, ACCEPTED, CORRECTED, REJECTED = "unreviewed", "accepted", "corrected", "rejected"
 REVIEW_STATES = (UNREVIEWED, ACCEPTED, CORRECTED, REJECTED)
+# The state of a kind nobody reviews (an explanation): never "unreviewed", so no queue, count or filter
+# of unreviewed work ever includes it, and those queries need no list of kinds.
+NOT_REVIEWABLE = "none"
 # A decision and the state it leaves the prediction in ("reopen" undoes the previous decisions).
 DECISIONS = {"accept": ACCEPTED, "correct": CORRECTED, "reject": REJECTED, "reopen": UNREVIEWED}
 BANDS = ("high", "medium", "low")
@@ -141,6 +144,8 @@ class Prediction(db.Model):
     # Whether the record page's and the API's generic review forms may decide it; a kind with its own
     # page and checks (a rubric grade) says no.
     GENERIC_REVIEW: ClassVar[bool] = True
+    # Whether CSV exports have columns for it (an explanation's maps are no spreadsheet value).
+    EXPORTED: ClassVar[bool] = True
     KINDS: ClassVar[dict[str, type[Prediction]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
