@@ -8,6 +8,7 @@ from .annotation import SHAPES, RegionAnnotation
 from .audit import AuditEvent
 from .base import count, utcnow
 from .education import Assignment, GradePrediction, Rubric, RubricCriterion, Submission
+from .fusion import AgreementPrediction, FusionPrediction
 from .prediction import (
     BANDS,
     DECISIONS,
@@ -40,6 +41,7 @@ __all__ = [
     "SENTIMENT_LABELS",
     "UNREVIEWED",
     "STATUSES",
+    "AgreementPrediction",
     "Analysis",
     "ApiToken",
     "Assignment",
@@ -55,6 +57,7 @@ __all__ = [
     "ReplyTemplate",
     "ConfidencePolicy",
     "CorrectionError",
+    "FusionPrediction",
     "GradePrediction",
     "Prediction",
     "Review",
