@@ -132,7 +132,10 @@ SCHEMAS: dict[str, Any] = {
         ],
         "properties": {
             "id": _ID,
-            "kind": {"type": "string", "examples": ["caption", "sentiment", "ocr", "category", "reply", "grade"]},
+            "kind": {
+                "type": "string",
+                "examples": ["caption", "sentiment", "ocr", "category", "reply", "grade", "fusion", "agreement"],
+            },
             "model": {"type": "string", "description": "The model's hub id or local name."},
             "revision": _nullable("string"),
             "precision": _nullable("string"),
