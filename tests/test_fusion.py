@@ -45,10 +45,19 @@ def test_a_missing_part_drops_out_and_the_weights_are_renormalised():
         fuse({"text": None, "caption": {}}, WEIGHTS)
 
 
-def test_two_class_parts_fuse_on_three_levels():
-    """A two-class model's part has no neutral score: it counts as 0 there."""
+def test_a_part_without_a_neutral_score_counts_zero_there():
+    """Beside three-level parts, a part with no neutral score adds nothing to neutral."""
     fused = fuse({"text": {"negative": 0.1, "positive": 0.9}, "caption": NEUTRAL}, {"text": 1, "caption": 1})
     assert fused["scores"] == pytest.approx({"negative": 0.15, "neutral": 0.3, "positive": 0.55})
+
+
+def test_two_class_parts_are_labelled_like_one_text_of_a_two_class_model():
+    """With a two-class model the fused P(positive) inside the neutral range is "neutral" (labels.normalise)."""
+    parts = {"text": {"negative": 0.2, "positive": 0.8}, "caption": {"negative": 0.8, "positive": 0.2}}
+    fused = fuse(parts, {"text": 1, "caption": 1}, neutral_range=(0.35, 0.65))
+    assert fused["scores"] == pytest.approx({"negative": 0.5, "positive": 0.5})
+    assert (fused["label"], fused["score"]) == ("neutral", pytest.approx(1.0))
+    assert fuse(parts, {"text": 4, "caption": 1})["label"] == "positive"  # P(positive) = 0.68, above the range
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,10 @@ read from it) is scored by the sentiment model on its own, normalised to the thr
 
     fused(level) = sum_i w_i * p_i(level) / sum_i w_i   over the parts present,
 
-with label = argmax and confidence = the label's fused score. A part that is missing or empty drops
-out and the remaining weights are renormalised by the division. Weights: PRISM_FUSION_WEIGHTS.
+with label = argmax and confidence = the label's fused score (for a two-class sentiment model, whose
+parts have no neutral score, the label comes from the fused scores as it would from one text's:
+``labels.normalise`` with PRISM_SENTIMENT_NEUTRAL_RANGE). A part that is missing or empty drops out and
+the remaining weights are renormalised by the division. Weights: PRISM_FUSION_WEIGHTS.
 
 **Agreement.** The cosine similarity of the sentence embeddings of the text (for a homework photo: its
 assignment's title and reference text) and of the image's caption and OCR text together, flagged as a
@@ -24,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .inference.labels import normalise
 from .inference.types import SENTIMENT_LABELS
 
 if TYPE_CHECKING:
@@ -74,23 +77,28 @@ def parse_threshold(raw: Any) -> float:
     return threshold
 
 
-def fuse(parts: Mapping[str, Mapping[str, float] | None], weights: Mapping[str, float]) -> dict[str, Any]:
+def fuse(
+    parts: Mapping[str, Mapping[str, float] | None],
+    weights: Mapping[str, float],
+    neutral_range: tuple[float, float] = (0.35, 0.65),
+) -> dict[str, Any]:
     """The weighted mean of the parts' level scores (see the module docstring): ``label``, ``score``,
-    ``scores`` (every level) and ``weights`` (of the parts used, renormalised to sum to 1). A part with
-    no scores or a zero weight is left out; raises ``ValueError`` when none is left."""
+    ``scores`` (per level any part has) and ``weights`` (of the parts used, renormalised to sum to 1).
+    A part with no scores or a zero weight is left out; raises ``ValueError`` when none is left."""
     used = {name: scores for name, scores in parts.items() if scores and weights.get(name, 0.0) > 0.0}
     if not used:
         raise ValueError("fuse() needs at least one part with scores and a weight above 0")
     total = sum(weights[name] for name in used)
+    levels = [level for level in SENTIMENT_LABELS if any(level in scores for scores in used.values())]
     fused = {
         level: sum(weights[name] * float(scores.get(level, 0.0)) for name, scores in used.items()) / total
-        for level in SENTIMENT_LABELS
+        for level in levels
     }
-    label = max(fused, key=fused.__getitem__)
+    label, score, scores = normalise(fused, neutral_range)
     return {
         "label": label,
-        "score": fused[label],
-        "scores": fused,
+        "score": score,
+        "scores": scores,
         "weights": {name: weights[name] / total for name in used},
     }
 
@@ -139,25 +147,27 @@ class AgreementResult:
 
 def late_fusion(
     service: ModelService,
-    text_scores: Mapping[str, float] | None,
+    text_sentiment: Mapping[str, Any] | None,
     texts: Mapping[str, str | None],
     weights: Mapping[str, float],
 ) -> FusionResult | None:
-    """Fuse the text's stored sentiment ``text_scores`` with the sentiment of each other part's text in
-    ``texts`` (caption, OCR), scored now; None without the text's scores or any image part to fuse
-    with (fusing the text with nothing would only copy its sentiment)."""
+    """Fuse the text's stored sentiment output ``text_sentiment`` (``label``, ``scores``) with the
+    sentiment of each other part's text in ``texts`` (caption, OCR), scored now; None without the text's
+    scores or any image part to fuse with (fusing the text with nothing would only copy its sentiment)."""
     started = time.perf_counter()
     image_texts = {name: (texts.get(name) or "").strip() for name in FUSION_PARTS if name != "text"}
     image_texts = {name: text for name, text in image_texts.items() if text and weights.get(name, 0.0) > 0.0}
+    text_scores = (text_sentiment or {}).get("scores")
     if not text_scores or not image_texts:
         return None
     scored = {name: service.sentiment(text) for name, text in image_texts.items()}
     parts_scores = {"text": dict(text_scores), **{name: dict(result.scores) for name, result in scored.items()}}
-    fused = fuse(parts_scores, weights)
+    part_labels = {"text": text_sentiment["label"], **{name: result.label for name, result in scored.items()}}
+    fused = fuse(parts_scores, weights, service.settings.neutral_range)
     parts = {
         name: {
             "text": (texts.get(name) or "") if name == "text" else image_texts[name],
-            "label": max(scores, key=scores.__getitem__),
+            "label": part_labels[name],
             "scores": {level: round(float(score), 4) for level, score in scores.items()},
             "weight": round(fused["weights"][name], 4),
         }

@@ -160,7 +160,15 @@ def test_redis_queue_runs_jobs_in_separate_worker_processes(env_app, tmp_path, r
         assert all(_statuses(app)[i] in ("pending", "running", "done") for i in ids)
         _wait_until(lambda: all(_statuses(app)[i] == "done" for i in ids), 60, "the Redis workers")
         body = client.get(f"/api/v1/analyses/{ids[0]}", headers=headers).json
-        assert {p["kind"] for p in body["predictions"]} == {"ocr", "caption", "sentiment", "category", "reply", "fusion", "agreement"}
+        assert {p["kind"] for p in body["predictions"]} == {
+            "ocr",
+            "caption",
+            "sentiment",
+            "category",
+            "reply",
+            "fusion",
+            "agreement",
+        }
         assert body["values"]["sentiment"] == "positive"
     finally:
         for worker in workers:

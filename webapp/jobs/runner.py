@@ -142,10 +142,9 @@ def _fuse(service: ModelService, inputs: JobInputs):
     sentiment of a text read from the image would count the OCR part twice)."""
     if not inputs.text:
         return None
-    sentiment = inputs.stored_output("sentiment")
     return fusion.late_fusion(
         service,
-        sentiment.get("scores") if sentiment else None,
+        inputs.stored_output("sentiment"),
         {"text": inputs.text, "caption": inputs.stored_value("caption"), "ocr": inputs.stored_value("ocr")},
         current_app.config["PRISM_FUSION_WEIGHTS"],
     )
