@@ -53,11 +53,12 @@ def test_record_page_review_form_is_labelled(alice):
     """On a record page, the correction field and comment box of each review form are labelled."""
     location = submit(alice, text="Thanks, great service!", image=png_bytes()).headers["Location"]
     html = alice.get(location).get_data(as_text=True)
-    assert html.count('class="review-form"') == 5  # one form per prediction: ocr, caption, sentiment, category, reply
+    # one form per prediction: ocr, caption, sentiment, category, reply, fusion, agreement
+    assert html.count('class="review-form"') == 7
     assert_fields_labelled(html)
     assert re.search(r"<legend>\s*Your decision\s*</legend>", html)
     buttons = re.findall(r'<button type="submit" name="decision" value="(\w+)"[^>]*>([^<]+)</button>', html)
-    assert [value for value, _ in buttons] == ["accept", "correct", "reject"] * 5
+    assert [value for value, _ in buttons] == ["accept", "correct", "reject"] * 7
     assert all(label.strip() for _, label in buttons)
 
 

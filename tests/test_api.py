@@ -151,14 +151,16 @@ def test_predict_multipart_creates_record(app, client):
     assert response.status_code == 201
     body = response.json
     assert body["status"] == "done" and body["error"] is None
-    assert body["progress"] == {"done": 3, "total": 3}
+    assert body["progress"] == {"done": 5, "total": 5}  # ocr, caption, sentiment, fusion, agreement
     assert body["values"] == {
         "ocr": "TEXT 64x48 red",
         "caption": "a 64x48 picture, mostly red",
         "sentiment": "positive",
+        "fusion": "positive",
+        "agreement": "mismatch",
     }
     predictions = by_kind(body)
-    assert [p["kind"] for p in body["predictions"]] == ["ocr", "caption", "sentiment"]
+    assert [p["kind"] for p in body["predictions"]] == ["ocr", "caption", "sentiment", "fusion", "agreement"]
     assert predictions["ocr"]["model"] == "prism/fake-ocr"
     assert predictions["caption"]["model"] == "prism/fake-caption"
     assert predictions["caption"]["output"] == {"text": "a 64x48 picture, mostly red"}
@@ -452,8 +454,8 @@ def test_create_analysis_is_202_with_id_status_url_and_location(app, client, tok
     [stored] = rows_for(app, "alice")
     assert body["id"] == stored.id
     assert body["status"] == "done"  # tests run jobs inside the request (PRISM_JOBS_IMMEDIATE)
-    # ocr, caption, sentiment, category, reply
-    assert body["progress"] == {"done": 5, "total": 5} and body["error"] is None
+    # ocr, caption, sentiment, category, reply, fusion, agreement
+    assert body["progress"] == {"done": 7, "total": 7} and body["error"] is None
     assert body["url"].endswith(f"/api/v1/analyses/{stored.id}")
     assert response.headers["Location"] == body["url"]
 
@@ -487,9 +489,9 @@ def test_get_analysis_shows_predictions_with_model_confidence_and_review(app, cl
     response = client.get(f"/api/v1/analyses/{analysis_id}", headers=bearer(token))
     assert response.status_code == 200
     body = response.json
-    assert body["status"] == "done" and body["progress"] == {"done": 5, "total": 5}
+    assert body["status"] == "done" and body["progress"] == {"done": 7, "total": 7}
     assert body["history_url"].endswith(f"/history/{analysis_id}")
-    ocr, caption, sentiment, category, reply = body["predictions"]
+    ocr, caption, sentiment, category, reply, _fusion, _agreement = body["predictions"]
     assert ocr["kind"] == "ocr" and ocr["model"] == "prism/fake-ocr" and ocr["revision"] == "1"
     assert ocr["output"]["text"] == "TEXT 64x48 red" and ocr["confidence"] == pytest.approx(0.9)
     assert caption["kind"] == "caption" and caption["model"] == "prism/fake-caption" and caption["revision"] == "1"
@@ -519,6 +521,8 @@ def test_get_analysis_shows_predictions_with_model_confidence_and_review(app, cl
         "sentiment": "negative",
         "category": "technical",
         "reply": reply_draft(app, "technical", "negative"),
+        "fusion": "negative",
+        "agreement": "mismatch",
     }
 
 
@@ -657,6 +661,8 @@ def test_create_analysis_json_with_base64_image(app, client, token):
         "sentiment": "positive",
         "category": "billing",
         "reply": reply_draft(app, "billing", "positive"),
+        "fusion": "positive",
+        "agreement": "mismatch",  # "thanks" shares no word with a green picture's caption
     }
     assert body["image"]["filename"] == "g.png" and body["image"]["format"] == "PNG"
 

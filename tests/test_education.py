@@ -293,8 +293,9 @@ def test_upload_makes_one_submission_per_photo_and_a_broken_file_fails_alone(app
         assert [a.status for a in analyses] == ["done", "failed", "done", "done"]
         assert {a.scenario for a in analyses} == {"education"} and len({a.batch_id for a in analyses}) == 1
         assert analyses[0].prediction("caption").value == "a 64x48 picture, mostly red"
-        # The grade is no job task; the sentiment is of the text read from the photo.
-        assert all(a.tasks == ["ocr", "caption", "sentiment"] for a in analyses)
+        # The grade is no job task; the sentiment is of the text read from the photo; each photo is
+        # compared with its assignment (a file refused before it had a submission has none to compare).
+        assert [a.tasks for a in analyses] == [["ocr", "caption", "sentiment", "agreement"]] * 4
         assert analyses[1].error.startswith("The file is not a supported image")
     [rejected] = audit_rows(app, "upload.rejected")
     assert rejected["details"]["scenario"] == "education"
@@ -329,13 +330,13 @@ def test_a_reflection_written_on_the_photo_gets_its_sentiment(app, teacher, monk
     written, blank = submissions(app, assignment_id)
     with app.app_context():
         analysis = db.session.get(Analysis, written["analysis_id"])
-        assert (analysis.status, analysis.tasks) == ("done", ["ocr", "caption", "sentiment"])
+        assert (analysis.status, analysis.tasks) == ("done", ["ocr", "caption", "sentiment", "agreement"])
         sentiment = analysis.prediction("sentiment")
         assert (sentiment.value, sentiment.read_from_image) == ("positive", True)
         assert sentiment.output["text_source"] == "image"
         empty = db.session.get(Analysis, blank["analysis_id"])
-        assert (empty.status, empty.error, empty.tasks) == ("done", None, ["ocr", "caption"])
-        assert empty.prediction("sentiment") is None and empty.status_dict()["progress"] == {"done": 2, "total": 2}
+        assert (empty.status, empty.error, empty.tasks) == ("done", None, ["ocr", "caption", "agreement"])
+        assert empty.prediction("sentiment") is None and empty.status_dict()["progress"] == {"done": 3, "total": 3}
     page = teacher.get(grade_url(assignment_id, written["id"])).get_data(as_text=True)
     assert READ_FROM_PHOTO in page and "我很喜欢分数 I love fractions now" in page
     headers = {"Authorization": f"Bearer {make_token(app, 'tina')}"}
@@ -636,7 +637,8 @@ def test_a_grade_is_decided_only_on_the_grading_page(app, teacher, homework):
     with app.app_context():
         submission = db.session.get(Submission, first)
         grade_id, analysis_id = submission.grade.id, submission.analysis_id
-        assert submission.analysis.progress == (3, 3)  # page text, caption, its tone; the grade is no task
+        # page text, caption, its tone, its agreement with the assignment; the grade is no task
+        assert submission.analysis.progress == (4, 4)
     token = make_token(app, "tina")
     response = teacher.post(
         f"/api/v1/analyses/{analysis_id}/reviews",

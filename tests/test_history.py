@@ -363,6 +363,8 @@ def test_exports_show_the_human_value_reviewer_and_keep_the_ai_original(app, ali
         "sentiment": "neutral",
         "category": "billing",
         "reply": reply_draft(app, "billing", "positive"),  # drafted from the AI's sentiment, before the review
+        "fusion": "positive",  # fused from the AI's sentiment, before the review
+        "agreement": "mismatch",
     }
     sentiment = next(p for p in item["predictions"] if p["kind"] == "sentiment")
     assert sentiment["value"] == "neutral" and sentiment["human_confirmed"] is True
@@ -404,8 +406,10 @@ def test_detail_shows_results_and_provenance(app, alice):
             ("sentiment", True),
             ("category", True),
             ("reply", True),
+            ("fusion", True),
+            ("agreement", True),
         ]
-    assert body.count(" ms</dd>") == 5
+    assert body.count(" ms</dd>") == 7
     assert f'src="/history/{analysis_id}/image"' in body
 
 
@@ -525,6 +529,8 @@ def test_csv_header_is_the_documented_column_list(alice):
     expected += ["score_negative", "score_neutral", "score_positive"]
     expected += ["ocr" + suffix for suffix in per_kind]
     expected += ["grade" + suffix for suffix in per_kind] + ["grade_total"]
+    expected += ["fusion" + suffix for suffix in per_kind] + ["fused_negative", "fused_neutral", "fused_positive"]
+    expected += ["agreement" + suffix for suffix in per_kind] + ["agreement_similarity"]
     expected += ["category" + suffix for suffix in per_kind] + ["reply" + suffix for suffix in per_kind]
     expected += ["app_version"]
     text = alice.get("/history/export.csv").get_data(as_text=True)
@@ -563,8 +569,8 @@ def test_json_export(app, alice, bob):
     assert [item["id"] for item in data] == [mine]
     item = data[0]
     assert item["owner"] == "alice" and item["scenario"] == "service" and item["status"] == "done"
-    assert item["progress"] == {"done": 5, "total": 5}
-    ocr, caption, sentiment, category, reply = item["predictions"]
+    assert item["progress"] == {"done": 7, "total": 7}
+    ocr, caption, sentiment, category, reply, _fusion, _agreement = item["predictions"]
     assert (ocr["kind"], ocr["model"]) == ("ocr", "prism/fake-ocr")
     assert (caption["kind"], caption["model"]) == ("caption", "prism/fake-caption")
     assert (sentiment["kind"], sentiment["model"]) == ("sentiment", "prism/fake-sentiment")
@@ -579,6 +585,8 @@ def test_json_export(app, alice, bob):
         "sentiment": "positive",
         "category": "billing",
         "reply": reply_draft(app, "billing", "positive"),
+        "fusion": "positive",
+        "agreement": "mismatch",
     }
     assert item["image"]["sha256"] == row(app, mine).image_sha256
 

@@ -185,7 +185,8 @@ def test_review_index_counts_waiting_results_per_scenario(app):
     response = submit(teacher, "education", text="I liked it", image=png_bytes())
     assert response.status_code == 302
     page = teacher.get("/review/").get_data(as_text=True)
-    assert "3 results waiting for a decision." in page  # the page text, the caption and the sentiment
+    # the page text, the caption, the sentiment, the overall sentiment and the image-text agreement
+    assert "5 results waiting for a decision." in page
     assert "/review/education/" in page and "/review/medical/" not in page
 
 

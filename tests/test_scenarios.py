@@ -31,8 +31,8 @@ IMAGE_TASKS = {
     "education": ["ocr", "caption", "sentiment"],
 }
 BOTH_TASKS = {
-    "service": ["ocr", "caption", "sentiment", "category", "reply"],
-    "education": ["ocr", "caption", "sentiment"],
+    "service": ["ocr", "caption", "sentiment", "category", "reply", "fusion", "agreement"],
+    "education": ["ocr", "caption", "sentiment", "fusion", "agreement"],
 }
 WAITING = "Waiting for a worker; this page updates by itself."
 

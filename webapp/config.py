@@ -129,6 +129,18 @@ def defaults(instance_path: str) -> dict[str, Any]:
         # results, faster on the CPU; "off": transformers' generate() and forward everywhere.
         "PRISM_FAST_PATH": "auto",
         "PRISM_SENTIMENT_NEUTRAL_RANGE": "0.35,0.65",
+        # Multimodal fusion (webapp/fusion.py): the weight of each part's sentiment in a record's overall
+        # one; a part that is missing drops out and the others are renormalised.
+        "PRISM_FUSION_WEIGHTS": "text=0.6,caption=0.2,ocr=0.2",
+        # Image-text agreement: flagged below this cosine similarity of the text's and the image's
+        # (caption + OCR) sentence embeddings. With the default multilingual MiniLM, paraphrases score
+        # above ~0.5 and unrelated sentences around 0..0.15, while a caption ("a screenshot of a web page")
+        # only loosely matches even a related complaint (~0.2..0.4): 0.15 flags the clearly unrelated
+        # without flagging every loose match.
+        "PRISM_AGREEMENT_THRESHOLD": 0.15,
+        # A CLIP-style joint image-text model for agreement: the seam for one (none is implemented yet,
+        # so a value is refused at startup); None compares caption and OCR text with the embedding model.
+        "PRISM_AGREEMENT_MODEL": None,
         "PRISM_TORCH_THREADS": 0,
         "PRISM_MODEL_LOAD_WAIT": 20,
         "PRISM_MODEL_RETRY_AFTER": 60,
@@ -188,6 +200,7 @@ _FLOAT_KEYS = {
     "PRISM_CONFIDENCE_MEDIUM",
     "PRISM_UNCERTAIN_MIN_SCORE",
     "PRISM_UNCERTAIN_MIN_MARGIN",
+    "PRISM_AGREEMENT_THRESHOLD",
 }
 _BOOL_KEYS = {
     "PRISM_MODEL_OFFLINE",
@@ -245,7 +258,25 @@ def load(app: Flask, test_config: dict[str, Any] | None) -> None:
             app.config["SECRET_KEY"] = key_file.read_text().strip()
     if app.config["PRISM_ROLE"] not in ROLES:
         raise RuntimeError(f"PRISM_ROLE={app.config['PRISM_ROLE']!r}: choose one of {', '.join(ROLES)}")
+    _check_fusion(app.config)
     if not app.config["SECRET_KEY"]:
         raise RuntimeError(
             "No SECRET_KEY: run `python manage.py init-db` (it writes instance/secret_key) or set PRISM_SECRET_KEY."
+        )
+
+
+def _check_fusion(config: dict[str, Any]) -> None:
+    """Parse the fusion settings once, so a typo stops the start instead of failing every job later:
+    PRISM_FUSION_WEIGHTS becomes ``{part: weight}``, PRISM_AGREEMENT_THRESHOLD a float in -1..1."""
+    from .fusion import parse_threshold, parse_weights
+
+    try:
+        config["PRISM_FUSION_WEIGHTS"] = parse_weights(config["PRISM_FUSION_WEIGHTS"])
+        config["PRISM_AGREEMENT_THRESHOLD"] = parse_threshold(config["PRISM_AGREEMENT_THRESHOLD"])
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from None
+    if config.get("PRISM_AGREEMENT_MODEL"):
+        raise RuntimeError(
+            "PRISM_AGREEMENT_MODEL: no CLIP-style agreement backend is implemented yet; leave it unset to "
+            "compare the image's caption and text with the sentence-embedding model."
         )

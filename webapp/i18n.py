@@ -60,13 +60,19 @@ KIND_NAMES = {
     "category": _l("Category"),
     "reply": _l("Reply draft"),
     "grade": _l("Grade"),
+    "fusion": _l("Overall sentiment (text and image)"),
+    "agreement": _l("Image matches the text"),
 }
+AGREEMENT_NAMES = {"matches": _l("Matches"), "mismatch": _l("Does not match")}
+FUSION_PART_NAMES = {"text": _l("Text"), "caption": _l("Image caption"), "ocr": _l("Text in the image")}
 NAMES = {
     "sentiment": SENTIMENT_NAMES,
     "band": BAND_NAMES,
     "review": REVIEW_NAMES,
     "status": STATUS_NAMES,
     "kind": KIND_NAMES,
+    "agreement": AGREEMENT_NAMES,
+    "fusion_part": FUSION_PART_NAMES,
     "role": ROLE_NAMES,
     "model": MODEL_NAMES,
     "state": STATE_NAMES,

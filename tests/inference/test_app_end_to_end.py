@@ -57,8 +57,8 @@ def test_form_submission_captions_and_classifies_with_local_models(real_app, sen
     assert all(f"<code>{precision}</code>" in page for precision in _expected_precisions(real_app))
     health = client.get("/healthz").get_json()
     states = {model["kind"]: model["state"] for model in health["models"]}
-    # A homework photo is read by OCR; no category is asked of education, so no embedding model loads.
-    assert states == {"caption": "ready", "sentiment": "ready", "ocr": "ready", "embedding": "not_loaded"}
+    # A homework photo is read by OCR; the embedding model compares the reflection with the photo.
+    assert states == {"caption": "ready", "sentiment": "ready", "ocr": "ready", "embedding": "ready"}
 
 
 def test_api_predict_with_local_models(real_app, sentiment3_dir):
@@ -76,7 +76,11 @@ def test_api_predict_with_local_models(real_app, sentiment3_dir):
     body = response.get_json()
     assert body["status"] == "done"
     by_kind = {prediction["kind"]: prediction for prediction in body["predictions"]}
-    assert list(by_kind) == ["ocr", "caption", "sentiment", "category", "reply"]
+    assert list(by_kind) == ["ocr", "caption", "sentiment", "category", "reply", "fusion", "agreement"]
+    fusion, agreement = by_kind["fusion"], by_kind["agreement"]
+    assert fusion["model"] == sentiment3_dir.name and set(fusion["output"]["parts"]) >= {"text", "caption"}
+    assert abs(sum(fusion["output"]["scores"].values()) - 1.0) < 1e-3
+    assert -1.0 <= agreement["output"]["similarity"] <= 1.0 and agreement["value"] in {"matches", "mismatch"}
     caption, sentiment, category = by_kind["caption"], by_kind["sentiment"], by_kind["category"]
     assert category["model"] == real_app.config["PRISM_EMBEDDING_MODEL"].rsplit("/", 1)[-1]
     assert body["values"]["category"] in category["output"]["scores"] and by_kind["reply"]["output"]["text"]

@@ -127,8 +127,8 @@ def test_killed_worker_loses_no_job_and_duplicates_nothing(env_app, tmp_path):
                 db.select(Prediction.analysis_id, db.func.count(Prediction.id)).group_by(Prediction.analysis_id)
             ).all()
         )
-        # ocr, caption, sentiment, category and reply: each exactly once
-        assert per_item == {analysis_id: 5 for analysis_id in ids}, log.read_text()[-3000:]
+        # ocr, caption, sentiment, category, reply, fusion and agreement: each exactly once
+        assert per_item == {analysis_id: 7 for analysis_id in ids}, log.read_text()[-3000:]
         resumed = [a for a in db.session.scalars(db.select(Analysis)) if a.attempts > 1]
         assert resumed, "the item the killed worker held should have been claimed a second time"
         assert all(a.error is None for a in db.session.scalars(db.select(Analysis)))
@@ -160,7 +160,15 @@ def test_redis_queue_runs_jobs_in_separate_worker_processes(env_app, tmp_path, r
         assert all(_statuses(app)[i] in ("pending", "running", "done") for i in ids)
         _wait_until(lambda: all(_statuses(app)[i] == "done" for i in ids), 60, "the Redis workers")
         body = client.get(f"/api/v1/analyses/{ids[0]}", headers=headers).json
-        assert {p["kind"] for p in body["predictions"]} == {"ocr", "caption", "sentiment", "category", "reply"}
+        assert {p["kind"] for p in body["predictions"]} == {
+            "ocr",
+            "caption",
+            "sentiment",
+            "category",
+            "reply",
+            "fusion",
+            "agreement",
+        }
         assert body["values"]["sentiment"] == "positive"
     finally:
         for worker in workers:

@@ -45,9 +45,10 @@ def test_submission_is_pending_until_its_job_runs(app, alice):
     analysis_id = _pending(app, alice, text="great service", image=png_bytes())
     assert _state(app, analysis_id) == ("pending", [], 0)
     with app.app_context():
-        assert db.session.get(Analysis, analysis_id).tasks == ["ocr", "caption", "sentiment", "category", "reply"]
+        tasks = ["ocr", "caption", "sentiment", "category", "reply", "fusion", "agreement"]
+        assert db.session.get(Analysis, analysis_id).tasks == tasks
         assert run(analysis_id) == "done"
-    assert _state(app, analysis_id) == ("done", ["caption", "category", "ocr", "reply", "sentiment"], 1)
+    assert _state(app, analysis_id) == ("done", sorted(tasks), 1)
 
 
 def test_running_a_job_twice_adds_nothing(app, alice):
@@ -56,8 +57,8 @@ def test_running_a_job_twice_adds_nothing(app, alice):
     with app.app_context():
         assert run(analysis_id) == "done"
         assert run(analysis_id) == "skipped"
-        # ocr, caption, sentiment, category, reply: one each
-        assert db.session.scalar(db.select(db.func.count(Prediction.id))) == 5
+        # ocr, caption, sentiment, category, reply, fusion, agreement: one each
+        assert db.session.scalar(db.select(db.func.count(Prediction.id))) == 7
 
 
 def test_rerun_after_a_crash_only_adds_what_is_missing(app, alice):
@@ -82,7 +83,8 @@ def test_rerun_after_a_crash_only_adds_what_is_missing(app, alice):
         assert run(analysis_id) == "done"
         analysis = db.session.get(Analysis, analysis_id)
         assert {kind: analysis.prediction(kind).id for kind in ("ocr", "caption")} == stored_ids
-        assert sorted(p.kind for p in analysis.predictions) == ["caption", "category", "ocr", "reply", "sentiment"]
+        kinds = ["agreement", "caption", "category", "fusion", "ocr", "reply", "sentiment"]
+        assert sorted(p.kind for p in analysis.predictions) == kinds
         # the resumed job reads what the first attempt stored (the screenshot's text): the same outcome
         assert {kind: analysis.prediction(kind).value for kind in ("category", "reply")} == drafted
 

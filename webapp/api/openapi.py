@@ -134,7 +134,17 @@ SCHEMAS: dict[str, Any] = {
             "id": _ID,
             "kind": {
                 "type": "string",
-                "examples": ["caption", "sentiment", "ocr", "category", "reply", "grade", "explanation"],
+                "examples": [
+                    "caption",
+                    "sentiment",
+                    "ocr",
+                    "category",
+                    "reply",
+                    "grade",
+                    "fusion",
+                    "agreement",
+                    "explanation",
+                ],
             },
             "model": {"type": "string", "description": "The model's hub id or local name."},
             "revision": _nullable("string"),

@@ -25,10 +25,10 @@ from PIL import Image
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .. import explaining, service_desk
+from .. import explaining, fusion, service_desk
 from ..extensions import db
 from ..inference import ModelService, ModelUnavailable, get_model_service
-from ..models import DONE, FAILED, PENDING, RUNNING, Analysis, Prediction, utcnow
+from ..models import DONE, FAILED, PENDING, RUNNING, Analysis, Assignment, Prediction, Submission, utcnow
 from ..storage import ObjectMissing, get_storage
 from ..uploads import decode_rgb, image_key
 from . import enqueue_analyses
@@ -71,12 +71,24 @@ class JobInputs:
     def stored_value(self, kind: str) -> Any:
         """The value that counts of this analysis's ``kind`` prediction (made earlier in this job, or
         by an earlier attempt), or None. Ends its transaction: a model call follows."""
+        return self._stored(kind, lambda prediction: prediction.value)
+
+    def stored_output(self, kind: str) -> dict[str, Any] | None:
+        """The model's ``output`` of this analysis's ``kind`` prediction, or None (as ``stored_value``)."""
+        return self._stored(kind, lambda prediction: dict(prediction.output))
+
+    def _stored(self, kind: str, read: Callable[[Prediction], Any]) -> Any:
         prediction = db.session.scalar(
             select(Prediction).where(Prediction.analysis_id == self.analysis_id, Prediction.kind == kind)
         )
-        value = prediction.value if prediction is not None else None
+        value = read(prediction) if prediction is not None else None
         db.session.rollback()
         return value
+
+    @cached_property
+    def image_words(self) -> str:
+        """What the image says in words: its caption and the text read from it."""
+        return "\n".join(part for part in (self.stored_value("caption"), self.stored_value("ocr")) if part)
 
     @cached_property
     def message(self) -> str:
@@ -101,9 +113,18 @@ RUNNERS: dict[str, Callable[[ModelService, JobInputs], Any]] = {
     "category": lambda service, inputs: service_desk.categorize(service, inputs.message),
     "reply": lambda service, inputs: _draft(service, inputs),
     "explanation": explaining.explain,  # asked for later, on an existing record (explaining.py)
+    "fusion": lambda service, inputs: _fuse(service, inputs),
+    "agreement": lambda service, inputs: _agree(service, inputs),
 }
 # The model each kind needs loaded (a reply draft needs one only with PRISM_REPLY_MODEL: ``_model_of``).
-MODEL_OF_KIND = {"caption": "caption", "sentiment": "sentiment", "ocr": "ocr", "category": "embedding"}
+MODEL_OF_KIND = {
+    "caption": "caption",
+    "sentiment": "sentiment",
+    "ocr": "ocr",
+    "category": "embedding",
+    "fusion": "sentiment",
+    "agreement": "embedding",
+}
 
 
 def _draft(service: ModelService, inputs: JobInputs):
@@ -115,6 +136,35 @@ def _draft(service: ModelService, inputs: JobInputs):
         service=service,
         message=message,
     )
+
+
+def _fuse(service: ModelService, inputs: JobInputs):
+    """The text's stored sentiment fused with its image's caption and OCR text (only typed text: the
+    sentiment of a text read from the image would count the OCR part twice)."""
+    if not inputs.text:
+        return None
+    return fusion.late_fusion(
+        service,
+        inputs.stored_output("sentiment"),
+        {"text": inputs.text, "caption": inputs.stored_value("caption"), "ocr": inputs.stored_value("ocr")},
+        current_app.config["PRISM_FUSION_WEIGHTS"],
+    )
+
+
+def _agree(service: ModelService, inputs: JobInputs):
+    """The image's words compared with its assignment (a homework photo) or else the record's text."""
+    reference, source = inputs.text or "", "text"
+    if inputs.scenario == "education":
+        row = db.session.execute(
+            select(Assignment.title, Assignment.reference_text)
+            .join(Submission, Submission.assignment_id == Assignment.id)
+            .where(Submission.analysis_id == inputs.analysis_id)
+        ).one_or_none()
+        db.session.rollback()
+        if row is not None:
+            reference, source = "\n".join(part for part in (row.title, row.reference_text) if part), "assignment"
+    threshold = current_app.config["PRISM_AGREEMENT_THRESHOLD"]
+    return fusion.agreement(service, reference, inputs.image_words, threshold, source=source)
 
 
 def _models_needed(service: ModelService, kinds: tuple[str, ...]) -> list[str]:

@@ -9,6 +9,7 @@ from .audit import AuditEvent
 from .base import count, utcnow
 from .education import Assignment, GradePrediction, Rubric, RubricCriterion, Submission
 from .explanation import ExplanationPrediction
+from .fusion import AgreementPrediction, FusionPrediction
 from .prediction import (
     BANDS,
     DECISIONS,
@@ -43,6 +44,7 @@ __all__ = [
     "SENTIMENT_LABELS",
     "UNREVIEWED",
     "STATUSES",
+    "AgreementPrediction",
     "Analysis",
     "ApiToken",
     "Assignment",
@@ -59,6 +61,7 @@ __all__ = [
     "ConfidencePolicy",
     "CorrectionError",
     "ExplanationPrediction",
+    "FusionPrediction",
     "GradePrediction",
     "Prediction",
     "Review",

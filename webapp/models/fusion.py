@@ -1,0 +1,114 @@
+"""The two multimodal kinds of prediction: a late-fused sentiment and an image-text agreement flag.
+
+Both are computed by the analysis job from what the other kinds stored (``webapp.fusion``) and are
+reviewed like any label-valued kind: a reviewer accepts, corrects (another label) or rejects them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from flask_babel import lazy_gettext as _l
+
+from .prediction import SENTIMENT_LABELS, CorrectionError, Prediction
+
+AGREEMENT_LABELS = ("matches", "mismatch")
+
+
+class FusionPrediction(Prediction):
+    """The record's overall sentiment from its text and its image. ``output``: ``label``, ``scores`` (fused,
+    per level), ``parts`` ({part: {text, label, scores, weight}}, the weights renormalised over the parts
+    present) and ``configured`` (PRISM_FUSION_WEIGHTS as set)."""
+
+    KIND = "fusion"
+    HAS_CLASSES = True
+    __mapper_args__: ClassVar[dict[str, Any]] = {"polymorphic_identity": "fusion"}
+
+    @classmethod
+    def from_result(cls, result: Any) -> FusionPrediction:
+        return cls(
+            **cls.provenance(result),
+            **cls.classification(result),
+            output={
+                "label": result.label,
+                "scores": {level: round(score, 4) for level, score in result.scores.items()},
+                "parts": result.parts,
+                "configured": result.configured,
+            },
+        )
+
+    @property
+    def ai_value(self) -> str:
+        return self.output["label"]
+
+    @property
+    def scores(self) -> dict[str, float]:
+        return self.output.get("scores") or {}
+
+    @property
+    def parts(self) -> dict[str, dict[str, Any]]:
+        return self.output.get("parts") or {}
+
+    @classmethod
+    def parse_correction(cls, raw: Any) -> str:
+        if raw not in SENTIMENT_LABELS:
+            labels = ", ".join(SENTIMENT_LABELS)
+            raise CorrectionError(_l("A corrected sentiment is one of: %(labels)s.", labels=labels))
+        return raw
+
+    @classmethod
+    def csv_columns(cls) -> tuple[str, ...]:
+        return tuple(f"fused_{label}" for label in SENTIMENT_LABELS)
+
+    def csv_extra(self) -> tuple[Any, ...]:
+        return tuple(self.scores.get(label) for label in SENTIMENT_LABELS)
+
+
+class AgreementPrediction(Prediction):
+    """Whether the image matches the text: ``matches`` or ``mismatch``. ``output``: ``label``,
+    ``similarity`` (cosine), ``threshold``, ``flagged`` (similarity below threshold), ``texts``
+    ({text, image}: what was compared) and ``reference`` ("text", or "assignment" for homework).
+    No confidence: a similarity is not a probability."""
+
+    KIND = "agreement"
+    HAS_CLASSES = True
+    __mapper_args__: ClassVar[dict[str, Any]] = {"polymorphic_identity": "agreement"}
+
+    @classmethod
+    def from_result(cls, result: Any) -> AgreementPrediction:
+        return cls(
+            **cls.provenance(result),
+            final_label=result.label,
+            output={
+                "label": result.label,
+                "similarity": round(result.similarity, 4),
+                "threshold": result.threshold,
+                "flagged": result.flagged,
+                "texts": result.texts,
+                "reference": result.reference,
+            },
+        )
+
+    @property
+    def ai_value(self) -> str:
+        return self.output["label"]
+
+    @property
+    def flagged(self) -> bool:
+        """Whether the value that counts says the image does not match (a rejected flag does not)."""
+        return self.value == "mismatch"
+
+    @classmethod
+    def parse_correction(cls, raw: Any) -> str:
+        if raw not in AGREEMENT_LABELS:
+            raise CorrectionError(
+                _l("A corrected agreement is one of: %(labels)s.", labels=", ".join(AGREEMENT_LABELS))
+            )
+        return raw
+
+    @classmethod
+    def csv_columns(cls) -> tuple[str, ...]:
+        return ("agreement_similarity",)
+
+    def csv_extra(self) -> tuple[Any, ...]:
+        return (self.output.get("similarity"),)
