@@ -233,7 +233,8 @@ def test_while_computing_the_pages_show_the_job_status(app, alice, record):
     assert f'data-poll="/history/{record}/status"' in page
     assert "The explanation is being computed" in page
     assert f'action="/history/{record}/explain"' not in page
-    assert alice.get(f"/history/{record}/status").json["progress"]["total"] == 6
+    # caption, sentiment, category, reply, fusion, agreement and OCR are done; the explanation is the 8th
+    assert alice.get(f"/history/{record}/status").json["progress"]["total"] == 8
 
 
 def test_grading_page_shows_progress_while_computing(app, teacher, homework):  # noqa: F811

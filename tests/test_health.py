@@ -31,7 +31,8 @@ def test_healthz_reports_database_and_unloaded_models(app, client):
 
 def test_healthz_reports_models_ready_after_an_analysis(app):
     """After an image+text analysis with the fake backend the models it used are ready, with their ids;
-    the others stay unloaded. (In education: OCR and caption on the photo, sentiment on the text.)"""
+    the others stay unloaded. (In education: OCR and caption on the photo, sentiment on the text, and the
+    embedding model for the image-text agreement.)"""
     teacher = client_for(app, "tina", role="teacher")
     assert submit(teacher, scenario="education", text="great", image=png_bytes()).status_code == 302
     response = app.test_client().get("/healthz")
@@ -39,10 +40,10 @@ def test_healthz_reports_models_ready_after_an_analysis(app):
         "caption": "ready",
         "sentiment": "ready",
         "ocr": "ready",
-        "embedding": "not_loaded",
+        "embedding": "ready",
     }
     loaded = {m["model_id"] for m in response.json["models"] if m["model_id"]}
-    assert loaded == {"prism/fake-caption", "prism/fake-sentiment", "prism/fake-ocr"}
+    assert loaded == {"prism/fake-caption", "prism/fake-sentiment", "prism/fake-ocr", "prism/fake-embedding"}
 
 
 def test_healthz_contains_no_secrets_or_paths(app, client, tmp_path):

@@ -118,8 +118,9 @@ def test_downgrade_with_data_then_upgrade_again(app):
     with app.app_context():
         downgrade(directory=directory, revision="0004")
         kinds = db.session.execute(text("SELECT kind, count(*) FROM prediction GROUP BY kind ORDER BY kind")).all()
-        # The OCR, category, reply and grade rows went with the 0006 and 0007 downgrades.
-        assert [tuple(row) for row in kinds] == [("caption", 2), ("sentiment", 2)]
+        # The OCR, category, reply and grade rows went with the 0006 and 0007 downgrades; fusion and
+        # agreement rows need no schema of their own, so they stay.
+        assert [tuple(row) for row in kinds] == [("agreement", 2), ("caption", 2), ("fusion", 1), ("sentiment", 2)]
         # The sentiment correction survives; the reply's and the grade's reviews went with their rows.
         assert db.session.execute(text("SELECT decision, value FROM review")).all()[0][0] == "correct"
         assert db.session.scalar(text("SELECT count(*) FROM review")) == 1
@@ -127,7 +128,8 @@ def test_downgrade_with_data_then_upgrade_again(app):
         upgrade(directory=directory)
         sentiment = db.session.get(Analysis, service_id).prediction("sentiment")
         assert (sentiment.value, sentiment.review_state) == ("neutral", "corrected")
-        assert db.session.scalar(db.select(db.func.count(Prediction.id))) == 4  # two captions, two sentiments
+        # two captions, two sentiments, two agreements, one fusion
+        assert db.session.scalar(db.select(db.func.count(Prediction.id))) == 7
 
 
 def test_a_deleted_predictions_id_is_not_given_again_after_the_upgrade(app):

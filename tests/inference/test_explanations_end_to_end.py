@@ -12,7 +12,7 @@ from webapp.extensions import db
 from webapp.models import Analysis
 
 
-def test_explain_a_real_record_with_tiny_models(tmp_path, vit_gpt2_dir, sentiment3_dir):
+def test_explain_a_real_record_with_tiny_models(tmp_path, vit_gpt2_dir, sentiment3_dir, tiny_embedding_dir):
     """A service-desk record explained by the tiny ViT-GPT2 and DistilBERT: per-word maps of the stored
     caption on the model's patch grid, complete attributions, an overlay at the image's size."""
     app = make_app(
@@ -20,6 +20,7 @@ def test_explain_a_real_record_with_tiny_models(tmp_path, vit_gpt2_dir, sentimen
         PRISM_MODEL_BACKEND="transformers",
         PRISM_CAPTION_MODEL=str(vit_gpt2_dir),
         PRISM_SENTIMENT_MODEL=str(sentiment3_dir),
+        PRISM_EMBEDDING_MODEL=str(tiny_embedding_dir),  # image-text agreement, computed with the record
         PRISM_MODEL_OFFLINE=True,
         PRISM_CAPTION_NUM_BEAMS=2,
         PRISM_CAPTION_MAX_NEW_TOKENS=6,
