@@ -10,18 +10,19 @@ from typing import Any, ClassVar
 
 from flask_babel import lazy_gettext as _l
 
-from .prediction import SENTIMENT_LABELS, CorrectionError, Prediction
+from .prediction import CorrectionError, Prediction, ThreeLevelSentiment
 
 AGREEMENT_LABELS = ("matches", "mismatch")
 
 
-class FusionPrediction(Prediction):
+class FusionPrediction(ThreeLevelSentiment, Prediction):
     """The record's overall sentiment from its text and its image. ``output``: ``label``, ``scores`` (fused,
     per level), ``parts`` ({part: {text, label, scores, weight}}, the weights renormalised over the parts
     present) and ``configured`` (PRISM_FUSION_WEIGHTS as set)."""
 
     KIND = "fusion"
     HAS_CLASSES = True
+    CSV_SCORE_PREFIX = "fused"
     __mapper_args__: ClassVar[dict[str, Any]] = {"polymorphic_identity": "fusion"}
 
     @classmethod
@@ -38,30 +39,8 @@ class FusionPrediction(Prediction):
         )
 
     @property
-    def ai_value(self) -> str:
-        return self.output["label"]
-
-    @property
-    def scores(self) -> dict[str, float]:
-        return self.output.get("scores") or {}
-
-    @property
     def parts(self) -> dict[str, dict[str, Any]]:
         return self.output.get("parts") or {}
-
-    @classmethod
-    def parse_correction(cls, raw: Any) -> str:
-        if raw not in SENTIMENT_LABELS:
-            labels = ", ".join(SENTIMENT_LABELS)
-            raise CorrectionError(_l("A corrected sentiment is one of: %(labels)s.", labels=labels))
-        return raw
-
-    @classmethod
-    def csv_columns(cls) -> tuple[str, ...]:
-        return tuple(f"fused_{label}" for label in SENTIMENT_LABELS)
-
-    def csv_extra(self) -> tuple[Any, ...]:
-        return tuple(self.scores.get(label) for label in SENTIMENT_LABELS)
 
 
 class AgreementPrediction(Prediction):

@@ -322,7 +322,37 @@ class CaptionPrediction(TextValue, Prediction):
         return cls(**cls.provenance(result), output={"text": result.text})
 
 
-class SentimentPrediction(Prediction):
+class ThreeLevelSentiment:
+    """What a sentiment-valued kind shares (a model's sentiment, a fused one): ``output`` holds ``label``
+    and ``scores`` per level; corrections are one of the three levels; CSV gets one column per level."""
+
+    CSV_SCORE_PREFIX: ClassVar[str] = "score"
+    output: dict[str, Any]
+
+    @property
+    def ai_value(self) -> str:
+        return self.output["label"]
+
+    @property
+    def scores(self) -> dict[str, float]:
+        return self.output.get("scores") or {}
+
+    @classmethod
+    def parse_correction(cls, raw: Any) -> str:
+        if raw not in SENTIMENT_LABELS:
+            labels = ", ".join(SENTIMENT_LABELS)
+            raise CorrectionError(_l("A corrected sentiment is one of: %(labels)s.", labels=labels))
+        return raw
+
+    @classmethod
+    def csv_columns(cls) -> tuple[str, ...]:
+        return tuple(f"{cls.CSV_SCORE_PREFIX}_{label}" for label in SENTIMENT_LABELS)
+
+    def csv_extra(self) -> tuple[Any, ...]:
+        return tuple(self.scores.get(label) for label in SENTIMENT_LABELS)
+
+
+class SentimentPrediction(ThreeLevelSentiment, Prediction):
     """A sentiment. ``output``: ``label``, ``scores`` (normalised classes), ``raw_scores`` (the model's own),
     and ``text_source`` "image" when it scored the text read from the image (absent: the typed text)."""
 
@@ -343,15 +373,7 @@ class SentimentPrediction(Prediction):
             },
         )
 
-    @property
-    def ai_value(self) -> str:
-        return self.output["label"]
-
-    label = ai_value  # the model's class, by its usual name
-
-    @property
-    def scores(self) -> dict[str, float]:
-        return self.output.get("scores") or {}
+    label = ThreeLevelSentiment.ai_value  # the model's class, by its usual name
 
     @property
     def raw_scores(self) -> dict[str, float]:
@@ -364,20 +386,6 @@ class SentimentPrediction(Prediction):
 
     def mark_read_from_image(self) -> None:
         self.output = {**self.output, "text_source": "image"}
-
-    @classmethod
-    def parse_correction(cls, raw: Any) -> str:
-        if raw not in SENTIMENT_LABELS:
-            labels = ", ".join(SENTIMENT_LABELS)
-            raise CorrectionError(_l("A corrected sentiment is one of: %(labels)s.", labels=labels))
-        return raw
-
-    @classmethod
-    def csv_columns(cls) -> tuple[str, ...]:
-        return tuple(f"score_{label}" for label in SENTIMENT_LABELS)
-
-    def csv_extra(self) -> tuple[Any, ...]:
-        return tuple(self.scores.get(label) for label in SENTIMENT_LABELS)
 
 
 class Review(db.Model):
