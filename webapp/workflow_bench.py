@@ -212,13 +212,9 @@ def _throughput(call, items: list, clients: int) -> float:
     return len(items) / (time.perf_counter() - started)
 
 
-BENCH_ASSIGNMENT = "Homework 3: add the fractions 1/2 + 1/4"  # what a homework photo is compared with
-
-
 def _single_item_ms(service, samples) -> dict[str, float]:
     """The median ms of each kind a homework photo gets (``SCENARIO_PAGES``), one call at a time on a
-    warm service: OCR, caption, the sentiment of the text OCR read, and the agreement of that text with
-    an assignment (one embedding request of two texts, as ``fusion.agreement`` makes)."""
+    warm service: OCR, caption, and the sentiment of the text OCR read."""
     from .scenarios import SCENARIO_PAGES
 
     kinds = SCENARIO_PAGES["education"].tasks_for(has_image=True, has_text=False)
@@ -227,9 +223,8 @@ def _single_item_ms(service, samples) -> dict[str, float]:
         "ocr": service.ocr,
         "caption": service.caption,
         "sentiment": lambda image: service.sentiment(read[id(image)]),
-        "agreement": lambda image: service.embed((BENCH_ASSIGNMENT, read[id(image)] or "-")),
     }
-    calls["caption"](samples[0]), calls["sentiment"](samples[0]), calls["agreement"](samples[0])  # warm-up calls
+    calls["caption"](samples[0]), calls["sentiment"](samples[0])  # warm-up calls
     timed: dict[str, list[float]] = {kind: [] for kind in kinds}
     for image in samples:
         for kind in kinds:

@@ -38,6 +38,7 @@ from ..reviews import record_review
 from ..uploads import display_filename
 
 SCENARIO = "education"
+AGREEMENT = "agreement"  # the prediction kind comparing a photo with its assignment (webapp.fusion)
 # Audit action of an admin reading a teacher's rubrics, assignments, grades or exports.
 VIEWED_BY_OTHER = audit.EDUCATION_VIEWED_BY_OTHER
 MAX_STUDENT_NAME_CHARS = 120
@@ -79,6 +80,8 @@ def add_submissions(
         if analysis.image_sha256 is None:
             refused.append(analysis)
         else:
+            if AGREEMENT not in analysis.tasks:  # the photo is compared with its assignment (jobs.runner)
+                analysis.tasks = [*analysis.tasks, AGREEMENT]
             db.session.add(
                 Submission(assignment_id=assignment.id, analysis=analysis, student_name=student_name_from(filename))
             )

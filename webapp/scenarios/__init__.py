@@ -36,11 +36,9 @@ class Scenario:
     # Text kinds that, when nothing was typed, read the text OCR found on the image instead (a
     # reflection handwritten on a homework page). They run after the image kinds, which include OCR.
     image_text_tasks: tuple[str, ...] = ()
-    # Kinds that combine the image and the text (webapp/fusion.py), run last: ``multimodal_tasks`` when
-    # both were given, ``image_multimodal_tasks`` on an image alone. A kind that finds nothing to combine
-    # at run time (no assignment to compare a homework photo with) drops out of the job's tasks.
+    # Kinds that combine the image and the text (webapp/fusion.py), run last when both were given (a
+    # homework photo handed in for an assignment is compared with the assignment: webapp.education).
     multimodal_tasks: tuple[str, ...] = ()
-    image_multimodal_tasks: tuple[str, ...] = ()
     # Review policy: whether every AI result waits for a human decision before it counts as final.
     review_required: bool = False
     # What the file chooser offers (the server checks the bytes whatever the browser sends).
@@ -58,8 +56,8 @@ class Scenario:
         """The prediction kinds a submission with these inputs gets, in the order they run."""
         text_tasks = self.text_tasks if has_text else self.image_text_tasks if has_image else ()
         tasks = [*(self.image_tasks if has_image else ()), *text_tasks]
-        multimodal = self.multimodal_tasks if has_text else self.image_multimodal_tasks
-        return [*tasks, *self.after_tasks, *(multimodal if has_image else ())] if tasks else []
+        multimodal = self.multimodal_tasks if has_image and has_text else ()
+        return [*tasks, *self.after_tasks, *multimodal] if tasks else []
 
     @property
     def analyses_text(self) -> bool:
@@ -112,9 +110,7 @@ SCENARIO_PAGES = {
         roles=frozenset({"teacher"}),
         image_tasks=("ocr", "caption"),
         image_text_tasks=("sentiment",),
-        # A photo handed in for an assignment is compared with the assignment (jobs.runner).
         multimodal_tasks=("fusion", "agreement"),
-        image_multimodal_tasks=("agreement",),
         review_required=True,
         camera=True,
     ),
