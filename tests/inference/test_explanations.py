@@ -210,18 +210,18 @@ def test_chinese_text_is_attributed_per_character_span(make_settings):
     assert [text[start:end] for start, end in fields["spans"]] == ["服", "务", "很", "好", "great"]
 
 
-def test_bf16_sentiment_explains_on_a_float32_copy(make_settings):
-    """A bf16 model is explained on a float32 copy made once, so completeness still holds."""
+def test_bf16_sentiment_is_explained_on_its_own_weights_with_completeness(make_settings):
+    """A bf16 model is explained on the weights that made the prediction (no float32 copy), with eager
+    attention for that pass only, and completeness still holds."""
     import torch
 
     model = _sentiment_model(make_settings, precision="bf16")
+    attention = model.model.config._attn_implementation
 
     fields = model.explain_sentiment("the food was great")
 
-    assert model._float32_copy is not None and model.model.dtype == torch.bfloat16
-    copy = model._float32_copy
-    model.explain_sentiment("it was fine")
-    assert model._float32_copy is copy
+    assert model._float32_copy is None and model.model.dtype == torch.bfloat16
+    assert model.model.config._attn_implementation == attention
     assert abs(fields["completeness_gap"]) <= 1e-2 * max(1.0, abs(fields["logit"] - fields["baseline_logit"]))
 
 
@@ -262,7 +262,10 @@ def test_explain_bench_reports_both_ratios_and_targets(make_settings, vit_gpt2_d
     assert result["caption"]["caption_tokens"] >= 1 and result["caption"]["ratio"] > 0
     assert 0 < result["sentiment"]["text_tokens"] <= explain_bench.TEXT_TOKENS and result["sentiment"]["steps"] == 32
     assert [found["goal"] for found in explain_bench.targets(result)] == ["<= 1.5", "<= 30"]
-    assert "caption heatmap" in explain_bench.format_table(result)
+    sentiment = result["sentiment"]
+    assert abs(sentiment["completeness_gap"]) <= 1e-2 * max(1.0, abs(sentiment["logit_difference"]))
+    table = explain_bench.format_table(result)
+    assert "caption heatmap" in table and f"completeness gap {sentiment['completeness_gap']:+.5f}" in table
 
 
 def test_explanation_failures_become_model_unavailable(fake_service, monkeypatch):

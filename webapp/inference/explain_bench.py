@@ -104,6 +104,7 @@ def _sentiment(settings: InferenceSettings, repeats: int, echo: Callable[[str], 
     text = text_of_tokens(model.tokenizer, TEXT_TOKENS)
     classify_ms = _median_ms(lambda: model.classify([text]), max(repeats, 10))
     attribution_ms = _median_ms(lambda: model.explain_sentiment(text), repeats)
+    explained = model.explain_sentiment(text)
     return {
         "model": settings.sentiment_model,
         "precision": model.precision,
@@ -112,6 +113,9 @@ def _sentiment(settings: InferenceSettings, repeats: int, echo: Callable[[str], 
         "classify_ms": classify_ms,
         "attribution_ms": attribution_ms,
         "ratio": attribution_ms / classify_ms,
+        # sum of attributions - (F(x) - F(x0)), and that difference: how exact the pass was
+        "completeness_gap": explained["completeness_gap"],
+        "logit_difference": explained["logit"] - explained["baseline_logit"],
     }
 
 
@@ -139,7 +143,9 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(
             f"  sentiment attributions ({sentiment['precision']}, {sentiment['text_tokens']} tokens, "
             f"{sentiment['steps']} steps): classify {sentiment['classify_ms']:.1f} ms, integrated gradients "
-            f"{sentiment['attribution_ms']:.1f} ms = {sentiment['ratio']:.1f}x (goal <= {ATTRIBUTION_GOAL:g}x)"
+            f"{sentiment['attribution_ms']:.1f} ms = {sentiment['ratio']:.1f}x (goal <= {ATTRIBUTION_GOAL:g}x); "
+            f"completeness gap {sentiment['completeness_gap']:+.5f} of a logit difference "
+            f"{sentiment['logit_difference']:+.5f}"
         )
     if len(lines) == 1:
         lines.append("  skipped: this run has no caption or sentiment model")

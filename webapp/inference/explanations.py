@@ -25,6 +25,9 @@ the midpoint rule over ``steps`` points a_k = (k + 1/2) / steps,
 
 all steps in one batched forward and backward (together with x and x0 themselves). Completeness says
 sum_i attr_i = F(x) - F(x0); ``completeness_gap`` reports the difference, which shrinks with more steps.
+The pass runs on the served weights (float32 or bf16) with eager attention: torch's CPU
+flash-attention backward took 40% of a bf16 pass and widened the completeness gap 16-fold on the
+bench's checkpoint (``webapp/inference/explain_bench.py`` reports both).
 
 Only this module, the ``*_backend`` modules and the decoders import torch; it is imported here inside
 the functions that need it, so ``overlay_png`` and ``word_groups`` stay importable from views.
@@ -171,8 +174,9 @@ def integrated_gradients(
     max_length: int,
     steps: int = IG_STEPS,
 ) -> dict:
-    """``SentimentExplanation``'s fields but ``text`` and the stamp, for a float32 sequence classifier
-    that takes ``inputs_embeds`` (see the module docstring). Runs on the inference thread."""
+    """``SentimentExplanation``'s fields but ``text`` and the stamp, for a float32 or bf16 sequence
+    classifier that takes ``inputs_embeds`` (see the module docstring). Runs on the inference thread,
+    the only one that touches the model: its attention implementation is eager for this pass only."""
     import torch
 
     encoded = tokenizer(
@@ -187,16 +191,22 @@ def integrated_gradients(
     special = torch.tensor(encoded["special_tokens_mask"], dtype=torch.bool, device=device)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     embeddings = model.get_input_embeddings()
-    with torch.inference_mode(False), torch.enable_grad():
-        x = embeddings(ids).detach()[0]  # [tokens, dim]
-        x0 = torch.where(special[:, None], x, embeddings.weight[pad_id].detach()[None, :])
-        alphas = (torch.arange(steps, device=device, dtype=x.dtype) + 0.5) / steps
-        path = x0[None] + alphas[:, None, None] * (x - x0)[None]  # [steps, tokens, dim]
-        batch = torch.cat([x[None], x0[None], path]).requires_grad_(True)
-        logits = model(inputs_embeds=batch, attention_mask=torch.ones(batch.shape[:2], device=device)).logits
-        label = int(logits[0].argmax())
-        (gradients,) = torch.autograd.grad(logits[2:, label].sum(), batch)
-    attributions = ((x - x0) * gradients[2:].mean(dim=0)).sum(dim=-1).detach()
+    previous_attention = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            x = embeddings(ids).detach()[0]  # [tokens, dim]
+            x0 = torch.where(special[:, None], x, embeddings.weight[pad_id].detach()[None, :])
+            alphas = (torch.arange(steps, device=device, dtype=torch.float32) + 0.5) / steps
+            path = x0.float()[None] + alphas[:, None, None] * (x - x0).float()[None]  # [steps, tokens, dim]
+            batch = torch.cat([x[None], x0[None], path.to(x.dtype)]).requires_grad_(True)
+            mask = torch.ones(batch.shape[:2], device=device)
+            logits = model(inputs_embeds=batch, attention_mask=mask).logits.float()
+            label = int(logits[0].argmax())
+            (gradients,) = torch.autograd.grad(logits[2:, label].sum(), batch)
+    finally:
+        model.set_attn_implementation(previous_attention)
+    attributions = ((x - x0).float() * gradients[2:].float().mean(dim=0)).sum(dim=-1).detach()
     logit, baseline_logit = float(logits[0, label].detach()), float(logits[1, label].detach())
     keep = [index for index, is_special in enumerate(encoded["special_tokens_mask"]) if not is_special]
     kept = [float(attributions[index]) for index in keep]
