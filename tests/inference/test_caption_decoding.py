@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from transformers.activations import GELUActivation
 
 from webapp.inference import caption_decoding, transformers_backend
 from webapp.inference.caption_decoding import DecodingRules, GPT2CaptionDecoder
@@ -211,6 +212,11 @@ def test_a_bf16_encoder_gets_prepacked_layers_with_the_same_outputs(make_setting
     plain = load_caption_model(make_settings(precision="bf16", fast_path="off"), _no_progress)
     assert any(isinstance(module, PackedLinearModule) for module in packed.model.encoder.modules())
     assert not any(isinstance(module, torch.nn.Linear) for module in packed.model.encoder.modules())
+    # Every GELU that followed a linear layer is fused into it (transformers' ViT blocks: fc1, then GELU).
+    assert not any(isinstance(module, GELUActivation) for module in packed.model.encoder.modules())
+    fused = [module for module in packed.model.encoder.modules() if isinstance(module, PackedLinearModule)]
+    gelu_layers = [module for module in fused if module.linear.activation == "gelu"]
+    assert len(gelu_layers) == packed.model.encoder.config.num_hidden_layers
     pixel_values = torch.from_numpy(np.stack([packed.prepare(image) for image in _noise_images(2)])).bfloat16()
     with torch.inference_mode():
         outputs = [model.model.encoder(pixel_values=pixel_values).last_hidden_state for model in (packed, plain)]
