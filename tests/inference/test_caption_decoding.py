@@ -10,11 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F  # noqa: N812
 from PIL import Image
 from transformers.activations import GELUActivation
 
 from webapp.inference import caption_decoding, transformers_backend
-from webapp.inference.caption_decoding import DecodingRules, GPT2CaptionDecoder
+from webapp.inference.caption_decoding import DecodingRules, GPT2CaptionDecoder, packed_vit_forward
 from webapp.inference.packed_linear import DynamicInt8Linear, PackedLinear, PackedLinearModule
 from webapp.inference.transformers_backend import load_caption_model
 
@@ -206,6 +207,18 @@ def test_prepacked_linear_layers_compute_what_f_linear_computes():
         torch.testing.assert_close(layer(inputs.to(dtype)), expected, atol=tolerance, rtol=tolerance or 1.6e-2)
 
 
+def test_prepacked_linear_plus_adds_the_residual_inside_the_product():
+    """``plus`` is ``layer(x) + residual`` (bf16: to one rounding; fp32 unpacked: exactly that sum)."""
+    weight, bias, inputs, residual = torch.randn(48, 32), torch.randn(48), torch.randn(5, 32), torch.randn(5, 48)
+    for dtype in (torch.float32, torch.bfloat16):
+        layer = PackedLinear(weight.to(dtype), bias.to(dtype))
+        expected = (F.linear(inputs, weight, bias) + residual).to(dtype)
+        found = layer.plus(inputs.to(dtype), residual.to(dtype))
+        torch.testing.assert_close(found.float(), expected.float(), atol=0.1, rtol=2e-2)
+    with pytest.raises(ValueError):
+        PackedLinear(weight, bias, "gelu").plus(inputs, residual)
+
+
 def test_a_bf16_encoder_gets_prepacked_layers_with_the_same_outputs(make_settings):
     """bf16 on the fast path: the encoder's linear layers are prepacked (GELU fused); outputs unchanged."""
     packed = load_caption_model(make_settings(precision="bf16"), _no_progress)
@@ -218,6 +231,10 @@ def test_a_bf16_encoder_gets_prepacked_layers_with_the_same_outputs(make_setting
     gelu_layers = [module for module in fused if module.linear.activation == "gelu"]
     assert len(gelu_layers) == packed.model.encoder.config.num_hidden_layers
     pixel_values = torch.from_numpy(np.stack([packed.prepare(image) for image in _noise_images(2)])).bfloat16()
+    assert packed.fast_decoder.packed_vit and not plain.fast_decoder
     with torch.inference_mode():
         outputs = [model.model.encoder(pixel_values=pixel_values).last_hidden_state for model in (packed, plain)]
+        # The decoder's own forward over the packed blocks (residual additions fused) computes the same.
+        outputs.append(packed_vit_forward(packed.model.encoder, pixel_values))
     torch.testing.assert_close(outputs[0], outputs[1], atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(outputs[2], outputs[1], atol=2e-2, rtol=2e-2)

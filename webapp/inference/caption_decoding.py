@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F  # noqa: N812 (the conventional name)
 
-from .packed_linear import DynamicInt8Linear, PackedLinear, is_quantised
+from .packed_linear import DynamicInt8Linear, PackedLinear, PackedLinearModule, is_quantised
 
 # generation_config fields this decoder implements; any other field set away from its default means
 # generate() would apply a processor or mode this module does not, so the checkpoint keeps generate().
@@ -175,6 +175,54 @@ def _norm(layer_norm: torch.nn.LayerNorm, dtype: torch.dtype) -> Callable[[torch
     )
 
 
+_VIT_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def is_packed_vit(encoder: Any) -> bool:
+    """A transformers ViT encoder whose linear layers ``pack_linear_layers`` prepacked (bf16, GELU fused
+    into ``fc1``), in the block layout ``packed_vit_forward`` mirrors."""
+
+    def packed(module: Any, activation: str = "none") -> bool:
+        return (
+            isinstance(module, PackedLinearModule)
+            and module.linear.packed is not None
+            and module.linear.activation == activation
+        )
+
+    layers = getattr(encoder, "layers", None)
+    return (
+        type(encoder).__name__ == "ViTModel"
+        and bool(layers)
+        and all(
+            all(packed(getattr(layer.attention, name, None)) for name in _VIT_PROJECTIONS)
+            and packed(getattr(getattr(layer, "mlp", None), "fc1", None), "gelu")
+            and packed(getattr(getattr(layer, "mlp", None), "fc2", None))
+            for layer in layers
+        )
+    )
+
+
+def packed_vit_forward(encoder: Any, pixel_values: torch.Tensor) -> torch.Tensor:
+    """``encoder(pixel_values).last_hidden_state`` for a packed ViT (``is_packed_vit``), with each
+    residual addition fused into the linear layer before it (oneDNN's binary add post-op): two fewer
+    passes over the hidden states per block. The same operations otherwise, in the same order."""
+    hidden = encoder.embeddings(pixel_values)
+    images, patches, width = hidden.shape
+    hidden = hidden.reshape(images * patches, width)
+    for layer in encoder.layers:
+        attention = layer.attention
+        heads, size = attention.config.num_attention_heads, attention.head_dim
+        normed = layer.layernorm_before(hidden)
+        query, key, value = (
+            getattr(attention, name).linear(normed).view(images, patches, heads, size).transpose(1, 2)
+            for name in _VIT_PROJECTIONS[:3]
+        )
+        mixed = F.scaled_dot_product_attention(query, key, value).transpose(1, 2).reshape(images * patches, width)
+        hidden = attention.o_proj.linear.plus(mixed, hidden)
+        hidden = layer.mlp.fc2.linear.plus(layer.mlp.fc1.linear(layer.layernorm_after(hidden)), hidden)
+    return encoder.layernorm(hidden).view(images, patches, width)
+
+
 @dataclass(eq=False)
 class _Layer:
     ln_1: Callable[[torch.Tensor], torch.Tensor]
@@ -229,6 +277,7 @@ class GPT2CaptionDecoder:
             )
             for block in gpt2.h
         ]
+        self.packed_vit = is_packed_vit(model.encoder)
         encoder_size = model.config.encoder.hidden_size
         self.project_encoder = (
             model.enc_to_dec_proj
@@ -240,7 +289,10 @@ class GPT2CaptionDecoder:
 
     def encode(self, pixel_values: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each layer's cross-attention keys and values, once per image: [images, heads, patches, head_size]."""
-        hidden = self.model.encoder(pixel_values=pixel_values).last_hidden_state
+        if self.packed_vit:
+            hidden = packed_vit_forward(self.model.encoder, pixel_values)
+        else:
+            hidden = self.model.encoder(pixel_values=pixel_values).last_hidden_state
         if self.project_encoder is not None:
             hidden = self.project_encoder(hidden)
         images, patches, _ = hidden.shape

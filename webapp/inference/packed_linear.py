@@ -50,6 +50,14 @@ class PackedLinear:
             return outputs
         return F.gelu(outputs, approximate="tanh" if self.activation == "gelu_tanh" else "none")
 
+    def plus(self, inputs: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """``self(inputs) + residual`` (no activation), the addition fused into the product when prepacked."""
+        if self.activation != "none":
+            raise ValueError("plus() is for a linear layer without activation")
+        if self.packed is not None:
+            return torch.ops.mkldnn._linear_pointwise.binary(inputs, residual, self.packed, self.bias, "add")
+        return F.linear(inputs, self.weight, self.bias) + residual
+
 
 class DynamicInt8Linear:
     """``activation(x @ W^T + b)`` with W in int8 (one scale per tensor) and x quantised per call.

@@ -464,9 +464,9 @@ def load_caption_model(settings: InferenceSettings, progress: ProgressCallback) 
             encoder_precision = "bf16" if cpu_has_native_bf16() else "fp32"
             placement = replace(resolve_placement(replace(settings, precision=encoder_precision)), precision="int8")
         model = _place(model, placement) if not int8_weights else model.to(dtype=placement.dtype)
-        fast_decoder = caption_decoding.GPT2CaptionDecoder(model, placement.dtype, int8_weights=int8_weights)
-        if placement.device.type == "cpu":
+        if placement.device.type == "cpu":  # before the decoder is built: it runs a packed ViT its own way
             packed_linear.pack_linear_layers(model.encoder)  # bf16 only; 12% faster ViT-base encoder here
+        fast_decoder = caption_decoding.GPT2CaptionDecoder(model, placement.dtype, int8_weights=int8_weights)
     else:
         model = _place(model, placement)
     return TransformersCaptionModel(
