@@ -20,6 +20,10 @@ from transformers import (
     BlipForConditionalGeneration,
     BlipImageProcessorPil,
     BlipProcessor,
+    CLIPConfig,
+    CLIPImageProcessorPil,
+    CLIPModel,
+    CLIPTokenizer,
     DistilBertConfig,
     DistilBertForSequenceClassification,
     DistilBertTokenizer,
@@ -255,4 +259,63 @@ def build_reply_writer(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+    return directory
+
+
+CLIP_MAX_POSITIONS = 16  # short, so a test can show a long text being cut to its start
+
+
+def _clip_tokenizer() -> CLIPTokenizer:
+    """A byte-level BPE with CLIP's ``</w>`` word ends and start/end tokens, trained on ``SENTENCES``."""
+    tokenizer = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Whitespace(), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|startoftext|>", "<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        end_of_word_suffix="</w>",
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(SENTENCES, trainer)
+    bpe = json.loads(tokenizer.to_str())["model"]
+    return CLIPTokenizer(
+        vocab=bpe["vocab"], merges=[tuple(pair) for pair in bpe["merges"]], model_max_length=CLIP_MAX_POSITIONS
+    )
+
+
+def build_clip(directory: Path) -> Path:
+    """A CLIPModel (text and vision towers of width 32, two layers, 32-pixel images in 8-pixel patches) with
+    a CLIP tokenizer and image processor, saved like openai/clip-vit-base-patch32."""
+    torch.manual_seed(3)
+    tokenizer = _clip_tokenizer()
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=CLIP_MAX_POSITIONS,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        projection_dim=32,
+    )
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=IMAGE_SIZE,
+        patch_size=8,
+        projection_dim=32,
+    )
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32))
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    CLIPImageProcessorPil(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    ).save_pretrained(directory)
     return directory
