@@ -6,10 +6,8 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 from PIL import Image
-from tiny_models import CLIP_MAX_POSITIONS, tiny_settings
-from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
+from tiny_models import CLIP_MAX_POSITIONS, clip_cosine, tiny_settings
 
 from webapp.fusion import cosine
 from webapp.inference.fake import FAKE_AGREEMENT_MAX_TOKENS
@@ -33,21 +31,6 @@ def clip_service(tmp_path, tiny_clip_dir):
     service.close()
 
 
-def _direct_cosine(directory, image: Image.Image, text: str) -> float:
-    """The cosine computed with transformers alone: CLIPModel's projected features, L2-normalised."""
-    model = CLIPModel.from_pretrained(directory, local_files_only=True, dtype=torch.float32).eval()
-    tokenizer = CLIPTokenizer.from_pretrained(directory, local_files_only=True)
-    processor = CLIPImageProcessorPil.from_pretrained(directory, local_files_only=True)
-    pixels = processor(images=[image], return_tensors="pt")["pixel_values"]
-    tokens = tokenizer([text], truncation=True, max_length=CLIP_MAX_POSITIONS, return_tensors="pt")
-    with torch.inference_mode():
-        image_features = model.get_image_features(pixel_values=pixels).pooler_output
-        text_features = model.get_text_features(**tokens).pooler_output
-    image_features = torch.nn.functional.normalize(image_features, dim=-1)
-    text_features = torch.nn.functional.normalize(text_features, dim=-1)
-    return float((image_features * text_features).sum())
-
-
 def test_tiny_clip_cosine_through_the_service_equals_the_models_own(clip_service, tiny_clip_dir):
     """The service's similarity is the cosine of CLIPModel's own image and text features; both vectors are unit."""
     image = Image.new("RGB", (48, 40), (200, 30, 30))
@@ -55,7 +38,7 @@ def test_tiny_clip_cosine_through_the_service_equals_the_models_own(clip_service
     result = clip_service.image_text_similarity(image, "a red car parked on the street")
 
     assert isinstance(result, ImageTextSimilarity)
-    assert result.similarity == pytest.approx(_direct_cosine(tiny_clip_dir, image, "a red car parked on the street"))
+    assert result.similarity == pytest.approx(clip_cosine(tiny_clip_dir, image, "a red car parked on the street"))
     assert _norm(result.image_vector) == pytest.approx(1.0) and _norm(result.text_vector) == pytest.approx(1.0)
     assert len(result.image_vector) == len(result.text_vector) == 32
     assert result.similarity == pytest.approx(cosine(result.image_vector, result.text_vector))
@@ -74,7 +57,7 @@ def test_a_text_longer_than_the_position_table_is_cut_to_its_start(tiny_clip_dir
 
     assert model.max_length == CLIP_MAX_POSITIONS
     assert row["text_tokens"] > row["max_text_tokens"] == CLIP_MAX_POSITIONS
-    assert row["similarity"] == pytest.approx(_direct_cosine(tiny_clip_dir, image, long_text), abs=1e-5)
+    assert row["similarity"] == pytest.approx(clip_cosine(tiny_clip_dir, image, long_text), abs=1e-5)
 
 
 def test_pairs_batched_together_get_the_similarity_they_get_alone(tiny_clip_dir):

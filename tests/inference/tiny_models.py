@@ -319,3 +319,19 @@ def build_clip(directory: Path) -> Path:
         size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
     ).save_pretrained(directory)
     return directory
+
+
+def clip_cosine(directory: Path, image, text: str) -> float:
+    """The cosine of ``image`` and ``text`` computed with transformers alone, as its docs show: CLIPModel's
+    projected features (``pooler_output`` of get_image_features / get_text_features), L2-normalised."""
+    model = CLIPModel.from_pretrained(directory, local_files_only=True, dtype=torch.float32).eval()
+    tokenizer = CLIPTokenizer.from_pretrained(directory, local_files_only=True)
+    processor = CLIPImageProcessorPil.from_pretrained(directory, local_files_only=True)
+    pixels = processor(images=[image.convert("RGB")], return_tensors="pt")["pixel_values"]
+    tokens = tokenizer([text], truncation=True, max_length=CLIP_MAX_POSITIONS, return_tensors="pt")
+    with torch.inference_mode():
+        image_features = model.get_image_features(pixel_values=pixels).pooler_output
+        text_features = model.get_text_features(**tokens).pooler_output
+    image_features = torch.nn.functional.normalize(image_features, dim=-1)
+    text_features = torch.nn.functional.normalize(text_features, dim=-1)
+    return float((image_features * text_features).sum())
