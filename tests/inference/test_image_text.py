@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from tiny_models import CLIP_MAX_POSITIONS, clip_cosine, tiny_settings
 
+from tests.conftest import make_app
 from webapp.fusion import cosine
 from webapp.inference.fake import FAKE_AGREEMENT_MAX_TOKENS
 from webapp.inference.service import ModelService
@@ -117,3 +118,18 @@ def test_the_fake_agreement_model_is_deterministic_and_names_colours(tmp_path):
     assert service.image_text_similarity(red, "a red screenshot").similarity == matching.similarity
     assert matching.model_id == "prism/fake-agreement" and long.truncated and not matching.truncated
     service.close()
+
+
+def test_models_check_smoke_tests_the_agreement_model_when_configured(tmp_path):
+    """`models check` loads and smoke-tests the joint model with the others; `models pull --only agreement`
+    says there is nothing to pull while PRISM_AGREEMENT_MODEL is unset."""
+    app = make_app(tmp_path, PRISM_AGREEMENT_MODEL="prism/fake-clip")
+    result = app.test_cli_runner().invoke(args=["models", "check", "--timeout", "30"])
+    assert result.exit_code == 0, result.output
+    assert "agreement: ready" in result.output and "agreement smoke test: 'a red square' 0." in result.output
+
+    (tmp_path / "plain").mkdir()
+    plain = make_app(tmp_path / "plain")
+    result = plain.test_cli_runner().invoke(args=["models", "pull", "--only", "agreement"])
+    assert result.exit_code == 0, result.output
+    assert "agreement: PRISM_AGREEMENT_MODEL is not set; nothing to pull" in result.output
