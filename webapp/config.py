@@ -138,8 +138,8 @@ def defaults(instance_path: str) -> dict[str, Any]:
         # only loosely matches even a related complaint (~0.2..0.4): 0.15 flags the clearly unrelated
         # without flagging every loose match.
         "PRISM_AGREEMENT_THRESHOLD": 0.15,
-        # Optional: a CLIP-style joint image-text model for agreement (hub id or directory of a CLIP,
-        # Chinese-CLIP or SigLIP checkpoint, e.g. openai/clip-vit-base-patch32): it compares the image
+        # Optional: a CLIP-style joint image-text model for agreement (hub id or directory of a CLIP or
+        # Chinese-CLIP checkpoint, e.g. openai/clip-vit-base-patch32): it compares the image
         # itself with the text. Unset, the image's caption and OCR text are compared with the text by the
         # embedding model (webapp/fusion.py).
         "PRISM_AGREEMENT_MODEL": None,

@@ -6,8 +6,10 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 from PIL import Image
 from tiny_models import CLIP_MAX_POSITIONS, clip_cosine, tiny_settings
+from transformers import BertTokenizer, ChineseCLIPImageProcessorPil, ChineseCLIPModel
 
 from tests.conftest import make_app
 from webapp.fusion import cosine
@@ -91,6 +93,26 @@ def test_the_agreement_slot_exists_only_when_configured_and_loads_once(tmp_path,
         clip_service.image_text_similarity(Image.new("RGB", (8, 8)), "a cat")
     assert clip_service.agreement_slot.load_count == 1
     assert clip_service.agreement_slot.status().state is ModelState.READY
+
+
+def test_a_chinese_clip_loads_the_same_way_and_gives_its_models_cosine(tiny_chinese_clip_dir):
+    """Chinese-CLIP (a BERT text tower with token type ids) loads through the same loader; the cosine is the
+    one ChineseCLIPModel's own projected features give."""
+    settings = tiny_settings(tiny_chinese_clip_dir.parent / "unused", agreement_model=str(tiny_chinese_clip_dir))
+    model = load_agreement_model(settings, _no_progress)
+    image, text = Image.new("RGB", (40, 30), (30, 200, 30)), "a dog running in the park"
+
+    [row] = model.similarity_prepared([(model.prepare(image), text)])
+
+    processor = ChineseCLIPImageProcessorPil.from_pretrained(tiny_chinese_clip_dir)
+    direct = ChineseCLIPModel.from_pretrained(tiny_chinese_clip_dir, dtype=torch.float32).eval()
+    tokens = BertTokenizer.from_pretrained(tiny_chinese_clip_dir)([text], return_tensors="pt")
+    with torch.inference_mode():
+        image_features = direct.get_image_features(**processor(images=[image], return_tensors="pt")).pooler_output
+        text_features = direct.get_text_features(**tokens).pooler_output
+    expected = torch.nn.functional.cosine_similarity(image_features, text_features).item()
+    assert row["similarity"] == pytest.approx(expected, abs=1e-5)
+    assert _norm(row["image_vector"]) == pytest.approx(1.0) and _norm(row["text_vector"]) == pytest.approx(1.0)
 
 
 def test_a_checkpoint_that_is_not_a_joint_model_is_refused(tmp_path, tiny_embedding_dir):

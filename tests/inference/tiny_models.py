@@ -20,6 +20,9 @@ from transformers import (
     BlipForConditionalGeneration,
     BlipImageProcessorPil,
     BlipProcessor,
+    ChineseCLIPConfig,
+    ChineseCLIPImageProcessorPil,
+    ChineseCLIPModel,
     CLIPConfig,
     CLIPImageProcessorPil,
     CLIPModel,
@@ -335,3 +338,36 @@ def clip_cosine(directory: Path, image, text: str) -> float:
     image_features = torch.nn.functional.normalize(image_features, dim=-1)
     text_features = torch.nn.functional.normalize(text_features, dim=-1)
     return float((image_features * text_features).sum())
+
+
+def build_chinese_clip(directory: Path) -> Path:
+    """A Chinese-CLIP (BERT text tower with token type ids, CLIP vision tower) with a BERT tokenizer, saved
+    like OFA-Sys/chinese-clip-vit-base-patch16: the second family the agreement loader accepts."""
+    torch.manual_seed(4)
+    tokenizer = BertTokenizer(vocab=_wordpiece_vocab([]), model_max_length=MAX_POSITIONS)
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=MAX_POSITIONS,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=IMAGE_SIZE,
+        patch_size=8,
+        projection_dim=32,
+    )
+    model = ChineseCLIPModel(ChineseCLIPConfig(text_config=text, vision_config=vision, projection_dim=32))
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    ChineseCLIPImageProcessorPil(
+        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    ).save_pretrained(directory)
+    return directory

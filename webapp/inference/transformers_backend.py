@@ -360,9 +360,11 @@ def _forward_in_length_buckets(
     return results  # type: ignore[return-value]
 
 
-# Joint image-text families that AutoModel loads with get_image_features / get_text_features, whose
-# AutoImageProcessor takes a plain image (SigLIP 2's NaFlex processor needs a patch mask: not listed).
-_JOINT_FAMILIES = {"clip", "chinese_clip", "siglip"}
+# Joint image-text families that AutoModel loads with get_image_features / get_text_features returning the
+# projected embedding as pooler_output, with a tokenizer the installed packages provide (tested on tiny
+# checkpoints). Not SigLIP: its tokenizer needs sentencepiece, which Prism does not install, its texts must be
+# padded to 64 tokens, and its sigmoid-trained cosines sit on yet another scale.
+_JOINT_FAMILIES = {"clip", "chinese_clip"}
 
 
 @dataclass(eq=False)
@@ -372,7 +374,7 @@ class TransformersImageTextModel(_Placed):
     ``similarity_prepared`` embeds each (image, text) pair with ``get_image_features`` and
     ``get_text_features`` (in transformers 5 both return an output object whose ``pooler_output`` is the
     projected embedding), scales both to unit length and returns their dot product, the cosine. A text
-    longer than ``max_length`` tokens (CLIP: 77, SigLIP: 64) is cut to its start by the tokenizer.
+    longer than ``max_length`` tokens (CLIP: 77) is cut to its start by the tokenizer.
     """
 
     model_id: str
@@ -382,7 +384,6 @@ class TransformersImageTextModel(_Placed):
     tokenizer: Any
     max_length: int
     placement: Placement
-    pad_to_max_length: bool = False  # SigLIP was trained on texts padded to max_length, and must see them so
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         """Pixel values in NumPy (request threads run no torch op: see TransformersCaptionModel.prepare)."""
@@ -393,11 +394,7 @@ class TransformersImageTextModel(_Placed):
         texts = [text for _pixels, text in batch]
         lengths = [len(ids) for ids in self.tokenizer(texts, verbose=False)["input_ids"]]
         encoded = self.tokenizer(
-            texts,
-            truncation=True,
-            max_length=self.max_length,
-            padding="max_length" if self.pad_to_max_length else True,
-            return_tensors="pt",
+            texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
         ).to(self.device)
         pixel_values = torch.from_numpy(np.stack([pixels for pixels, _text in batch]))
         with torch.inference_mode():
@@ -427,7 +424,7 @@ def _unit_features(output: Any) -> torch.Tensor:
 
 
 def load_agreement_model(settings: InferenceSettings, progress: ProgressCallback) -> TransformersImageTextModel:
-    """``PRISM_AGREEMENT_MODEL``: a CLIP, Chinese-CLIP or SigLIP checkpoint (hub id or directory, resolved
+    """``PRISM_AGREEMENT_MODEL``: a CLIP or Chinese-CLIP checkpoint (hub id or directory, resolved
     like the others), with its image processor and tokenizer."""
     ref = settings.agreement_model
     source, placement = _locate(ref, settings, progress)
@@ -449,7 +446,6 @@ def load_agreement_model(settings: InferenceSettings, progress: ProgressCallback
         tokenizer,
         _max_text_length(tokenizer, model.config.text_config),
         placement,
-        pad_to_max_length=model_type == "siglip",
     )
 
 
