@@ -175,7 +175,8 @@ def _agree(service: ModelService, inputs: JobInputs):
 
 
 def _models_needed(service: ModelService, kinds: tuple[str, ...]) -> list[str]:
-    """The models ``kinds`` run on, in order (the reply draft's only when a writer is configured)."""
+    """The models ``kinds`` run on, in order (the reply draft's only when a writer is configured; agreement's
+    the joint image-text model when one is configured, else the embedding model)."""
     models = {
         **MODEL_OF_KIND,
         **({"reply": "reply"} if service.writes_replies else {}),
