@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import client_for, make_app, make_token, png_bytes, record_id, submit
 from tests.test_history import decide
 from webapp.extensions import db
-from webapp.fusion import fuse, parse_threshold, parse_weights
+from webapp.fusion import CAPTION_AND_OCR, JOINT_EMBEDDING, fuse, parse_threshold, parse_weights
 from webapp.models import Analysis, Prediction
 from webapp.models.prediction import CorrectionError
 
@@ -87,12 +87,13 @@ def test_invalid_weights_are_refused(raw):
     [
         {"PRISM_FUSION_WEIGHTS": "text=1,photo=1"},
         {"PRISM_AGREEMENT_THRESHOLD": 1.5},
-        {"PRISM_AGREEMENT_MODEL": "openai/clip-vit-base-patch32"},
+        {"PRISM_AGREEMENT_MODEL_THRESHOLD": 1.5},
+        {"PRISM_AGREEMENT_MODEL_THRESHOLD": "high"},
     ],
 )
 def test_invalid_fusion_settings_stop_the_app_at_startup(tmp_path, overrides):
-    """A bad weight list, a threshold outside -1..1, or a CLIP model (not implemented) refuse to start."""
-    with pytest.raises(RuntimeError, match="PRISM_(FUSION|AGREEMENT)"):
+    """A bad weight list, or either agreement threshold outside -1..1 or not a number, refuses to start."""
+    with pytest.raises(RuntimeError, match=next(iter(overrides))):
         make_app(tmp_path, **overrides)
 
 
@@ -101,6 +102,10 @@ def test_settings_are_parsed_once_at_startup(tmp_path):
     app = make_app(tmp_path, PRISM_FUSION_WEIGHTS="text=2,caption=1", PRISM_AGREEMENT_THRESHOLD="0.3")
     assert app.config["PRISM_FUSION_WEIGHTS"] == {"text": 2.0, "caption": 1.0, "ocr": 0.0}
     assert app.config["PRISM_AGREEMENT_THRESHOLD"] == parse_threshold("0.3") == 0.3
+    assert app.config["PRISM_AGREEMENT_MODEL_THRESHOLD"] == 0.2 and app.config["PRISM_AGREEMENT_MODEL"] is None
+    (tmp_path / "joint").mkdir()
+    joint = make_app(tmp_path / "joint", PRISM_AGREEMENT_MODEL="prism/clip", PRISM_AGREEMENT_MODEL_THRESHOLD="0.25")
+    assert joint.config["PRISM_AGREEMENT_MODEL_THRESHOLD"] == 0.25
 
 
 def _predictions(app, analysis_id: int) -> dict[str, SimpleNamespace]:
@@ -193,7 +198,46 @@ def test_agreement_is_flagged_below_the_threshold(app, text, label, flagged):
     assert output["threshold"] == app.config["PRISM_AGREEMENT_THRESHOLD"]
     assert output["texts"] == {"text": text, "image": "a 64x48 picture, mostly red\nTEXT 64x48 red"}
     assert output["reference"] == "text" and agreement.model_id == "prism/fake-embedding"
+    assert output["method"] == CAPTION_AND_OCR and output["truncated"] is False
     assert agreement.final_label == label
+
+
+@pytest.mark.parametrize(
+    ("text", "label"), [(UNRELATED, "mismatch"), (RELATED, "matches")], ids=["unrelated", "related"]
+)
+def test_a_joint_image_text_model_compares_the_image_itself(tmp_path, text, label):
+    """With PRISM_AGREEMENT_MODEL the image itself is compared with the text by that model, flagged below
+    PRISM_AGREEMENT_MODEL_THRESHOLD; the prediction and the record page say which method and model."""
+    app = make_app(tmp_path, PRISM_AGREEMENT_MODEL="prism/fake-clip")
+    agent = client_for(app, "agent")
+    analysis_id = record_id(submit(agent, text=text, image=png_bytes()))
+    agreement = _predictions(app, analysis_id)["agreement"]
+    output = agreement.output
+    assert agreement.value == label and (output["similarity"] < output["threshold"]) is (label == "mismatch")
+    assert output["threshold"] == app.config["PRISM_AGREEMENT_MODEL_THRESHOLD"] == 0.2
+    assert output["method"] == JOINT_EMBEDDING and output["texts"] == {"text": text}
+    assert agreement.model_id == "prism/fake-agreement"
+    page = agent.get(f"/history/{analysis_id}").get_data(as_text=True)
+    assert "Method: <strong>joint image-text embedding</strong>" in page
+    assert "each embedded by a joint image-text (CLIP-style) model" in page and "The image, in words" not in page
+
+
+def test_the_joint_model_is_listed_with_the_others_only_when_configured(tmp_path, app, client):
+    """/healthz lists an "agreement" model only when PRISM_AGREEMENT_MODEL is set."""
+    assert "agreement" not in [model["kind"] for model in client.get("/healthz").get_json()["models"]]
+    (tmp_path / "joint").mkdir()
+    joint = make_app(tmp_path / "joint", PRISM_AGREEMENT_MODEL="prism/fake-clip")
+    models = joint.test_client().get("/healthz").get_json()["models"]
+    assert [model["kind"] for model in models][-1] == "agreement"
+    assert models[-1]["source"] == "prism/fake-clip"
+
+
+def test_the_record_page_says_the_text_method_by_default(app):
+    """Unset, the agreement shows the caption-and-OCR method and the image's words."""
+    agent = client_for(app, "agent")
+    analysis_id = record_id(submit(agent, text=RELATED, image=png_bytes()))
+    page = agent.get(f"/history/{analysis_id}").get_data(as_text=True)
+    assert "Method: <strong>caption and OCR text vs text</strong>" in page and "The image, in words" in page
 
 
 def test_the_threshold_setting_decides_the_flag(tmp_path):

@@ -138,9 +138,15 @@ def defaults(instance_path: str) -> dict[str, Any]:
         # only loosely matches even a related complaint (~0.2..0.4): 0.15 flags the clearly unrelated
         # without flagging every loose match.
         "PRISM_AGREEMENT_THRESHOLD": 0.15,
-        # A CLIP-style joint image-text model for agreement: the seam for one (none is implemented yet,
-        # so a value is refused at startup); None compares caption and OCR text with the embedding model.
+        # Optional: a CLIP-style joint image-text model for agreement (hub id or directory of a CLIP or
+        # Chinese-CLIP checkpoint, e.g. openai/clip-vit-base-patch32): it compares the image
+        # itself with the text. Unset, the image's caption and OCR text are compared with the text by the
+        # embedding model (webapp/fusion.py).
         "PRISM_AGREEMENT_MODEL": None,
+        # Flag threshold for the joint model's cosine, on its own scale: CLIP ViT-B/32 gives matching
+        # image-text pairs ~0.25..0.35 and unrelated ones ~0.1..0.2. PRISM_AGREEMENT_THRESHOLD stays for
+        # the text method.
+        "PRISM_AGREEMENT_MODEL_THRESHOLD": 0.2,
         "PRISM_TORCH_THREADS": 0,
         "PRISM_MODEL_LOAD_WAIT": 20,
         "PRISM_MODEL_RETRY_AFTER": 60,
@@ -201,6 +207,7 @@ _FLOAT_KEYS = {
     "PRISM_UNCERTAIN_MIN_SCORE",
     "PRISM_UNCERTAIN_MIN_MARGIN",
     "PRISM_AGREEMENT_THRESHOLD",
+    "PRISM_AGREEMENT_MODEL_THRESHOLD",
 }
 _BOOL_KEYS = {
     "PRISM_MODEL_OFFLINE",
@@ -267,16 +274,13 @@ def load(app: Flask, test_config: dict[str, Any] | None) -> None:
 
 def _check_fusion(config: dict[str, Any]) -> None:
     """Parse the fusion settings once, so a typo stops the start instead of failing every job later:
-    PRISM_FUSION_WEIGHTS becomes ``{part: weight}``, PRISM_AGREEMENT_THRESHOLD a float in -1..1."""
+    PRISM_FUSION_WEIGHTS becomes ``{part: weight}``, PRISM_AGREEMENT_THRESHOLD and
+    PRISM_AGREEMENT_MODEL_THRESHOLD floats in -1..1."""
     from .fusion import parse_threshold, parse_weights
 
     try:
         config["PRISM_FUSION_WEIGHTS"] = parse_weights(config["PRISM_FUSION_WEIGHTS"])
-        config["PRISM_AGREEMENT_THRESHOLD"] = parse_threshold(config["PRISM_AGREEMENT_THRESHOLD"])
+        for name in ("PRISM_AGREEMENT_THRESHOLD", "PRISM_AGREEMENT_MODEL_THRESHOLD"):
+            config[name] = parse_threshold(config[name], name)
     except ValueError as exc:
         raise RuntimeError(str(exc)) from None
-    if config.get("PRISM_AGREEMENT_MODEL"):
-        raise RuntimeError(
-            "PRISM_AGREEMENT_MODEL: no CLIP-style agreement backend is implemented yet; leave it unset to "
-            "compare the image's caption and text with the sentence-embedding model."
-        )

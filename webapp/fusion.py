@@ -11,10 +11,21 @@ parts have no neutral score, the label comes from the fused scores as it would f
 ``labels.normalise`` with PRISM_SENTIMENT_NEUTRAL_RANGE). A part that is missing or empty drops out and
 the remaining weights are renormalised by the division. Weights: PRISM_FUSION_WEIGHTS.
 
-**Agreement.** The cosine similarity of the sentence embeddings of the text (for a homework photo: its
-assignment's title and reference text) and of the image's caption and OCR text together, flagged as a
-mismatch below PRISM_AGREEMENT_THRESHOLD. PRISM_AGREEMENT_MODEL is the seam for a CLIP-style joint
-image-text model; none is implemented yet, so setting it is refused at startup rather than ignored.
+**Agreement.** How well the image matches what it should be about (the record's text; for a homework
+photo: its assignment's title and reference text), flagged as a mismatch below a threshold. Two methods:
+
+- *Joint image-text embedding* (PRISM_AGREEMENT_MODEL set: a CLIP-style checkpoint). With the model's
+  image tower f and text tower g (projections included),
+
+      similarity = f(image) . g(text) / (|f(image)| |g(text)|)
+
+  on the record's image itself; a text longer than the model's positions (CLIP: 77 tokens) is cut to its
+  start. Flagged below PRISM_AGREEMENT_MODEL_THRESHOLD: CLIP cosines run lower than a sentence
+  encoder's (matching pairs ~0.25..0.35, unrelated ones ~0.1..0.2).
+- *Caption and OCR text vs text* (unset, the default). The cosine similarity of the sentence embeddings
+  of the text and of the image's caption and OCR text together, flagged below PRISM_AGREEMENT_THRESHOLD.
+
+The stored prediction says which method, model and revision made it.
 
 Plain Python on the model service's results: no torch here.
 """
@@ -30,11 +41,15 @@ from .inference.labels import normalise
 from .inference.types import SENTIMENT_LABELS
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from .inference import ModelService
 
 FUSION_PARTS = ("text", "caption", "ocr")
 MATCHES, MISMATCH = "matches", "mismatch"
 AGREEMENT_LABELS = (MATCHES, MISMATCH)
+# How an agreement was computed (stored in its output, shown with it).
+JOINT_EMBEDDING, CAPTION_AND_OCR = "joint image-text embedding", "caption and OCR text vs text"
 FUSION_MODEL_ID = "prism/late-fusion"
 
 
@@ -69,11 +84,14 @@ def parse_weights(raw: str | Mapping[str, Any]) -> dict[str, float]:
     return weights
 
 
-def parse_threshold(raw: Any) -> float:
-    """A cosine similarity threshold, within -1..1."""
-    threshold = float(raw)
+def parse_threshold(raw: Any, name: str = "PRISM_AGREEMENT_THRESHOLD") -> float:
+    """A cosine similarity threshold, within -1..1; ``name`` is the setting a ``ValueError`` names."""
+    try:
+        threshold = float(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number (a cosine similarity within -1..1)") from None
     if not -1.0 <= threshold <= 1.0:
-        raise ValueError("PRISM_AGREEMENT_THRESHOLD must be a cosine similarity within -1..1")
+        raise ValueError(f"{name} must be a cosine similarity within -1..1")
     return threshold
 
 
@@ -127,8 +145,10 @@ class FusionResult:
 
 @dataclass(frozen=True)
 class AgreementResult:
-    """How well a record's text and its image agree: cosine ``similarity`` of the two ``texts``
-    (``{"text": ..., "image": ...}``), ``flagged`` when below ``threshold``."""
+    """How well a record's text and its image agree: the cosine ``similarity`` by ``method``, ``flagged``
+    when below ``threshold``. ``texts`` holds what was compared: ``{"text": ..., "image": ...}`` (the
+    image's caption and OCR text) for CAPTION_AND_OCR, ``{"text": ...}`` for JOINT_EMBEDDING, which
+    compared the image itself; ``truncated``: the text was cut to the joint model's length."""
 
     similarity: float
     threshold: float
@@ -139,6 +159,8 @@ class AgreementResult:
     revision: str | None
     latency_ms: float
     precision: str | None = None
+    method: str = CAPTION_AND_OCR
+    truncated: bool = False
 
     @property
     def label(self) -> str:
@@ -208,4 +230,29 @@ def agreement(
         revision=result.revision,
         precision=result.precision,
         latency_ms=result.latency_ms,
+        method=CAPTION_AND_OCR,
+    )
+
+
+def joint_agreement(
+    service: ModelService, reference: str, image: Image.Image, threshold: float, *, source: str
+) -> AgreementResult | None:
+    """The agreement of ``reference`` with ``image`` itself, by the joint image-text model
+    (PRISM_AGREEMENT_MODEL); None when the reference is empty."""
+    reference = (reference or "").strip()
+    if not reference:
+        return None
+    result = service.image_text_similarity(image, reference)
+    return AgreementResult(
+        similarity=result.similarity,
+        threshold=threshold,
+        flagged=result.similarity < threshold,
+        texts={"text": reference},
+        reference=source,
+        model_id=result.model_id,
+        revision=result.revision,
+        precision=result.precision,
+        latency_ms=result.latency_ms,
+        method=JOINT_EMBEDDING,
+        truncated=result.truncated,
     )

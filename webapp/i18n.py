@@ -38,6 +38,7 @@ MODEL_NAMES = {
     "ocr": _l("text recognition model"),
     "embedding": _l("text embedding model"),
     "reply": _l("reply-writing model"),
+    "agreement": _l("image-text agreement model"),
 }
 STATE_NAMES = {
     "not_loaded": _l("not loaded"),
@@ -64,6 +65,11 @@ KIND_NAMES = {
     "agreement": _l("Image matches the text"),
 }
 AGREEMENT_NAMES = {"matches": _l("Matches"), "mismatch": _l("Does not match")}
+# Keys: webapp.fusion.JOINT_EMBEDDING and CAPTION_AND_OCR, as stored in an agreement's output.
+AGREEMENT_METHOD_NAMES = {
+    "joint image-text embedding": _l("joint image-text embedding"),
+    "caption and OCR text vs text": _l("caption and OCR text vs text"),
+}
 FUSION_PART_NAMES = {"text": _l("Text"), "caption": _l("Image caption"), "ocr": _l("Text in the image")}
 NAMES = {
     "sentiment": SENTIMENT_NAMES,
@@ -72,6 +78,7 @@ NAMES = {
     "status": STATUS_NAMES,
     "kind": KIND_NAMES,
     "agreement": AGREEMENT_NAMES,
+    "agreement_method": AGREEMENT_METHOD_NAMES,
     "fusion_part": FUSION_PART_NAMES,
     "role": ROLE_NAMES,
     "model": MODEL_NAMES,

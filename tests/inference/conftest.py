@@ -9,7 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tiny_models import build_blip, build_embedding, build_sentiment, build_vit_gpt2, tiny_settings
+from tiny_models import (
+    build_blip,
+    build_chinese_clip,
+    build_clip,
+    build_embedding,
+    build_sentiment,
+    build_vit_gpt2,
+    tiny_settings,
+)
 
 from webapp.inference.service import ModelService
 from webapp.inference.settings import InferenceSettings
@@ -55,6 +63,16 @@ def stars_dir(tiny_models_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_embedding_dir(tiny_models_dir: Path) -> Path:
     return build_embedding(tiny_models_dir / "embedding")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tiny_models_dir: Path) -> Path:
+    return build_clip(tiny_models_dir / "clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_chinese_clip_dir(tiny_models_dir: Path) -> Path:
+    return build_chinese_clip(tiny_models_dir / "chinese-clip")
 
 
 @pytest.fixture

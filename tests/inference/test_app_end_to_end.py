@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+import io
 
 import pytest
+from PIL import Image
+from tiny_models import clip_cosine
 
 from tests.conftest import login, make_app, make_token, make_user, png_bytes, submit
 from webapp.extensions import db
+from webapp.fusion import JOINT_EMBEDDING
 from webapp.models import Analysis
 
 
@@ -100,3 +104,44 @@ def _expected_precisions(real_app) -> tuple[str, str]:
     if not cpu_has_native_bf16():
         return ("fp32", "fp32")
     return ("int8" if real_app.caption_dir.name == "vit-gpt2" else "bf16", "bf16")
+
+
+def test_a_joint_image_text_model_makes_the_agreement(
+    tmp_path, vit_gpt2_dir, sentiment3_dir, tiny_embedding_dir, tiny_clip_dir
+):
+    """With PRISM_AGREEMENT_MODEL a tiny CLIP compares the uploaded image itself with the message: the stored
+    similarity is CLIP's own cosine, and the prediction records the method, model, revision and precision."""
+    app = make_app(
+        tmp_path,
+        PRISM_MODEL_BACKEND="transformers",
+        PRISM_CAPTION_MODEL=str(vit_gpt2_dir),
+        PRISM_SENTIMENT_MODEL=str(sentiment3_dir),
+        PRISM_EMBEDDING_MODEL=str(tiny_embedding_dir),
+        PRISM_AGREEMENT_MODEL=str(tiny_clip_dir),
+        PRISM_PRECISION="fp32",
+        PRISM_MODEL_OFFLINE=True,
+        PRISM_CAPTION_NUM_BEAMS=1,
+        PRISM_CAPTION_MAX_NEW_TOKENS=4,
+        PRISM_MODEL_LOAD_WAIT=120,
+    )
+    client = app.test_client()
+    make_user(app, "ann")
+    login(client, "ann")
+    text, image = "a red car parked on the street", png_bytes()
+    response = submit(client, "service", text=text, image=image)
+    assert response.status_code == 302, response.get_data(as_text=True)
+    with app.app_context():
+        record = db.session.scalar(db.select(Analysis))
+        assert record.status == "done", record.error
+        agreement = record.prediction("agreement")
+        assert agreement.model_id == tiny_clip_dir.name and agreement.revision.startswith("sha256:")
+        assert agreement.precision == "fp32" and agreement.output["method"] == JOINT_EMBEDDING
+        assert agreement.output["threshold"] == app.config["PRISM_AGREEMENT_MODEL_THRESHOLD"]
+        expected = clip_cosine(tiny_clip_dir, Image.open(io.BytesIO(image)), text)
+        assert agreement.output["similarity"] == pytest.approx(expected, abs=1e-4)
+    page = client.get(response.location).get_data(as_text=True)
+    assert "joint image-text embedding" in page and tiny_clip_dir.name in page
+    states = {model["kind"]: model["state"] for model in client.get("/healthz").get_json()["models"]}
+    assert states["agreement"] == "ready"
+    with app.app_context():
+        db.engine.dispose()

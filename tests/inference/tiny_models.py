@@ -20,6 +20,13 @@ from transformers import (
     BlipForConditionalGeneration,
     BlipImageProcessorPil,
     BlipProcessor,
+    ChineseCLIPConfig,
+    ChineseCLIPImageProcessorPil,
+    ChineseCLIPModel,
+    CLIPConfig,
+    CLIPImageProcessorPil,
+    CLIPModel,
+    CLIPTokenizer,
     DistilBertConfig,
     DistilBertForSequenceClassification,
     DistilBertTokenizer,
@@ -255,4 +262,112 @@ def build_reply_writer(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+    return directory
+
+
+CLIP_MAX_POSITIONS = 16  # short, so a test can show a long text being cut to its start
+
+
+def _clip_tokenizer() -> CLIPTokenizer:
+    """A byte-level BPE with CLIP's ``</w>`` word ends and start/end tokens, trained on ``SENTENCES``."""
+    tokenizer = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Whitespace(), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|startoftext|>", "<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        end_of_word_suffix="</w>",
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(SENTENCES, trainer)
+    bpe = json.loads(tokenizer.to_str())["model"]
+    return CLIPTokenizer(
+        vocab=bpe["vocab"], merges=[tuple(pair) for pair in bpe["merges"]], model_max_length=CLIP_MAX_POSITIONS
+    )
+
+
+def build_clip(directory: Path) -> Path:
+    """A CLIPModel (text and vision towers of width 32, two layers, 32-pixel images in 8-pixel patches) with
+    a CLIP tokenizer and image processor, saved like openai/clip-vit-base-patch32."""
+    torch.manual_seed(3)
+    tokenizer = _clip_tokenizer()
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=CLIP_MAX_POSITIONS,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        projection_dim=32,
+    )
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=IMAGE_SIZE,
+        patch_size=8,
+        projection_dim=32,
+    )
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32))
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    CLIPImageProcessorPil(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    ).save_pretrained(directory)
+    return directory
+
+
+def clip_cosine(directory: Path, image, text: str) -> float:
+    """The cosine of ``image`` and ``text`` computed with transformers alone, as its docs show: CLIPModel's
+    projected features (``pooler_output`` of get_image_features / get_text_features), L2-normalised."""
+    model = CLIPModel.from_pretrained(directory, local_files_only=True, dtype=torch.float32).eval()
+    tokenizer = CLIPTokenizer.from_pretrained(directory, local_files_only=True)
+    processor = CLIPImageProcessorPil.from_pretrained(directory, local_files_only=True)
+    pixels = processor(images=[image.convert("RGB")], return_tensors="pt")["pixel_values"]
+    tokens = tokenizer([text], truncation=True, max_length=CLIP_MAX_POSITIONS, return_tensors="pt")
+    with torch.inference_mode():
+        image_features = model.get_image_features(pixel_values=pixels).pooler_output
+        text_features = model.get_text_features(**tokens).pooler_output
+    image_features = torch.nn.functional.normalize(image_features, dim=-1)
+    text_features = torch.nn.functional.normalize(text_features, dim=-1)
+    return float((image_features * text_features).sum())
+
+
+def build_chinese_clip(directory: Path) -> Path:
+    """A Chinese-CLIP (BERT text tower with token type ids, CLIP vision tower) with a BERT tokenizer, saved
+    like OFA-Sys/chinese-clip-vit-base-patch16: the second family the agreement loader accepts."""
+    torch.manual_seed(4)
+    tokenizer = BertTokenizer(vocab=_wordpiece_vocab([]), model_max_length=MAX_POSITIONS)
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=MAX_POSITIONS,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=IMAGE_SIZE,
+        patch_size=8,
+        projection_dim=32,
+    )
+    model = ChineseCLIPModel(ChineseCLIPConfig(text_config=text, vision_config=vision, projection_dim=32))
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    ChineseCLIPImageProcessorPil(
+        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    ).save_pretrained(directory)
     return directory

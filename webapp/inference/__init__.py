@@ -15,6 +15,7 @@ from .types import (
     CategoryResult,
     EmbeddingResult,
     GeneratedText,
+    ImageTextSimilarity,
     ModelState,
     ModelStatus,
     ModelUnavailable,
@@ -28,6 +29,7 @@ EXTENSION_KEY = "prism_models"
 __all__ = [
     "MODEL_KINDS",
     "GeneratedText",
+    "ImageTextSimilarity",
     "CategoryResult",
     "EmbeddingResult",
     "ModelService",

@@ -21,15 +21,18 @@ from .service import ModelService
 from .settings import InferenceSettings
 from .types import MODEL_KINDS, ModelState, ModelStatus, ModelUnavailable
 
-models_cli = AppGroup("models", help="Download, load and check the caption, sentiment, OCR and embedding models.")
+models_cli = AppGroup(
+    "models", help="Download, load and check the caption, sentiment, OCR and embedding models (and the optional ones)."
+)
 
+OPTIONAL_MODELS = {"reply": "PRISM_REPLY_MODEL", "agreement": "PRISM_AGREEMENT_MODEL"}  # kind: its setting
 _timeout_option = click.option(
     "--timeout", default=600.0, show_default=True, type=float, help="Seconds to wait for each model to load."
 )
 
 
 @models_cli.command("pull")
-@click.option("--only", type=click.Choice([*MODEL_KINDS, "reply"]), help="Pull only this model.")
+@click.option("--only", type=click.Choice([*MODEL_KINDS, *OPTIONAL_MODELS]), help="Pull only this model.")
 def pull_command(only: str | None) -> None:
     """Download the configured models into PRISM_MODEL_DIR for offline use."""
     settings = InferenceSettings.from_config(current_app.config)
@@ -39,14 +42,15 @@ def pull_command(only: str | None) -> None:
         "ocr": None,  # PP-OCRv4 ships inside the rapidocr-onnxruntime wheel
         "embedding": settings.embedding_model,
     }
-    refs["reply"] = settings.reply_model  # optional: None when PRISM_REPLY_MODEL is not set
+    # Optional models: None when their setting is not set.
+    refs["reply"], refs["agreement"] = settings.reply_model, settings.agreement_model
     for kind, ref in refs.items():
         if only and kind != only:
             continue
         if ref is None:
-            if kind == "reply" and only == "reply":
-                click.echo("reply: PRISM_REPLY_MODEL is not set; nothing to pull")
-            elif kind != "reply":
+            if kind in OPTIONAL_MODELS and only == kind:
+                click.echo(f"{kind}: {OPTIONAL_MODELS[kind]} is not set; nothing to pull")
+            elif kind not in OPTIONAL_MODELS:
                 click.echo(f"{kind}: its weights ship inside the installed package; nothing to pull")
             continue
         if Path(ref).is_dir():
@@ -113,12 +117,23 @@ def _smoke_reply(service: ModelService) -> str:
     return f"{result.text[:60]!r} in {result.latency_ms:.0f} ms"
 
 
+def _smoke_agreement(service: ModelService) -> str:
+    image = Image.new("RGB", (64, 64), (200, 30, 30))
+    matching = service.image_text_similarity(image, "a red square")
+    unrelated = service.image_text_similarity(image, "a page of handwritten notes")
+    return (
+        f"'a red square' {matching.similarity:.3f}, 'a page of handwritten notes' {unrelated.similarity:.3f} "
+        f"for a red image in {matching.latency_ms:.0f} ms"
+    )
+
+
 _SMOKE_TESTS: dict[str, Callable[[ModelService], str]] = {
     "caption": _smoke_caption,
     "sentiment": _smoke_sentiment,
     "ocr": _smoke_ocr,
     "embedding": _smoke_embedding,
     "reply": _smoke_reply,
+    "agreement": _smoke_agreement,
 }
 
 

@@ -209,8 +209,43 @@ class FakeReplyModel(_FakeModel):
         return [f"[fake reply] {conversation[-1]['content'][:80]}" for conversation in conversations]
 
 
+FAKE_AGREEMENT_MAX_TOKENS = 77  # CLIP's text length, in the fake model's words
+
+
+class FakeAgreementModel(_FakeModel):
+    """A joint image-text stand-in: an image's vector is the fake embedding of its dominant colour's name,
+    a text's the fake embedding of the text, so a text that names the image's colour ("a red screenshot")
+    scores well above 0 and one that does not scores ~0. Words count as tokens; a text is cut to
+    ``FAKE_AGREEMENT_MAX_TOKENS`` of them."""
+
+    model_id = "prism/fake-agreement"
+    _encoder = FakeEmbeddingModel()  # both towers share the fake text embedding: one space by construction
+
+    def prepare(self, image: Image.Image) -> str:
+        return _dominant_colour(image)
+
+    def similarity_prepared(self, batch: list[tuple[str, str]]) -> list[dict]:
+        time.sleep(self.delay_seconds)
+        results = []
+        for colour, text in batch:
+            words = text.split()
+            image_vector = self._encoder._vector(colour)
+            text_vector = self._encoder._vector(" ".join(words[:FAKE_AGREEMENT_MAX_TOKENS]))
+            results.append(
+                {
+                    "similarity": sum(a * b for a, b in zip(image_vector, text_vector, strict=True)),
+                    "image_vector": tuple(image_vector),
+                    "text_vector": tuple(text_vector),
+                    "text_tokens": len(words),
+                    "max_text_tokens": FAKE_AGREEMENT_MAX_TOKENS,
+                }
+            )
+        return results
+
+
 MODELS = {
     "reply": FakeReplyModel,
+    "agreement": FakeAgreementModel,
     "caption": FakeCaptionModel,
     "sentiment": FakeSentimentModel,
     "ocr": FakeOcrModel,

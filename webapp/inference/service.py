@@ -6,7 +6,8 @@ download when online) and loads it, once, whatever the number of concurrent firs
 wait at most ``load_wait_seconds`` and otherwise get ``ModelUnavailable`` with a Retry-After hint, so
 no request hangs on a 1 GB download.
 
-Four kinds of model (``MODEL_KINDS``): caption, sentiment, OCR and text embedding. Inference goes
+Four kinds of model (``MODEL_KINDS``): caption, sentiment, OCR and text embedding, and two opt-in ones: a
+reply writer (PRISM_REPLY_MODEL) and a joint image-text model for agreement (PRISM_AGREEMENT_MODEL). Inference goes
 through one ``MicroBatcher`` per model (batching.py): request threads do the per-item preprocessing
 (image decode and resize) themselves, then queue the prepared item; one inference thread per service
 runs the queued items of every model in batches. Tokenizers, models and the OCR engine are not
@@ -39,6 +40,7 @@ from .types import (
     CategoryResult,
     EmbeddingResult,
     GeneratedText,
+    ImageTextSimilarity,
     ModelSourceError,
     ModelState,
     ModelStatus,
@@ -111,7 +113,21 @@ class EmbeddingModel(Protocol):
         ...
 
 
-M = TypeVar("M", CaptionModel, SentimentModel, OcrModel, EmbeddingModel)
+class ImageTextModel(Protocol):
+    model_id: str
+    revision: str | None
+    precision: str
+
+    def prepare(self, image: Image.Image) -> Any:
+        """Per-image preprocessing; thread-safe, runs on the request thread."""
+        ...
+
+    def similarity_prepared(self, batch: Sequence[tuple[Any, str]]) -> list[dict[str, Any]]:
+        """``ImageTextSimilarity``'s fields but the stamp, per (prepared image, text); on the worker thread."""
+        ...
+
+
+M = TypeVar("M", CaptionModel, SentimentModel, OcrModel, EmbeddingModel, ImageTextModel)
 Loader = Callable[[ProgressCallback], M]
 
 
@@ -358,6 +374,18 @@ class ModelService:
                 max_batch=1,  # replies differ in length: one conversation per generate()
             )
             self._slots["reply"] = self.reply_slot
+        # Opt-in (PRISM_AGREEMENT_MODEL): a CLIP-style model that compares an image with a text directly;
+        # without it agreement compares the image's caption and OCR text with the text (webapp/fusion.py).
+        self.agreement_slot: ModelSlot[ImageTextModel] | None = None
+        if settings.agreement_model:
+            self.agreement_slot = slot(
+                "agreement",
+                settings.agreement_model,
+                prepare=lambda model, pair: (model.prepare(pair[0]), pair[1]),  # tokenised in the worker
+                run_batch=lambda model, batch: model.similarity_prepared(list(batch)),
+                max_batch=settings.caption_max_batch,  # a batch holds as many images as a caption batch
+            )
+            self._slots["agreement"] = self.agreement_slot
         self._description_lock = threading.Lock()
         self._description_vectors: dict[tuple, tuple[list[float], ...]] = {}  # see categorize()
 
@@ -384,6 +412,20 @@ class ModelService:
     def writes_replies(self) -> bool:
         """Whether a reply-writing model is configured (``PRISM_REPLY_MODEL``)."""
         return self.reply_slot is not None
+
+    @property
+    def compares_images_with_text(self) -> bool:
+        """Whether a joint image-text model is configured (``PRISM_AGREEMENT_MODEL``)."""
+        return self.agreement_slot is not None
+
+    def image_text_similarity(self, image: Image.Image, text: str) -> ImageTextSimilarity:
+        """The cosine of the joint model's image embedding of ``image`` and its text embedding of ``text``
+        (cut to the model's maximum length); raises ModelUnavailable."""
+        if self.agreement_slot is None:
+            raise RuntimeError("no PRISM_AGREEMENT_MODEL is configured")
+        started = time.perf_counter()
+        fields, model = self.agreement_slot.infer((image, text))
+        return ImageTextSimilarity(**fields, **_stamp(model, started))
 
     def write_reply(self, conversation: list[dict[str, str]]) -> GeneratedText:
         """The configured model's answer to a chat (system and user messages); raises ModelUnavailable."""
@@ -546,7 +588,8 @@ def _loaders(settings: InferenceSettings) -> dict[str, Loader]:
         from . import fake
 
         delay = settings.fake_latency_ms / 1000.0
-        return {kind: functools.partial(fake.load, kind, delay_seconds=delay) for kind in (*MODEL_KINDS, "reply")}
+        kinds = (*MODEL_KINDS, "reply", "agreement")
+        return {kind: functools.partial(fake.load, kind, delay_seconds=delay) for kind in kinds}
     if settings.backend == "transformers":
         # torch (and onnxruntime) are imported by the first load, not here: create_app, init-db and the
         # CLI stay fast. OCR is not a transformers model; "transformers" selects the real backends.
@@ -576,5 +619,6 @@ def _loaders(settings: InferenceSettings) -> dict[str, Loader]:
             "ocr": real("ocr_backend", "load_ocr_model"),
             "embedding": real("transformers_backend", "load_embedding_model", settings.embedding_model),
             "reply": real("transformers_backend", "load_reply_model", settings.reply_model),
+            "agreement": real("transformers_backend", "load_agreement_model", settings.agreement_model),
         }
     raise ValueError(f"unknown PRISM_MODEL_BACKEND {settings.backend!r} (use 'transformers' or 'fake')")

@@ -44,6 +44,9 @@ class InferenceSettings:
     # Optional: an instruction-tuned text-generation model that writes reply drafts (None: templates).
     reply_model: str | None = None
     reply_max_new_tokens: int = 160
+    # Optional: a CLIP-style joint image-text model for image-text agreement (None: caption and OCR text
+    # compared with the text by the embedding model; webapp/fusion.py).
+    agreement_model: str | None = None
     # Refuse to download a hub id not pinned to a commit (``org/name@<commit>``; see hub.py).
     require_pinned: bool = False
     # "auto": Prism's own forward passes for the architectures they implement; "off": transformers' code.
@@ -82,4 +85,5 @@ class InferenceSettings:
             embedding_max_batch=int(config["PRISM_EMBEDDING_MAX_BATCH"]),
             reply_model=str(config["PRISM_REPLY_MODEL"]) if config.get("PRISM_REPLY_MODEL") else None,
             reply_max_new_tokens=int(config["PRISM_REPLY_MAX_NEW_TOKENS"]),
+            agreement_model=str(config["PRISM_AGREEMENT_MODEL"]) if config.get("PRISM_AGREEMENT_MODEL") else None,
         )

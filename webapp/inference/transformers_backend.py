@@ -1,4 +1,5 @@
-"""The real backend: caption, sentiment and text-embedding models run with transformers on the CPU or a GPU.
+"""The real backend: caption, sentiment, text-embedding and joint image-text models run with transformers on
+the CPU or a GPU.
 
 The only module in Prism that imports torch or transformers; ``service.py`` imports it lazily. Each loader
 resolves its source to a local directory first (``hub.resolve_source``), so ``from_pretrained`` is always
@@ -356,6 +357,95 @@ def _forward_in_length_buckets(
         for index, row in zip(group, rows, strict=True):
             results[index] = row
     return results  # type: ignore[return-value]
+
+
+# Joint image-text families that AutoModel loads with get_image_features / get_text_features returning the
+# projected embedding as pooler_output, with a tokenizer the installed packages provide (tested on tiny
+# checkpoints). Not SigLIP: its tokenizer needs sentencepiece, which Prism does not install, its texts must be
+# padded to 64 tokens, and its sigmoid-trained cosines sit on yet another scale.
+_JOINT_FAMILIES = {"clip", "chinese_clip"}
+
+
+@dataclass(eq=False)
+class TransformersImageTextModel(_Placed):
+    """A CLIP-style model: an image tower and a text tower projected into one space.
+
+    ``similarity_prepared`` embeds each (image, text) pair with ``get_image_features`` and
+    ``get_text_features`` (in transformers 5 both return an output object whose ``pooler_output`` is the
+    projected embedding), scales both to unit length and returns their dot product, the cosine. A text
+    longer than ``max_length`` tokens (CLIP: 77) is cut to its start by the tokenizer.
+    """
+
+    model_id: str
+    revision: str
+    model: Any
+    image_processor: Any
+    tokenizer: Any
+    max_length: int
+    placement: Placement
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        """Pixel values in NumPy (request threads run no torch op: see TransformersCaptionModel.prepare)."""
+        return self.image_processor(images=[image.convert("RGB")], return_tensors="np")["pixel_values"][0]
+
+    def similarity_prepared(self, batch: Sequence[tuple[np.ndarray, str]]) -> list[dict[str, Any]]:
+        """``ImageTextSimilarity``'s fields but the stamp, per (prepared image, text) pair; on the worker thread."""
+        texts = [text for _pixels, text in batch]
+        lengths = [len(ids) for ids in self.tokenizer(texts, verbose=False)["input_ids"]]
+        encoded = self.tokenizer(
+            texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
+        ).to(self.device)
+        pixel_values = torch.from_numpy(np.stack([pixels for pixels, _text in batch]))
+        with torch.inference_mode():
+            image_features = _unit_features(
+                self.model.get_image_features(pixel_values=pixel_values.to(device=self.device, dtype=self.dtype))
+            )
+            text_features = _unit_features(self.model.get_text_features(**encoded))
+        similarities = (image_features * text_features).sum(dim=-1).cpu().tolist()
+        image_rows, text_rows = image_features.cpu().tolist(), text_features.cpu().tolist()
+        return [
+            {
+                "similarity": similarity,
+                "image_vector": tuple(image),
+                "text_vector": tuple(text),
+                "text_tokens": length,
+                "max_text_tokens": self.max_length,
+            }
+            for similarity, image, text, length in zip(similarities, image_rows, text_rows, lengths, strict=True)
+        ]
+
+
+def _unit_features(output: Any) -> torch.Tensor:
+    """The projected embeddings of ``get_*_features`` (an output object's ``pooler_output`` in transformers 5,
+    a bare tensor before), in float32, at unit length."""
+    features = output.pooler_output if hasattr(output, "pooler_output") else output
+    return torch.nn.functional.normalize(features.float(), p=2, dim=-1)
+
+
+def load_agreement_model(settings: InferenceSettings, progress: ProgressCallback) -> TransformersImageTextModel:
+    """``PRISM_AGREEMENT_MODEL``: a CLIP or Chinese-CLIP checkpoint (hub id or directory, resolved
+    like the others), with its image processor and tokenizer."""
+    ref = settings.agreement_model
+    source, placement = _locate(ref, settings, progress)
+    model_type = AutoConfig.from_pretrained(source, local_files_only=True).model_type
+    if model_type not in _JOINT_FAMILIES:
+        raise ValueError(
+            f"{ref}: model type {model_type!r} is not a supported joint image-text model; "
+            f"use one of {', '.join(sorted(_JOINT_FAMILIES))} (e.g. openai/clip-vit-base-patch32)"
+        )
+    with _LOAD_LOCK:
+        model = AutoModel.from_pretrained(source, **_weights_kwargs(source)).eval()
+        image_processor = AutoImageProcessor.from_pretrained(source, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    return TransformersImageTextModel(
+        hub.model_id(ref),
+        hub.revision_of(source),
+        _place(model, placement),
+        image_processor,
+        tokenizer,
+        _max_text_length(tokenizer, model.config.text_config),
+        placement,
+    )
 
 
 @dataclass(eq=False)

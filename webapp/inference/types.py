@@ -100,6 +100,32 @@ class EmbeddingResult:
 
 
 @dataclass(frozen=True)
+class ImageTextSimilarity:
+    """How well an image and a text match in a joint image-text model's space (CLIP-style).
+
+    ``image_vector`` and ``text_vector`` are the model's image and text embeddings scaled to unit length,
+    so ``similarity`` is their dot product, the cosine. Cosines of such models sit on their own scale
+    (CLIP: matching pairs ~0.25..0.35, unrelated ~0.1..0.2), not a sentence encoder's. ``text_tokens`` is
+    how many tokens the text has; beyond ``max_text_tokens`` (the model's position table) it was cut to
+    its start, and ``truncated`` says so.
+    """
+
+    similarity: float
+    image_vector: tuple[float, ...]
+    text_vector: tuple[float, ...]
+    text_tokens: int
+    max_text_tokens: int
+    model_id: str
+    revision: str | None
+    latency_ms: float
+    precision: str = "fp32"
+
+    @property
+    def truncated(self) -> bool:
+        return self.text_tokens > self.max_text_tokens
+
+
+@dataclass(frozen=True)
 class CategoryResult:
     """The category whose description is closest in meaning to a text.
 

@@ -116,7 +116,8 @@ RUNNERS: dict[str, Callable[[ModelService, JobInputs], Any]] = {
     "fusion": lambda service, inputs: _fuse(service, inputs),
     "agreement": lambda service, inputs: _agree(service, inputs),
 }
-# The model each kind needs loaded (a reply draft needs one only with PRISM_REPLY_MODEL: ``_model_of``).
+# The model each kind needs loaded (a reply draft needs one only with PRISM_REPLY_MODEL, and agreement the
+# joint image-text model instead of the embedding model with PRISM_AGREEMENT_MODEL: ``_models_needed``).
 MODEL_OF_KIND = {
     "caption": "caption",
     "sentiment": "sentiment",
@@ -152,7 +153,8 @@ def _fuse(service: ModelService, inputs: JobInputs):
 
 
 def _agree(service: ModelService, inputs: JobInputs):
-    """The image's words compared with its assignment (a homework photo) or else the record's text."""
+    """The image compared with its assignment (a homework photo) or else the record's text: the image
+    itself by the joint image-text model when one is configured, else its caption and OCR text."""
     reference, source = inputs.text or "", "text"
     if inputs.scenario == "education":
         row = db.session.execute(
@@ -163,13 +165,23 @@ def _agree(service: ModelService, inputs: JobInputs):
         db.session.rollback()
         if row is not None:
             reference, source = "\n".join(part for part in (row.title, row.reference_text) if part), "assignment"
+    if service.compares_images_with_text:
+        if not inputs.image_sha256:
+            return None
+        threshold = current_app.config["PRISM_AGREEMENT_MODEL_THRESHOLD"]
+        return fusion.joint_agreement(service, reference, inputs.image, threshold, source=source)
     threshold = current_app.config["PRISM_AGREEMENT_THRESHOLD"]
     return fusion.agreement(service, reference, inputs.image_words, threshold, source=source)
 
 
 def _models_needed(service: ModelService, kinds: tuple[str, ...]) -> list[str]:
-    """The models ``kinds`` run on, in order (the reply draft's only when a writer is configured)."""
-    models = {**MODEL_OF_KIND, **({"reply": "reply"} if service.writes_replies else {})}
+    """The models ``kinds`` run on, in order (the reply draft's only when a writer is configured; agreement's
+    the joint image-text model when one is configured, else the embedding model)."""
+    models = {
+        **MODEL_OF_KIND,
+        **({"reply": "reply"} if service.writes_replies else {}),
+        **({"agreement": "agreement"} if service.compares_images_with_text else {}),
+    }
     return [models[kind] for kind in kinds if kind in models]
 
 

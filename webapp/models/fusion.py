@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 from flask_babel import lazy_gettext as _l
 
+from ..fusion import CAPTION_AND_OCR, JOINT_EMBEDDING
 from .prediction import CorrectionError, Prediction, ThreeLevelSentiment
 
 AGREEMENT_LABELS = ("matches", "mismatch")
@@ -46,8 +47,11 @@ class FusionPrediction(ThreeLevelSentiment, Prediction):
 class AgreementPrediction(Prediction):
     """Whether the image matches the text: ``matches`` or ``mismatch``. ``output``: ``label``,
     ``similarity`` (cosine), ``threshold``, ``flagged`` (similarity below threshold), ``texts``
-    ({text, image}: what was compared) and ``reference`` ("text", or "assignment" for homework).
-    No confidence: a similarity is not a probability."""
+    ({text, image}: what was compared; {text} alone when the image itself was), ``reference`` ("text",
+    or "assignment" for homework), ``method`` (``fusion.JOINT_EMBEDDING`` or ``fusion.CAPTION_AND_OCR``;
+    absent on predictions made before there was a choice: those compared caption and OCR text) and
+    ``truncated`` (the text was cut to the joint model's length). No confidence: a similarity is not a
+    probability."""
 
     KIND = "agreement"
     HAS_CLASSES = True
@@ -65,12 +69,23 @@ class AgreementPrediction(Prediction):
                 "flagged": result.flagged,
                 "texts": result.texts,
                 "reference": result.reference,
+                "method": result.method,
+                "truncated": result.truncated,
             },
         )
 
     @property
     def ai_value(self) -> str:
         return self.output["label"]
+
+    @property
+    def method(self) -> str:
+        return self.output.get("method") or CAPTION_AND_OCR
+
+    @property
+    def jointly_embedded(self) -> bool:
+        """Whether a joint image-text model compared the image itself with the text."""
+        return self.method == JOINT_EMBEDDING
 
     @property
     def flagged(self) -> bool:
