@@ -1,7 +1,8 @@
 """Fusion and agreement in a real browser, in English and Chinese, on a desktop and a phone: the service-desk
 record shows the fused sentiment's table and the agreement panel (similarity, threshold, a worded flag that
 links to its card), the grading page shows the photo's agreement with its assignment, the explanation sits
-under the image it explains, nothing is wider than the window or its card, and axe finds nothing serious."""
+under the image it explains, nothing is wider than the window or its card, no table heading is split inside
+a word, and axe finds nothing serious."""
 
 from __future__ import annotations
 
@@ -69,6 +70,17 @@ def assert_fits(page, *cards: str) -> None:
         assert spill <= 0.5, (card, spill)
 
 
+# Table headings of one word that the browser laid out over more than one line (split inside the word).
+SPLIT_WORDS = """(selector) => [...document.querySelectorAll(selector)].filter((cell) => {
+  const text = cell.textContent.trim();
+  if (!text || /\\s/.test(text)) return false;
+  const range = document.createRange();
+  range.selectNodeContents(cell);
+  const lines = [...range.getClientRects()].filter((rect) => rect.width > 1);  // not a visually hidden 1 px box
+  return new Set(lines.map((rect) => Math.round(rect.top))).size > 1;
+}).map((cell) => cell.textContent.trim())"""
+
+
 def assert_beside(page, image: str, results: str, width: int) -> None:
     """On a desktop the explanation sits in the image's column, right under it, beside the results; on a
     phone (one column) it comes after the results."""
@@ -102,6 +114,7 @@ def test_service_record_shows_fusion_and_agreement(browser, workflows, width, la
         assert target.startswith("#prediction-") and page.locator(f".prediction-agreement{target}").count() == 1
         assert agreement.locator(".agreement-flag").is_visible()
         assert_fits(page, ".prediction-fusion", ".prediction-agreement", "#explanation")
+        assert page.evaluate(SPLIT_WORDS, ".fusion-parts th, .scores th") == []
         assert_beside(page, ".detail-grid > section.card", ".predictions", width)
         assert blocking_violations(page) == []
     finally:
@@ -124,6 +137,7 @@ def test_grading_page_shows_agreement_with_the_assignment(browser, workflows, wi
         assert flag.get_attribute("href") == "#" + agreement.get_attribute("id")
         assert page.locator(".prediction-fusion").count() == 0
         assert_fits(page, ".prediction-agreement", "#explanation")
+        assert page.evaluate(SPLIT_WORDS, ".scores th") == []
         assert_beside(page, ".grading-photo", ".grading-side", width)
         assert blocking_violations(page) == []
     finally:
