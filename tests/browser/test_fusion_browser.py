@@ -22,12 +22,15 @@ COMPLAINT = "The app crashes every time I open my order history; reinstalling di
 
 @pytest.fixture(scope="module")
 def workflows(tmp_path_factory):
-    """A server holding uma's service-desk message with a screenshot, and tina's assignment 1 with two
-    homework photos handed in as a batch; yields the server and the service record's id."""
+    """A server holding uma's service-desk message with a screenshot, clara's medical image (the next
+    record), and tina's assignment 1 with two homework photos handed in as a batch; yields the server and
+    the service record's id."""
     app = make_app(
         tmp_path_factory.mktemp("fusion-browser"), PRISM_RATELIMIT_ENABLED=False, PRISM_AGREEMENT_THRESHOLD=THRESHOLD
     )
     record = record_id(submit(client_for(app, "uma"), text=COMPLAINT, image=png_bytes((320, 200))))
+    medical = record_id(submit(client_for(app, "clara", "clinician"), scenario="medical", text=None, image=png_bytes()))
+    assert medical == record + 1
     teacher = client_for(app, "tina", "teacher")
     assert create_rubric(teacher, title="分数 Fractions").status_code == 302
     assert create_assignment(teacher, rubric_ids(app)[0], title="第三次作业 Homework 3").status_code == 302
@@ -139,6 +142,22 @@ def test_grading_page_shows_agreement_with_the_assignment(browser, workflows, wi
         assert_fits(page, ".prediction-agreement", "#explanation")
         assert page.evaluate(SPLIT_WORDS, ".scores th") == []
         assert_beside(page, ".grading-photo", ".grading-side", width)
+        assert blocking_violations(page) == []
+    finally:
+        context.close()
+
+
+def test_medical_explanation_follows_the_caption_beside_the_image(browser, workflows):
+    """On a medical record, whose input column holds the region form, the explanation follows the caption
+    in the results column, beside the image rather than under the form."""
+    server, record = workflows
+    context, page = open_as(browser, server, "clara", f"/history/{record + 1}", DESKTOP, "en")
+    try:
+        explanation, caption, image = box(page, "#explanation"), box(page, ".prediction-caption"), box(page, "img.full")
+        assert page.locator(".predictions > #explanation").count() == 1
+        assert explanation["x"] == caption["x"] and explanation["x"] > image["x"] + image["width"]
+        assert explanation["y"] > caption["y"]
+        assert_fits(page, "#explanation")
         assert blocking_violations(page) == []
     finally:
         context.close()
