@@ -296,14 +296,15 @@ def test_agreement_is_reviewed_through_the_api(app, client):
 
 
 def test_record_page_shows_the_parts_the_fused_result_and_the_flag(app):
-    """The record page lists each part with its weight and the overall result, and the agreement's texts."""
+    """The record page has a column per part, with its weight, and one for the overall result, and the
+    agreement's texts."""
     agent = client_for(app, "agent")
     analysis_id = record_id(submit(agent, text=UNRELATED, image=png_bytes()))
     page = agent.get(f"/history/{analysis_id}").get_data(as_text=True)
     assert "Overall sentiment (text and image)" in page and "Image matches the text" in page
-    for part, weight in (("Text", "60%"), ("Image caption", "20%"), ("Text in the image", "20%")):
-        assert re.search(rf'<th scope="row"[^>]*>{part}</th><td>{weight}</td>', page), part
-    assert re.search(r"<th scope=\"row\">Overall</th><td>100%</td>", page)
+    headings = re.findall(r'<th scope="col"[^>]*>([^<]+)</th>', page.split('class="fusion-parts"')[1])[:4]
+    assert headings == ["Text", "Image caption", "Text in the image", "Overall"]
+    assert '<th scope="row">Weight</th><td>60%</td><td>20%</td><td>20%</td><td class="fusion-overall">100%</td>' in page
     assert "The image may be unrelated to the text" in page and "Does not match" in page
     assert "a 64x48 picture, mostly red\nTEXT 64x48 red" in page
 
