@@ -78,3 +78,21 @@ def test_a_distilbert_with_another_activation_is_refused(make_settings):
     model = load_sentiment_model(make_settings(precision="fp32"), _no_progress)
     model.model.config.activation = "relu"
     assert "relu" in text_classification.unsupported_reason(model.model)
+
+
+def test_logits_from_embeddings_equal_transformers_and_carry_gradients(make_settings):
+    """The integrated-gradients forward ([CLS]-only last block) gives transformers' logits for equal-length
+    rows of word embeddings, in float32, and its gradients reach the embeddings."""
+    model = load_sentiment_model(make_settings(precision="fp32"), _no_progress)
+    ids = model.tokenizer(["the food was great and the staff were friendly"] * 3, return_tensors="pt")["input_ids"]
+    embeds = model.model.get_input_embeddings()(ids).detach() * torch.tensor([1.0, 0.5, 0.0])[:, None, None]
+
+    with torch.inference_mode():
+        expected = model.model(inputs_embeds=embeds).logits
+    with torch.enable_grad():
+        inputs = embeds.clone().requires_grad_(True)
+        actual = text_classification.logits_from_embeddings(model.model, inputs)
+        actual[:, 0].sum().backward()
+
+    torch.testing.assert_close(actual.detach(), expected, atol=2e-5, rtol=1e-5)
+    assert inputs.grad is not None and inputs.grad.abs().sum(dim=-1).gt(0).all()

@@ -27,7 +27,8 @@ all steps in one batched forward and backward (together with x and x0 themselves
 sum_i attr_i = F(x) - F(x0); ``completeness_gap`` reports the difference, which shrinks with more steps.
 The pass runs on the served weights (float32 or bf16) with eager attention: torch's CPU
 flash-attention backward took 40% of a bf16 pass and widened the completeness gap 16-fold on the
-bench's checkpoint (``webapp/inference/explain_bench.py`` reports both).
+bench's checkpoint (``webapp/inference/explain_bench.py`` reports both). DistilBERT runs through
+``text_classification.logits_from_embeddings``, whose last block computes the [CLS] row only.
 
 Only this module, the ``*_backend`` modules and the decoders import torch; it is imported here inside
 the functions that need it, so ``overlay_png`` and ``word_groups`` stay importable from views.
@@ -35,6 +36,7 @@ the functions that need it, so ``overlay_png`` and ``word_groups`` stay importab
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -179,6 +181,8 @@ def integrated_gradients(
     the only one that touches the model: its attention implementation is eager for this pass only."""
     import torch
 
+    from . import text_classification
+
     encoded = tokenizer(
         text,
         truncation=True,
@@ -191,6 +195,13 @@ def integrated_gradients(
     special = torch.tensor(encoded["special_tokens_mask"], dtype=torch.bool, device=device)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     embeddings = model.get_input_embeddings()
+    if text_classification.unsupported_reason(model) is None:
+        forward = functools.partial(text_classification.logits_from_embeddings, model)
+    else:
+
+        def forward(batch: torch.Tensor) -> torch.Tensor:
+            return model(inputs_embeds=batch, attention_mask=torch.ones(batch.shape[:2], device=device)).logits
+
     previous_attention = model.config._attn_implementation
     model.set_attn_implementation("eager")
     try:
@@ -200,8 +211,7 @@ def integrated_gradients(
             alphas = (torch.arange(steps, device=device, dtype=torch.float32) + 0.5) / steps
             path = x0.float()[None] + alphas[:, None, None] * (x - x0).float()[None]  # [steps, tokens, dim]
             batch = torch.cat([x[None], x0[None], path.to(x.dtype)]).requires_grad_(True)
-            mask = torch.ones(batch.shape[:2], device=device)
-            logits = model(inputs_embeds=batch, attention_mask=mask).logits.float()
+            logits = forward(batch).float()
             label = int(logits[0].argmax())
             (gradients,) = torch.autograd.grad(logits[2:, label].sum(), batch)
     finally:

@@ -125,3 +125,34 @@ class _AttentionBlock:
 
 def _packed(linear: torch.nn.Linear, dtype: torch.dtype, activation: str = "none") -> PackedLinear:
     return PackedLinear(linear.weight.detach().to(dtype), linear.bias.detach().to(dtype), activation)
+
+
+def logits_from_embeddings(model: Any, inputs_embeds: torch.Tensor) -> torch.Tensor:
+    """``model(inputs_embeds=...).logits`` of a ``DistilBertForSequenceClassification`` (``unsupported_reason``
+    None) for rows of equal length with no padding, differentiable: it runs the model's own modules, so
+    integrated gradients (``explanations.integrated_gradients``) take their gradients through it.
+
+    The arithmetic of transformers' eager forward without an attention mask, except that the last block
+    computes only the [CLS] row, the only one the classifier reads: its other rows' query, attention
+    output and feed-forward never reach the logits. That is about a seventh of the work, forward and
+    backward. Tested equal to transformers' forward within float32 rounding.
+    """
+    embeddings = model.distilbert.embeddings
+    rows, tokens, width = inputs_embeds.shape
+    positions = embeddings.position_embeddings(torch.arange(tokens, device=inputs_embeds.device))
+    hidden = embeddings.LayerNorm(inputs_embeds + positions[None])
+    blocks = model.distilbert.transformer.layer
+    for index, block in enumerate(blocks):
+        attention = block.attention
+        heads, size = attention.n_heads, attention.attention_head_size
+        queried = hidden[:, :1] if index == len(blocks) - 1 else hidden  # the last block: [CLS] only
+        query, key, value = (
+            projection(states).view(rows, -1, heads, size).transpose(1, 2)  # [rows, heads, positions, size]
+            for projection, states in ((attention.q_lin, queried), (attention.k_lin, hidden), (attention.v_lin, hidden))
+        )
+        weights = (torch.matmul(query, key.transpose(2, 3)) * attention.scaling).softmax(dim=-1)
+        attended = torch.matmul(weights, value).transpose(1, 2).reshape(rows, -1, width)
+        hidden = block.sa_layer_norm(attention.out_lin(attended) + queried)
+        feed_forward = block.ffn
+        hidden = block.output_layer_norm(feed_forward.lin2(feed_forward.activation(feed_forward.lin1(hidden))) + hidden)
+    return model.classifier(F.relu(model.pre_classifier(hidden[:, 0])))
