@@ -207,6 +207,15 @@ def test_prepacked_linear_layers_compute_what_f_linear_computes():
         torch.testing.assert_close(layer(inputs.to(dtype)), expected, atol=tolerance, rtol=tolerance or 1.6e-2)
 
 
+def test_int8_linear_applies_its_gelu_like_f_gelu_on_the_int8_product():
+    """An int8 layer's fused GELU (computed in place) is F.gelu of the same layer's plain int8 product."""
+    weight, bias, inputs = torch.randn(48, 32) * 0.1, torch.randn(48) * 0.1, torch.randn(5, 32)
+    plain = DynamicInt8Linear(weight, bias)
+    for activation, approximate in (("gelu", "none"), ("gelu_tanh", "tanh")):
+        fused = DynamicInt8Linear(weight, bias, activation)
+        torch.testing.assert_close(fused(inputs), F.gelu(plain(inputs), approximate=approximate), atol=0, rtol=0)
+
+
 def test_prepacked_linear_plus_adds_the_residual_inside_the_product():
     """``plus`` is ``layer(x) + residual`` (bf16: to one rounding; fp32 unpacked: exactly that sum)."""
     weight, bias, inputs, residual = torch.randn(48, 32), torch.randn(48), torch.randn(5, 32), torch.randn(5, 48)
