@@ -288,32 +288,25 @@ def _clip_tokenizer() -> CLIPTokenizer:
     )
 
 
+# Each tower of the tiny joint image-text models (CLIP, Chinese-CLIP): small enough to build in a test.
+_TINY_TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+
+
 def build_clip(directory: Path) -> Path:
     """A CLIPModel (text and vision towers of width 32, two layers, 32-pixel images in 8-pixel patches) with
     a CLIP tokenizer and image processor, saved like openai/clip-vit-base-patch32."""
     torch.manual_seed(3)
     tokenizer = _clip_tokenizer()
     text = dict(
+        **_TINY_TOWER,
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
         max_position_embeddings=CLIP_MAX_POSITIONS,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         projection_dim=32,
     )
-    vision = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=IMAGE_SIZE,
-        patch_size=8,
-        projection_dim=32,
-    )
+    vision = dict(**_TINY_TOWER, image_size=IMAGE_SIZE, patch_size=8, projection_dim=32)
     model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32))
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)
@@ -346,23 +339,12 @@ def build_chinese_clip(directory: Path) -> Path:
     torch.manual_seed(4)
     tokenizer = BertTokenizer(vocab=_wordpiece_vocab([]), model_max_length=MAX_POSITIONS)
     text = dict(
+        **_TINY_TOWER,
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
         max_position_embeddings=MAX_POSITIONS,
         pad_token_id=tokenizer.pad_token_id,
     )
-    vision = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=IMAGE_SIZE,
-        patch_size=8,
-        projection_dim=32,
-    )
+    vision = dict(**_TINY_TOWER, image_size=IMAGE_SIZE, patch_size=8, projection_dim=32)
     model = ChineseCLIPModel(ChineseCLIPConfig(text_config=text, vision_config=vision, projection_dim=32))
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)
