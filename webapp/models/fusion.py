@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from flask_babel import lazy_gettext as _l
 
 from ..fusion import CAPTION_AND_OCR, JOINT_EMBEDDING
-from .prediction import CorrectionError, Prediction, ThreeLevelSentiment
+from .prediction import CorrectionError, LabelledOutput, Prediction, ThreeLevelSentiment
 
 AGREEMENT_LABELS = ("matches", "mismatch")
 
@@ -44,7 +44,7 @@ class FusionPrediction(ThreeLevelSentiment, Prediction):
         return self.output.get("parts") or {}
 
 
-class AgreementPrediction(Prediction):
+class AgreementPrediction(LabelledOutput, Prediction):
     """Whether the image matches the text: ``matches`` or ``mismatch``. ``output``: ``label``,
     ``similarity`` (cosine), ``threshold``, ``flagged`` (similarity below threshold), ``texts``
     ({text, image}: what was compared; {text} alone when the image itself was), ``reference`` ("text",
@@ -73,10 +73,6 @@ class AgreementPrediction(Prediction):
                 "truncated": result.truncated,
             },
         )
-
-    @property
-    def ai_value(self) -> str:
-        return self.output["label"]
 
     @property
     def method(self) -> str:

@@ -322,11 +322,10 @@ class CaptionPrediction(TextValue, Prediction):
         return cls(**cls.provenance(result), output={"text": result.text})
 
 
-class ThreeLevelSentiment:
-    """What a sentiment-valued kind shares (a model's sentiment, a fused one): ``output`` holds ``label``
-    and ``scores`` per level; corrections are one of the three levels; CSV gets one column per level."""
+class LabelledOutput:
+    """A kind whose model answer is one label (category, sentiment, agreement): ``output["label"]`` is
+    the AI value, and ``output["scores"]``, where the model scores each class, its scores."""
 
-    CSV_SCORE_PREFIX: ClassVar[str] = "score"
     output: dict[str, Any]
 
     @property
@@ -336,6 +335,13 @@ class ThreeLevelSentiment:
     @property
     def scores(self) -> dict[str, float]:
         return self.output.get("scores") or {}
+
+
+class ThreeLevelSentiment(LabelledOutput):
+    """What a sentiment-valued kind shares (a model's sentiment, a fused one): ``output`` holds ``label``
+    and ``scores`` per level; corrections are one of the three levels; CSV gets one column per level."""
+
+    CSV_SCORE_PREFIX: ClassVar[str] = "score"
 
     @classmethod
     def parse_correction(cls, raw: Any) -> str:
@@ -373,7 +379,7 @@ class SentimentPrediction(ThreeLevelSentiment, Prediction):
             },
         )
 
-    label = ThreeLevelSentiment.ai_value  # the model's class, by its usual name
+    label = LabelledOutput.ai_value  # the model's class, by its usual name
 
     @property
     def raw_scores(self) -> dict[str, float]:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
 from .base import utcnow
-from .prediction import CorrectionError, Prediction, TextValue
+from .prediction import CorrectionError, LabelledOutput, Prediction, TextValue
 
 REPLY_LANGUAGES = ("en", "zh")
 MAX_REPLY_CHARS = 5000
@@ -65,7 +65,7 @@ class ReplyTemplate(db.Model):
     category: Mapped[InquiryCategory] = relationship(back_populates="templates")
 
 
-class CategoryPrediction(Prediction):
+class CategoryPrediction(LabelledOutput, Prediction):
     """The inquiry's category. ``output``: ``label`` (a category key), ``scores`` per key, the cosine
     ``similarities``, and the ``descriptions`` the message was compared with."""
 
@@ -85,14 +85,6 @@ class CategoryPrediction(Prediction):
                 "descriptions": dict(getattr(result, "descriptions", {}) or {}),
             },
         )
-
-    @property
-    def ai_value(self) -> str:
-        return self.output["label"]
-
-    @property
-    def scores(self) -> dict[str, float]:
-        return self.output.get("scores") or {}
 
     @classmethod
     def parse_correction(cls, raw: Any) -> str:
