@@ -152,7 +152,6 @@ class AgreementResult:
 
     similarity: float
     threshold: float
-    flagged: bool
     texts: dict[str, str]
     reference: str  # what the image was compared with: "text" (the record's) or "assignment"
     model_id: str
@@ -161,6 +160,10 @@ class AgreementResult:
     precision: str | None = None
     method: str = CAPTION_AND_OCR
     truncated: bool = False
+
+    @property
+    def flagged(self) -> bool:
+        return self.similarity < self.threshold
 
     @property
     def label(self) -> str:
@@ -223,7 +226,6 @@ def agreement(
     return AgreementResult(
         similarity=similarity,
         threshold=threshold,
-        flagged=similarity < threshold,
         texts={"text": reference, "image": image_text},
         reference=source,
         model_id=result.model_id,
@@ -246,7 +248,6 @@ def joint_agreement(
     return AgreementResult(
         similarity=result.similarity,
         threshold=threshold,
-        flagged=result.similarity < threshold,
         texts={"text": reference},
         reference=source,
         model_id=result.model_id,
