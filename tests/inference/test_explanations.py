@@ -186,6 +186,29 @@ def test_integrated_gradients_cover_every_token_and_are_complete(make_settings):
     assert [text[start:end] for start, end in fields["spans"][:2]] == ["the", "food"]
 
 
+def test_other_architectures_are_attributed_through_transformers_forward_with_the_same_result(
+    make_settings, monkeypatch
+):
+    """A classifier without Prism's own forward takes transformers' (eager attention for that pass only,
+    restored after it); on the same DistilBERT both forwards give the same attributions."""
+    from webapp.inference import text_classification
+
+    model = _sentiment_model(make_settings, precision="fp32")
+    text = "the food was great and the service excellent"
+    attention = model.model.config._attn_implementation
+    own = model.explain_sentiment(text)
+    monkeypatch.setattr(text_classification, "unsupported_reason", lambda _model: "not DistilBERT here")
+
+    theirs = model.explain_sentiment(text)
+
+    assert model.model.config._attn_implementation == attention
+    assert theirs["label"] == own["label"]
+    assert all(
+        math.isclose(a, b, abs_tol=1e-4) for a, b in zip(theirs["attributions"], own["attributions"], strict=True)
+    )
+    assert math.isclose(theirs["logit"], own["logit"], abs_tol=1e-5)
+
+
 def test_integrated_gradients_are_complete_with_trained_scale_weights(make_settings):
     """Completeness also holds when the logits move: weights scaled up so the logit gap is large."""
     import torch

@@ -177,8 +177,7 @@ def integrated_gradients(
     steps: int = IG_STEPS,
 ) -> dict:
     """``SentimentExplanation``'s fields but ``text`` and the stamp, for a float32 or bf16 sequence
-    classifier that takes ``inputs_embeds`` (see the module docstring). Runs on the inference thread,
-    the only one that touches the model: its attention implementation is eager for this pass only."""
+    classifier that takes ``inputs_embeds`` (see the module docstring). Runs on the inference thread."""
     import torch
 
     from . import text_classification
@@ -198,24 +197,16 @@ def integrated_gradients(
     if text_classification.unsupported_reason(model) is None:
         forward = functools.partial(text_classification.logits_from_embeddings, model)
     else:
-
-        def forward(batch: torch.Tensor) -> torch.Tensor:
-            return model(inputs_embeds=batch, attention_mask=torch.ones(batch.shape[:2], device=device)).logits
-
-    previous_attention = model.config._attn_implementation
-    model.set_attn_implementation("eager")
-    try:
-        with torch.inference_mode(False), torch.enable_grad():
-            x = embeddings(ids).detach()[0]  # [tokens, dim]
-            x0 = torch.where(special[:, None], x, embeddings.weight[pad_id].detach()[None, :])
-            alphas = (torch.arange(steps, device=device, dtype=torch.float32) + 0.5) / steps
-            path = x0.float()[None] + alphas[:, None, None] * (x - x0).float()[None]  # [steps, tokens, dim]
-            batch = torch.cat([x[None], x0[None], path.to(x.dtype)]).requires_grad_(True)
-            logits = forward(batch).float()
-            label = int(logits[0].argmax())
-            (gradients,) = torch.autograd.grad(logits[2:, label].sum(), batch)
-    finally:
-        model.set_attn_implementation(previous_attention)
+        forward = functools.partial(_eager_logits, model)
+    with torch.inference_mode(False), torch.enable_grad():
+        x = embeddings(ids).detach()[0]  # [tokens, dim]
+        x0 = torch.where(special[:, None], x, embeddings.weight[pad_id].detach()[None, :])
+        alphas = (torch.arange(steps, device=device, dtype=torch.float32) + 0.5) / steps
+        path = x0.float()[None] + alphas[:, None, None] * (x - x0).float()[None]  # [steps, tokens, dim]
+        batch = torch.cat([x[None], x0[None], path.to(x.dtype)]).requires_grad_(True)
+        logits = forward(batch).float()
+        label = int(logits[0].argmax())
+        (gradients,) = torch.autograd.grad(logits[2:, label].sum(), batch)
     attributions = ((x - x0).float() * gradients[2:].float().mean(dim=0)).sum(dim=-1).detach()
     logit, baseline_logit = float(logits[0, label].detach()), float(logits[1, label].detach())
     keep = [index for index, is_special in enumerate(encoded["special_tokens_mask"]) if not is_special]
@@ -235,6 +226,19 @@ def integrated_gradients(
         "steps": steps,
         "method": IG_METHOD.format(steps=steps),
     }
+
+
+def _eager_logits(model: Any, batch: torch.Tensor) -> torch.Tensor:
+    """transformers' forward from ``inputs_embeds`` (every row unpadded), with eager attention for this
+    call only; on the inference thread, the only one that touches the model."""
+    import torch
+
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        return model(inputs_embeds=batch, attention_mask=torch.ones(batch.shape[:2], device=batch.device)).logits
+    finally:
+        model.set_attn_implementation(previous)
 
 
 # --- drawing --------------------------------------------------------------------------------------
