@@ -413,3 +413,70 @@ def test_after_a_busy_batch_the_next_one_waits_briefly_for_the_same_load():
         rest = [pool.submit(batcher.submit, item, 5) for item in ("b", "c", "d")]
         assert [first.result(), *(future.result() for future in rest)] == ["a", "b", "c", "d"]
     assert batches == [["hold"], [0, 1, 2, 3], ["a", "b", "c", "d"]]  # "a" waited for its company
+
+
+def test_the_end_of_a_burst_is_not_held_for_clients_that_are_gone():
+    """Four clients call in a loop and come back within milliseconds; when three stop, the fourth's
+    last item waits about twice their return time, not the whole busy window (1 s here, 200 ms by
+    default), for company that is not coming."""
+    batches: list[int] = []
+
+    def run_batch(batch):
+        time.sleep(0.01)  # a batch takes long enough for all four to be waiting again
+        batches.append(len(batch))
+        return batch
+
+    batcher = MicroBatcher(
+        "test", run_batch, max_batch=8, window_seconds=0.0, queue_size=8, max_wait_seconds=2, busy_window_seconds=1.0
+    )
+    start, done = threading.Barrier(4), threading.Barrier(4)
+
+    def client(stays: bool) -> float:
+        start.wait()
+        for item in range(12):
+            assert batcher.submit(item, timeout=5) == item
+        done.wait()  # the burst is over; three clients leave
+        if not stays:
+            return 0.0
+        started = time.monotonic()
+        assert batcher.submit("last", timeout=5) == "last"
+        return time.monotonic() - started
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        last_latency = max(pool.map(client, [False, False, False, True]))
+    assert batches[-1] == 1 and sum(batches) == 49
+    assert sorted(batches)[len(batches) // 2] == 4  # the loop itself ran in batches of four
+    assert last_latency < 0.5  # the whole window would be over 1 s
+
+
+def test_a_wait_that_gave_up_is_doubled_next_time():
+    """When the expected clients did not come back within the wait, the next wait is twice as long, up to
+    the busy window, in case they were slow rather than gone."""
+    gate = threading.Event()
+
+    def run_batch(batch):
+        if "hold" in batch:
+            gate.wait(5)  # the pair queues behind this batch, so it runs as one batch of 2
+        return batch
+
+    batcher = MicroBatcher(
+        "test", run_batch, max_batch=8, window_seconds=0.0, queue_size=8, max_wait_seconds=2, busy_window_seconds=0.2
+    )
+    with batcher.worker.changed:
+        batcher._refills.append(0.005)  # clients used to come back within 5 ms: wait 10 ms
+    waits = []
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        for _ in range(3):
+            gate.clear()
+            held = pool.submit(batcher.submit, "hold", 5)
+            time.sleep(0.05)
+            pair = [pool.submit(batcher.submit, item, 5) for item in ("a", "b")]
+            time.sleep(0.05)
+            gate.set()  # the pair's batch expects 3 (the held one's client and the pair): one is not coming
+            assert [held.result(), *(future.result() for future in pair)] == ["hold", "a", "b"]
+            with batcher.worker.changed:
+                waits.append(batcher._busy_wait_seconds())
+            assert batcher.submit("lone", 5) == "lone"  # expects the pair's 2: gives up again
+            with batcher.worker.changed:
+                waits.append(batcher._busy_wait_seconds())
+    assert waits == pytest.approx([0.02, 0.04, 0.08, 0.16, 0.2, 0.2])
