@@ -78,7 +78,7 @@ def run(
             PRISM_INFERENCE_TIMEOUT=900.0,
         )
         with app.app_context():
-            user = User(username="bench", role="user")
+            user = User(username="bench", role="clinician")
             user.set_password("queue-bench", app.config["PRISM_PASSWORD_HASH_METHOD"])
             db.session.add(user)
             db.session.commit()
@@ -121,7 +121,8 @@ def run(
                 local.context = app.app_context()
                 local.context.push()
             user = db.session.get(User, user_id)
-            analysis = submit_analysis(user, "service", None, uploads[index % len(uploads)])
+            # A medical image: the one scenario whose analysis is the caption alone, the direct path's work.
+            analysis = submit_analysis(user, "medical", None, uploads[index % len(uploads)])
             analysis_id = analysis.id
             event = threading.Event()
             with finished_lock:
