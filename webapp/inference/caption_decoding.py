@@ -451,11 +451,16 @@ class GPT2CaptionDecoder:
                 logits = self._first_step(running[:, 0, 0], cache, cross, beams)
             else:
                 logits = self.step(running[:, :, length - 1].reshape(-1), length - 1, cache, cross, beams)
-            log_probs = F.log_softmax(logits, dim=-1)
-            rules.suppress_eos(log_probs, length)
+            # Log-probabilities are logits minus each row's log-normaliser; only each row's best `keep` are
+            # needed, so they are normalised after the top-k instead of writing the whole log_softmax
+            # (rows x vocabulary). EOS is suppressed after the normaliser, as transformers suppresses it
+            # after log_softmax.
+            normaliser = torch.logsumexp(logits, dim=-1, keepdim=True)
+            rules.suppress_eos(logits, length)
             # The best `keep` of all beams x vocabulary are among each beam's best `keep`: pick those per
             # row, then across an image's beams (measured 3x cheaper than one top-k over beams x vocabulary).
-            row_scores, row_tokens = torch.topk(log_probs, k=keep, dim=-1)
+            row_scores, row_tokens = torch.topk(logits, k=keep, dim=-1)
+            row_scores = row_scores - normaliser
             totals = (row_scores.view(images, beams, keep) + running_scores[:, :, None]).view(images, -1)
             top_scores, top_indices = torch.topk(totals, k=keep)
             source_beams = top_indices // keep
