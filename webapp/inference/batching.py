@@ -3,13 +3,13 @@
 Each model has a ``MicroBatcher``: a bounded queue plus the rule for cutting a batch from it. The
 ``InferenceWorker`` thread runs the batches of every model registered with it, always serving the
 model whose oldest item has waited longest. When it cuts a batch it takes what is queued (up to
-``max_batch``), waits up to ``window_seconds`` for more (and, until it holds as many as the previous
-batch, about twice as long as those clients took to come back lately, at most ``busy_window_seconds``:
-a lone user never pays it, and the end of a burst is not held for clients that are gone), and keeps waiting, up to
-``max_wait_seconds``, while callers are still preparing an item they announced
-(``submit(..., prepare=...)``, or earlier with ``announce()``): a burst of clients whose
-preprocessing is spread out by the GIL then shares one batch instead of splitting into two, and a
-lone request never waits for company that is not coming.
+``max_batch``), waits up to ``window_seconds`` for more (and, until it holds as many as the
+previous batch, about twice as long as those clients took to come back lately, at most
+``busy_window_seconds``: a lone user never pays it, and the end of a burst is not held for clients
+that are gone), and keeps waiting, up to ``max_wait_seconds``, while callers are still preparing an
+item they announced (``submit(..., prepare=...)``, or earlier with ``announce()``): a burst of
+clients whose preprocessing is spread out by the GIL then shares one batch instead of splitting
+into two, and a lone request never waits for company that is not coming.
 
 Why one thread for all models: it is the only thread that touches tokenizers and models (which are
 not thread-safe), and torch work runs fastest when a single long-lived thread does it. Measured
@@ -33,7 +33,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-
 
 _REFILLS_KEPT = 8  # batches whose clients' return times set the busy wait
 _MIN_BUSY_WAIT_SECONDS = 0.002
