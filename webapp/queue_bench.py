@@ -172,12 +172,16 @@ def run(
                         f"queue: {name:<6} {count:>2} clients  {level['items_per_second']:6.2f} caps/s  "
                         f"p50 {level['p50_ms']:7.1f} ms  p95 {level['p95_ms']:7.1f} ms  errors {level['errors']}"
                     )
+            with app.app_context():
+                queued_kinds = sorted(db.session.scalars(db.select(Prediction.kind).distinct()))
+            if queued_kinds != ["caption"]:  # a scenario that grew tasks would compare more work with one caption
+                raise RuntimeError(f"queued analyses made {queued_kinds}, not a caption alone as the direct path")
         finally:
             consumer.stop(graceful=True)
             with app.app_context():
                 service.close()
                 db.engine.dispose()
-    return _summary(caption_model, levels, clients, new_tokens)
+    return {**_summary(caption_model, levels, clients, new_tokens), "queued_kinds": queued_kinds}
 
 
 def _alternating(paths, pairs: int) -> list[dict[str, Any]]:
