@@ -79,8 +79,9 @@ class UnpaddedDistilBertClassifier:
         starts = [0]
         for length in lengths[:-1]:
             starts.append(starts[-1] + length)
-        # Filler rows up to a size that repeats (padded_row_count): computed, never read.
-        filler = [0] * (padded_row_count(sum(lengths)) - sum(lengths))
+        # Filler rows (token 0 at position 0) up to a size that repeats (padded_row_count): computed, never read.
+        tokens = sum(lengths)
+        filler = [0] * (padded_row_count(tokens) - tokens)
         flat_ids = torch.tensor([token for ids in token_ids for token in ids] + filler, dtype=torch.long)
         positions = torch.tensor(
             [position for length in lengths for position in range(length)] + filler, dtype=torch.long
