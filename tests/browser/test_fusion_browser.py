@@ -161,3 +161,17 @@ def test_medical_explanation_follows_the_caption_beside_the_image(browser, workf
         assert blocking_violations(page) == []
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_medical_case_actions_sit_together_and_wrap_on_a_phone(browser, workflows, language):
+    """The sign-off button and the case export stay inside their row (a <p> around the button's form was
+    closed by the parser, leaving both outside it, glued together), and wrap rather than overflow at 390 px."""
+    server, record = workflows
+    context, page = open_as(browser, server, "clara", f"/history/{record + 1}", PHONE, language)
+    try:
+        assert page.locator(".case-actions form button").count() == 1
+        assert page.locator(".case-actions a[href$='/export.json']").count() == 1
+        assert_fits(page, ".case-actions")
+    finally:
+        context.close()
